@@ -1,0 +1,81 @@
+//! An app: its credentials, switches and limits, as every part of the server sees it.
+
+/// Size and count limits of one app. The defaults are soketi's (from its code, where its
+/// documentation differs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppLimits {
+    /// Members per presence channel.
+    pub max_presence_members_per_channel: usize,
+    /// Bytes of one presence member's `user_info` (soketi: 2 KB).
+    pub max_presence_member_size_bytes: usize,
+    /// Characters of a channel name.
+    pub max_channel_name_length: usize,
+    /// Channels named by one HTTP publish.
+    pub max_event_channels_at_once: usize,
+    /// Characters of an event name.
+    pub max_event_name_length: usize,
+    /// Bytes of one event's `data` (soketi: 100 KB).
+    pub max_event_payload_bytes: usize,
+    /// Events in one `batch_events` request.
+    pub max_event_batch_size: usize,
+}
+
+impl Default for AppLimits {
+    fn default() -> Self {
+        Self {
+            max_presence_members_per_channel: 100,
+            max_presence_member_size_bytes: 2 * 1024,
+            max_channel_name_length: 200,
+            max_event_channels_at_once: 100,
+            max_event_name_length: 200,
+            max_event_payload_bytes: 100 * 1024,
+            max_event_batch_size: 10,
+        }
+    }
+}
+
+/// One app. Limits of `None` are unlimited (soketi writes them as -1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct App {
+    /// The app id, used in HTTP API paths.
+    pub id: String,
+    /// The public key, used in WebSocket paths and signatures.
+    pub key: String,
+    /// The secret that signs everything.
+    pub secret: String,
+    /// A disabled app refuses connections with 4003.
+    pub enabled: bool,
+    /// Whether clients may send `client-` events.
+    pub enable_client_messages: bool,
+    /// Whether connections must sign in within the user authentication timeout.
+    pub enable_user_authentication: bool,
+    /// Concurrent connections.
+    pub max_connections: Option<u64>,
+    /// Events per second published through the HTTP API.
+    pub max_backend_events_per_sec: Option<u64>,
+    /// Client events per second per connection.
+    pub max_client_events_per_sec: Option<u64>,
+    /// HTTP read requests per second.
+    pub max_read_req_per_sec: Option<u64>,
+    /// Size and count limits.
+    pub limits: AppLimits,
+}
+
+impl App {
+    /// An enabled app with the given credentials, no quotas and the default limits.
+    pub fn new(id: impl Into<String>, key: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            key: key.into(),
+            secret: secret.into(),
+            enabled: true,
+            enable_client_messages: false,
+            enable_user_authentication: false,
+            max_connections: None,
+            max_backend_events_per_sec: None,
+            max_client_events_per_sec: None,
+            max_read_req_per_sec: None,
+            limits: AppLimits::default(),
+        }
+    }
+}
