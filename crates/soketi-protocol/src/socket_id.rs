@@ -1,12 +1,14 @@
 //! Socket ids: two decimal numbers joined by a dot, unique per connection.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::ProtocolError;
 
-/// The id of one WebSocket connection, as `"{a}.{b}"`.
+/// The id of one WebSocket connection, as `"{a}.{b}"`. Cloning is a reference count, since
+/// the id is a key in every channel the connection joins.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SocketId(Box<str>);
+pub struct SocketId(Arc<str>);
 
 impl SocketId {
     /// Builds an id from two random numbers; the caller supplies the randomness.
@@ -14,7 +16,7 @@ impl SocketId {
         // Pusher's ids are two numbers below 10^10; keep the same shape so that clients which
         // parse them see nothing new.
         const MAX: u64 = 10_000_000_000;
-        SocketId(format!("{}.{}", a % MAX, b % MAX).into_boxed_str())
+        SocketId(format!("{}.{}", a % MAX, b % MAX).into())
     }
 
     /// Checks a socket id received from outside (an HTTP `socket_id`, a signature input).

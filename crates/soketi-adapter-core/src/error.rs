@@ -1,0 +1,12 @@
+//! Errors of adapters.
+
+/// Why an adapter operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    /// The transport to the other nodes failed.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// Other nodes did not answer in time; the answer would be partial.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+}

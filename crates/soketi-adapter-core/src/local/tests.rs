@@ -1,0 +1,77 @@
+use std::sync::Mutex;
+
+use soketi_channels::Outbox;
+
+use super::*;
+
+struct Recorder {
+    id: SocketId,
+    frames: Mutex<Vec<Bytes>>,
+    closed: Mutex<Option<u16>>,
+}
+
+impl Outbox for Recorder {
+    fn socket_id(&self) -> &SocketId {
+        &self.id
+    }
+    fn send(&self, frame: Bytes) {
+        self.frames.lock().unwrap().push(frame);
+    }
+    fn close(&self, code: CloseCode, _reason: &str) {
+        *self.closed.lock().unwrap() = Some(code.0);
+    }
+}
+
+fn recorder(n: u64) -> Arc<Recorder> {
+    Arc::new(Recorder {
+        id: SocketId::from_parts(n, n),
+        frames: Mutex::default(),
+        closed: Mutex::default(),
+    })
+}
+
+#[tokio::test]
+async fn publish_encodes_once_and_caches() {
+    let adapter = LocalAdapter::new(Arc::new(Registry::new()), Duration::from_secs(60));
+    let (a, b) = (recorder(1), recorder(2));
+    let app = adapter.local().app("app");
+    app.subscribe("cache-x", a.clone());
+    app.subscribe("cache-x", b.clone());
+    adapter
+        .publish("app", "cache-x", Bytes::from_static(b"{}"), Some(&b.id))
+        .await
+        .unwrap();
+    let frames = a.frames.lock().unwrap().clone();
+    assert_eq!(frames, [ws::text(b"{}")]);
+    assert!(b.frames.lock().unwrap().is_empty());
+    assert_eq!(app.cached_event("cache-x", now_ms()), Some(ws::text(b"{}")));
+    assert_eq!(
+        adapter.channel_counts("app", "cache-x").await.unwrap(),
+        ChannelCounts {
+            subscription_count: 2,
+            user_count: None
+        }
+    );
+    assert_eq!(adapter.channels("missing").await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn users_receive_and_are_terminated() {
+    let adapter = LocalAdapter::new(Arc::new(Registry::new()), Duration::from_secs(60));
+    let (a, b) = (recorder(1), recorder(2));
+    let app = adapter.local().app("app");
+    app.add_user("u", a.clone());
+    app.add_user("v", b.clone());
+    adapter
+        .send_to_user("app", "u", Bytes::from_static(b"hi"))
+        .await
+        .unwrap();
+    assert_eq!(a.frames.lock().unwrap().len(), 1);
+    assert!(b.frames.lock().unwrap().is_empty());
+    adapter
+        .terminate_user_connections("app", "u")
+        .await
+        .unwrap();
+    assert_eq!(*a.closed.lock().unwrap(), Some(4009));
+    assert_eq!(*b.closed.lock().unwrap(), None);
+}
