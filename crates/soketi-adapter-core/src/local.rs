@@ -38,7 +38,7 @@ impl LocalAdapter {
         // The WebSocket frame is encoded once and the same bytes go to every subscriber.
         let frame = ws::text(message);
         let app = self.registry.app(app_id);
-        if ChannelName::classify(channel).is_cache() {
+        if ChannelName::classify(channel).is_cache() && !is_internal(message) {
             let expires = now_ms().saturating_add(self.cache_ttl.as_millis() as u64);
             app.cache_event(channel, frame.clone(), expires);
         }
@@ -72,6 +72,13 @@ impl LocalAdapter {
         }
         sockets.len()
     }
+}
+
+/// Whether a frame is one of the server's own `pusher_internal:` events (member added or
+/// removed). A cache channel remembers the app's last event, never these. The frame builders
+/// of soketi-protocol always write `event` first, which makes the prefix check exact.
+fn is_internal(message: &[u8]) -> bool {
+    message.starts_with(br#"{"event":"pusher_internal:"#)
 }
 
 /// Milliseconds since the Unix epoch.

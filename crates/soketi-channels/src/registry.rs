@@ -204,7 +204,7 @@ impl AppChannels {
         entry.subscribers.write().insert(id, socket);
         Ok(Joined {
             first_for_user,
-            members: members_of(&presence),
+            members: members_of(presence),
         })
     }
 
@@ -215,12 +215,12 @@ impl AppChannels {
         let mut left = Left::default();
         {
             let mut presence = ch.presence.lock();
-            if let Some(user_id) = presence.by_socket.remove(socket_id) {
-                if let Entry::Occupied(mut e) = presence.members.entry(user_id) {
-                    e.get_mut().connections -= 1;
-                    if e.get().connections == 0 {
-                        left.user_removed = Some(e.remove_entry().0);
-                    }
+            if let Some(user_id) = presence.by_socket.remove(socket_id)
+                && let Entry::Occupied(mut e) = presence.members.entry(user_id)
+            {
+                e.get_mut().connections -= 1;
+                if e.get().connections == 0 {
+                    left.user_removed = Some(e.remove_entry().0);
                 }
             }
             ch.subscribers.write().remove(socket_id)?;

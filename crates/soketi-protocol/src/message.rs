@@ -174,11 +174,11 @@ pub fn connection_established(socket_id: &str, activity_timeout: u64) -> String 
     to_json("pusher:connection_established", None, &data, None)
 }
 
-/// `pusher:error` with a code and a message.
-pub fn error(code: u16, message: &str, channel: Option<&str>) -> String {
+/// `pusher:error` with a code (`null` for errors Pusher gives no code) and a message.
+pub fn error(code: Option<u16>, message: &str, channel: Option<&str>) -> String {
     #[derive(Serialize)]
     struct D<'a> {
-        code: u16,
+        code: Option<u16>,
         message: &'a str,
     }
     to_json("pusher:error", channel, &D { code, message }, None)

@@ -75,3 +75,17 @@ async fn users_receive_and_are_terminated() {
     assert_eq!(*a.closed.lock().unwrap(), Some(4009));
     assert_eq!(*b.closed.lock().unwrap(), None);
 }
+
+#[tokio::test]
+async fn internal_events_are_not_cached() {
+    let adapter = LocalAdapter::new(Arc::new(Registry::new()), Duration::from_secs(60));
+    let m =
+        soketi_protocol::message::PresenceMember::from_channel_data(r#"{"user_id":"u"}"#).unwrap();
+    let added = soketi_protocol::message::member_added("presence-cache-x", &m);
+    adapter
+        .publish("app", "presence-cache-x", Bytes::from(added), None)
+        .await
+        .unwrap();
+    let app = adapter.local().app("app");
+    assert_eq!(app.cached_event("presence-cache-x", now_ms()), None);
+}

@@ -72,7 +72,8 @@ fn sign_reproduces_the_documented_signature() {
 #[test]
 fn refusals() {
     let q = documented_query();
-    let cases: Vec<(Vec<(String, String)>, &str, u64, HttpAuthError)> = vec![
+    type Case<'a> = (Vec<(String, String)>, &'a str, u64, HttpAuthError);
+    let cases: Vec<Case<'_>> = vec![
         (
             q.clone(),
             BODY,

@@ -16,9 +16,19 @@ fn server_frames() {
         ]],
     );
     check(
-        error(4001, "App key x does not exist.", None),
+        error(Some(4001), "App key x does not exist.", None),
         expect![[
             r#"{"event":"pusher:error","data":{"code":4001,"message":"App key x does not exist."}}"#
+        ]],
+    );
+    check(
+        error(None, "bad", None),
+        expect![[r#"{"event":"pusher:error","data":{"code":null,"message":"bad"}}"#]],
+    );
+    check(
+        error(Some(4301), "no", Some("private-a")),
+        expect![[
+            r#"{"event":"pusher:error","channel":"private-a","data":{"code":4301,"message":"no"}}"#
         ]],
     );
     check(

@@ -1,0 +1,481 @@
+//! The HTTP side: routing, the WebSocket upgrade, and Pusher's signed HTTP API.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use soketi_channels::ChannelCounts;
+use soketi_protocol::channel::ChannelKind;
+use soketi_protocol::http_auth::{self, SignedRequest};
+use soketi_protocol::{App, ChannelName, SocketId, message};
+
+use crate::connection;
+use crate::error::ApiError;
+use crate::state::{State, unix_now};
+
+type Body = Full<Bytes>;
+
+/// Answers one HTTP request.
+pub(crate) async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let response = match route(&state, req).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    };
+    Ok(response)
+}
+
+async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (&Method::GET, [""]) => Ok(text(StatusCode::OK, "OK")),
+        (&Method::GET, ["ready"]) => Ok(if state.is_closing() {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The server is closing.").into_response()
+        } else {
+            text(StatusCode::OK, "OK")
+        }),
+        (&Method::GET, ["app", key]) => {
+            let key = (*key).to_owned();
+            upgrade(state, req, key)
+        }
+        (_, ["apps", app_id, rest @ ..]) => {
+            let app_id = (*app_id).to_owned();
+            let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
+            api(state, req, &app_id, &rest).await
+        }
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "Not found.")),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+fn json_response(value: &Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn upgrade(
+    state: &Arc<State>,
+    mut req: Request<Incoming>,
+    app_key: String,
+) -> Result<Response<Body>, ApiError> {
+    let protocol = query_pairs(req.uri().query())
+        .into_iter()
+        .find(|(k, _)| k == "protocol")
+        .map(|(_, v)| v);
+    let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("WebSocket upgrade failed: {e}"),
+        )
+    })?;
+    let state = state.clone();
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(ws) => connection::run(state, ws.into_inner(), app_key, protocol).await,
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Ok(Response::from_parts(parts, Full::new(Bytes::new())))
+}
+
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// A signed request to the HTTP API, checked and read.
+struct ApiRequest {
+    app: Arc<App>,
+    query: Vec<(String, String)>,
+    body: Bytes,
+}
+
+impl ApiRequest {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn info(&self) -> Vec<String> {
+        parse_info(self.param("info"))
+    }
+}
+
+fn parse_info(info: Option<&str>) -> Vec<String> {
+    info.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn api(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    app_id: &str,
+    rest: &[String],
+) -> Result<Response<Body>, ApiError> {
+    let app = state.apps.find_by_id(app_id).await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("The app {app_id} could not be found."),
+        )
+    })?;
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = query_pairs(req.uri().query());
+    let limit = state.config.max_request_bytes();
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The payload size is too big.",
+            ));
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("Could not read the body: {e}"),
+            ));
+        }
+    };
+    let signed = SignedRequest {
+        method: method.as_str(),
+        path: &path,
+        query: &query,
+        body: &body,
+    };
+    http_auth::verify(&signed, &app.key, &app.secret, unix_now()).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!("The signature is not valid: {e}."),
+        )
+    })?;
+    let request = ApiRequest { app, query, body };
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match (&method, rest.as_slice()) {
+        (&Method::POST, ["events"]) => publish(state, &request).await,
+        (&Method::POST, ["batch_events"]) => publish_batch(state, &request).await,
+        (&Method::GET, ["channels"]) => list_channels(state, &request).await,
+        (&Method::GET, ["channels", channel]) => channel_info(state, &request, channel).await,
+        (&Method::GET, ["channels", channel, "users"]) => {
+            channel_users(state, &request, channel).await
+        }
+        (&Method::POST, ["users", user_id, "terminate_connections"]) => {
+            state
+                .adapter
+                .terminate_user_connections(&request.app.id, user_id)
+                .await?;
+            Ok(json_response(&json!({})))
+        }
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "Not found.")),
+    }
+}
+
+/// One event to publish, as the HTTP API receives it.
+#[derive(Deserialize)]
+struct EventBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    socket_id: Option<String>,
+    #[serde(default)]
+    info: Option<String>,
+}
+
+/// An event that passed validation.
+struct Event {
+    name: String,
+    data: Box<RawValue>,
+    channels: Vec<String>,
+    except: Option<SocketId>,
+    info: Vec<String>,
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+fn validate(app: &App, body: EventBody) -> Result<Event, ApiError> {
+    let limits = &app.limits;
+    let name = body
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| bad_request("The event needs a name."))?;
+    if name.len() > limits.max_event_name_length {
+        return Err(bad_request(format!(
+            "The event name may not be longer than {} characters.",
+            limits.max_event_name_length
+        )));
+    }
+    let data = body
+        .data
+        .ok_or_else(|| bad_request("The event needs data."))?;
+    let channels = match (body.channels, body.channel) {
+        (Some(channels), _) if !channels.is_empty() => channels,
+        (_, Some(channel)) => vec![channel],
+        _ => return Err(bad_request("The event needs a channel or channels.")),
+    };
+    if channels.len() > limits.max_event_channels_at_once {
+        return Err(bad_request(format!(
+            "An event may go to at most {} channels.",
+            limits.max_event_channels_at_once
+        )));
+    }
+    for channel in &channels {
+        ChannelName::parse(channel, limits.max_channel_name_length)
+            .map_err(|e| bad_request(format!("{e}.")))?;
+    }
+    if data_len(&data) > limits.max_event_payload_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "The event data may not be larger than {} bytes.",
+                limits.max_event_payload_bytes
+            ),
+        ));
+    }
+    let except = match body.socket_id {
+        Some(id) => Some(SocketId::parse(&id).map_err(|e| bad_request(format!("{e}.")))?),
+        None => None,
+    };
+    let info = parse_info(body.info.as_deref());
+    check_info(&info)?;
+    Ok(Event {
+        name,
+        data,
+        channels,
+        except,
+        info,
+    })
+}
+
+/// The size of an event's data as the limit counts it: the text of a string, else the JSON.
+fn data_len(data: &RawValue) -> usize {
+    match serde_json::from_str::<&str>(data.get()) {
+        Ok(s) => s.len(),
+        Err(_) => data.get().len(),
+    }
+}
+
+fn check_info(info: &[String]) -> Result<(), ApiError> {
+    match info
+        .iter()
+        .find(|i| !matches!(i.as_str(), "user_count" | "subscription_count"))
+    {
+        Some(unknown) => Err(bad_request(format!(
+            "Unknown info attribute {unknown}; use user_count or subscription_count."
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("The body is not valid: {e}.")))
+}
+
+async fn deliver(state: &State, app: &App, event: &Event) -> Result<(), ApiError> {
+    for channel in &event.channels {
+        let json = message::channel_event(&event.name, channel, &event.data, None);
+        let parsed = ChannelName::classify(channel);
+        if parsed.kind() == ChannelKind::ServerToUser {
+            let user_id = parsed.server_to_user_id().unwrap_or_default();
+            state
+                .adapter
+                .send_to_user(&app.id, user_id, Bytes::from(json))
+                .await?;
+        } else {
+            state
+                .adapter
+                .publish(&app.id, channel, Bytes::from(json), event.except.as_ref())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The counts an `info` parameter asks for, as Pusher shapes them.
+async fn info_attributes(
+    state: &State,
+    app: &App,
+    channel: &str,
+    info: &[String],
+) -> Result<Map<String, Value>, ApiError> {
+    let mut out = Map::new();
+    if info.is_empty() {
+        return Ok(out);
+    }
+    let counts = state.adapter.channel_counts(&app.id, channel).await?;
+    for attribute in info {
+        match attribute.as_str() {
+            "subscription_count" => {
+                out.insert(attribute.clone(), counts.subscription_count.into());
+            }
+            "user_count" if ChannelName::classify(channel).is_presence() => {
+                out.insert(
+                    attribute.clone(),
+                    counts.user_count.unwrap_or_default().into(),
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+async fn publish(state: &State, req: &ApiRequest) -> Result<Response<Body>, ApiError> {
+    let event = validate(&req.app, parse_json(&req.body)?)?;
+    deliver(state, &req.app, &event).await?;
+    if event.info.is_empty() {
+        return Ok(json_response(&json!({})));
+    }
+    let mut channels = Map::new();
+    for channel in &event.channels {
+        let attributes = info_attributes(state, &req.app, channel, &event.info).await?;
+        channels.insert(channel.clone(), Value::Object(attributes));
+    }
+    Ok(json_response(&json!({ "channels": channels })))
+}
+
+#[derive(Deserialize)]
+struct BatchBody {
+    batch: Vec<EventBody>,
+}
+
+async fn publish_batch(state: &State, req: &ApiRequest) -> Result<Response<Body>, ApiError> {
+    let body: BatchBody = parse_json(&req.body)?;
+    let max = req.app.limits.max_event_batch_size;
+    if body.batch.len() > max {
+        return Err(bad_request(format!(
+            "A batch may hold at most {max} events."
+        )));
+    }
+    // Every event is checked before any is sent: a batch is all or nothing.
+    let events = body
+        .batch
+        .into_iter()
+        .map(|e| validate(&req.app, e))
+        .collect::<Result<Vec<_>, _>>()?;
+    for event in &events {
+        deliver(state, &req.app, event).await?;
+    }
+    if events.iter().all(|e| e.info.is_empty()) {
+        return Ok(json_response(&json!({})));
+    }
+    let mut batch = Vec::with_capacity(events.len());
+    for event in &events {
+        let channel = event
+            .channels
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default();
+        let attributes = info_attributes(state, &req.app, channel, &event.info).await?;
+        batch.push(Value::Object(attributes));
+    }
+    Ok(json_response(&json!({ "batch": batch })))
+}
+
+async fn list_channels(state: &State, req: &ApiRequest) -> Result<Response<Body>, ApiError> {
+    let prefix = req.param("filter_by_prefix").unwrap_or_default();
+    let info = req.info();
+    check_info(&info)?;
+    let wants_users = info.iter().any(|i| i == "user_count");
+    if wants_users && !prefix.starts_with("presence-") {
+        return Err(bad_request(
+            "info=user_count needs filter_by_prefix=presence-.",
+        ));
+    }
+    let channels = state.adapter.channels(&req.app.id).await?;
+    let mut out: BTreeMap<String, Value> = BTreeMap::new();
+    for (name, counts) in channels {
+        if !name.starts_with(prefix) || counts.subscription_count == 0 {
+            continue;
+        }
+        let mut attributes = Map::new();
+        attributes.insert(
+            "subscription_count".into(),
+            counts.subscription_count.into(),
+        );
+        if wants_users {
+            attributes.insert(
+                "user_count".into(),
+                counts.user_count.unwrap_or_default().into(),
+            );
+        }
+        out.insert(name, Value::Object(attributes));
+    }
+    Ok(json_response(&json!({ "channels": out })))
+}
+
+async fn channel_info(
+    state: &State,
+    req: &ApiRequest,
+    channel: &str,
+) -> Result<Response<Body>, ApiError> {
+    let parsed = ChannelName::parse(channel, req.app.limits.max_channel_name_length)
+        .map_err(|e| bad_request(format!("{e}.")))?;
+    let info = req.info();
+    check_info(&info)?;
+    if info.iter().any(|i| i == "user_count") && !parsed.is_presence() {
+        return Err(bad_request(
+            "user_count is only available for presence channels.",
+        ));
+    }
+    let ChannelCounts {
+        subscription_count,
+        user_count,
+    } = state.adapter.channel_counts(&req.app.id, channel).await?;
+    let mut out = Map::new();
+    out.insert("occupied".into(), (subscription_count > 0).into());
+    out.insert("subscription_count".into(), subscription_count.into());
+    if parsed.is_presence() {
+        out.insert("user_count".into(), user_count.unwrap_or_default().into());
+    }
+    Ok(json_response(&Value::Object(out)))
+}
+
+async fn channel_users(
+    state: &State,
+    req: &ApiRequest,
+    channel: &str,
+) -> Result<Response<Body>, ApiError> {
+    let parsed = ChannelName::parse(channel, req.app.limits.max_channel_name_length)
+        .map_err(|e| bad_request(format!("{e}.")))?;
+    if !parsed.is_presence() {
+        return Err(bad_request("The channel must be a presence channel."));
+    }
+    let members = state.adapter.presence_members(&req.app.id, channel).await?;
+    let users: Vec<Value> = members.iter().map(|m| json!({ "id": m.user_id })).collect();
+    Ok(json_response(&json!({ "users": users })))
+}

@@ -1,0 +1,171 @@
+//! The soketi server: WebSocket and HTTP API of the Pusher Channels protocol 7 over hyper and
+//! fastwebsockets, wired to an [`soketi_adapter_core::Adapter`] and an [`apps::AppManager`].
+//!
+//! The entry point is [`start`], which binds, spawns the server on the current tokio runtime
+//! and returns a [`RunningServer`]; the binary and the tests both use it, so that a whole
+//! server can run in-process on port 0. All wiring lives here; `main.rs` only parses the
+//! command line.
+//!
+//! This crate is the top of the dependency graph: nothing depends on it.
+#![warn(missing_docs)]
+
+pub mod apps;
+pub mod config;
+mod connection;
+mod error;
+mod http;
+mod session;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use soketi_adapter_core::LocalAdapter;
+use soketi_channels::{Outbox, Registry};
+use soketi_protocol::CloseCode;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::apps::ArrayAppManager;
+pub use crate::config::Config;
+use crate::state::State;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listening socket could not be bound.
+    #[error("could not listen on {address}: {source}")]
+    Bind {
+        /// The address from the configuration.
+        address: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A server that is accepting connections.
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    state: Arc<State>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Binds the configured address and starts serving on the current tokio runtime.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let address = config.bind_address();
+    let listener = TcpListener::bind(&address)
+        .await
+        .map_err(|source| StartError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        address: address.clone(),
+        source,
+    })?;
+    let apps = Arc::new(ArrayAppManager::new([config.default_app()]));
+    let registry = Arc::new(Registry::new());
+    let cache_ttl = Duration::from_secs(config.channel_cache_ttl);
+    let adapter = Arc::new(LocalAdapter::new(registry, cache_ttl));
+    let state = Arc::new(State::new(config, apps, adapter));
+    let (stop, stopped) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(accept_loop(listener, state.clone(), stopped.clone())),
+        tokio::spawn(activity_sweep(state.clone(), stopped)),
+    ];
+    Ok(RunningServer {
+        local_addr,
+        state,
+        stop,
+        tasks,
+    })
+}
+
+impl RunningServer {
+    /// The address the server listens on; with port 0, the port the system picked.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, asks every client to reconnect elsewhere (4200) and waits up to the
+    /// grace period for their connections to close.
+    pub async fn shutdown(self) {
+        self.state.set_closing();
+        let _ = self.stop.send(true);
+        let connections: Vec<_> = self
+            .state
+            .connections
+            .iter()
+            .map(|c| c.value().clone())
+            .collect();
+        for conn in connections {
+            conn.close(
+                CloseCode::SERVER_CLOSING,
+                "Server is closing. Please reconnect shortly.",
+            );
+        }
+        let grace = Duration::from_millis(self.state.config.shutdown_grace_period);
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.state.connections.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Running out of file descriptors must not end the server; wait a little.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| http::handle(state.clone(), req));
+            let served = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Pings quiet clients and closes those that do not answer, in one pass over every connection
+/// rather than a timer per connection.
+async fn activity_sweep(state: Arc<State>, mut stopped: watch::Receiver<bool>) {
+    let activity_ms = state.config.activity_timeout().as_millis() as u64;
+    let pong_ms = state.config.pong_timeout().as_millis() as u64;
+    let tick = Duration::from_millis((activity_ms.min(pong_ms) / 4).clamp(100, 1000));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        let now = state.uptime_ms();
+        for conn in state.connections.iter() {
+            conn.check_activity(now, activity_ms, pong_ms);
+        }
+    }
+}

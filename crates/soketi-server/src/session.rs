@@ -1,0 +1,390 @@
+//! The Pusher protocol as one connection lives it: the handshake checks, subscriptions,
+//! presence, sign-in and client events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use soketi_adapter_core::Adapter;
+use soketi_channels::{AppChannels, ChannelsError, Outbox, SocketRef};
+use soketi_protocol::channel::{ChannelKind, server_to_user_channel};
+use soketi_protocol::message::{
+    self, ClientMessage, PresenceMember, SigninData, SubscribeData, UnsubscribeData,
+};
+use soketi_protocol::{App, ChannelName, CloseCode, ProtocolError, auth};
+
+use crate::connection::Connection;
+use crate::state::{State, unix_now_ms};
+
+/// Protocol versions this server speaks; pusher-js sends 7.
+const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
+
+/// One connection's protocol state. Only its own task touches it, so it needs no lock.
+pub(crate) struct Session {
+    state: Arc<State>,
+    app: Arc<App>,
+    app_channels: Arc<AppChannels>,
+    conn: Arc<Connection>,
+    /// Channels joined, with the user id for presence channels.
+    channels: HashMap<String, Option<String>>,
+    user_id: Option<String>,
+}
+
+impl Session {
+    /// Checks a new connection against its app and the server's state, and greets it.
+    /// Returns `None` when it was refused; the refusal is already queued on `conn`.
+    pub(crate) async fn open(
+        state: Arc<State>,
+        conn: Arc<Connection>,
+        app_key: &str,
+        protocol: Option<&str>,
+    ) -> Option<Self> {
+        if state.is_closing() {
+            conn.fail(
+                CloseCode::SERVER_CLOSING,
+                "Server is closing. Please reconnect shortly.",
+            );
+            return None;
+        }
+        let Some(app) = state.apps.find_by_key(app_key).await else {
+            conn.fail(
+                CloseCode::APP_NOT_FOUND,
+                &format!("App key {app_key} does not exist."),
+            );
+            return None;
+        };
+        if let Some(p) = protocol
+            && !p
+                .parse()
+                .is_ok_and(|v: u32| SUPPORTED_PROTOCOLS.contains(&v))
+        {
+            conn.fail(
+                CloseCode::UNSUPPORTED_PROTOCOL,
+                &format!("Unsupported protocol version {p}."),
+            );
+            return None;
+        }
+        if !app.enabled {
+            conn.fail(CloseCode::APP_DISABLED, "The app is disabled.");
+            return None;
+        }
+        let app_channels = state.adapter.local().app(&app.id);
+        if app_channels.add_connection(app.max_connections).is_err() {
+            conn.fail(
+                CloseCode::OVER_CAPACITY,
+                "The app has reached its connection limit.",
+            );
+            return None;
+        }
+        conn.send_json(&message::connection_established(
+            conn.socket_id().as_str(),
+            state.config.activity_timeout,
+        ));
+        Some(Self {
+            state,
+            app,
+            app_channels,
+            conn,
+            channels: HashMap::new(),
+            user_id: None,
+        })
+    }
+
+    fn adapter(&self) -> &dyn Adapter {
+        &*self.state.adapter
+    }
+
+    fn socket(&self) -> SocketRef {
+        self.conn.clone()
+    }
+
+    /// Acts on one text frame.
+    pub(crate) async fn handle(&mut self, text: &str) {
+        let msg = match ClientMessage::parse(text) {
+            Ok(msg) => msg,
+            Err(e) => return self.reject_malformed(&e.to_string()),
+        };
+        match msg.event.as_str() {
+            "pusher:ping" => self.conn.send_json(&message::pong()),
+            "pusher:pong" => {}
+            "pusher:subscribe" => self.subscribe(&msg).await,
+            "pusher:unsubscribe" => match msg.data_as::<UnsubscribeData>() {
+                Ok(data) => self.unsubscribe(&data.channel).await,
+                Err(e) => self.reject_malformed(&e.to_string()),
+            },
+            "pusher:signin" => self.signin(&msg),
+            event if event.starts_with("client-") => self.client_event(&msg).await,
+            // Other events are not for the server; Pusher ignores them too.
+            _ => {}
+        }
+    }
+
+    /// Answers a frame the server cannot read, leaving the connection open.
+    pub(crate) fn reject_malformed(&self, why: &str) {
+        self.conn.send_json(&message::error(
+            None,
+            &format!("Invalid message: {why}"),
+            None,
+        ));
+    }
+
+    fn subscription_error(&self, channel: &str, kind: &str, error: &str, status: u16) {
+        self.conn
+            .send_json(&message::subscription_error(channel, kind, error, status));
+    }
+
+    async fn subscribe(&mut self, msg: &ClientMessage) {
+        let data: SubscribeData = match msg.data_as() {
+            Ok(data) => data,
+            Err(e) => return self.reject_malformed(&e.to_string()),
+        };
+        let name = data.channel.as_str();
+        let channel = match ChannelName::parse(name, self.app.limits.max_channel_name_length) {
+            Ok(channel) => channel,
+            Err(e @ ProtocolError::ChannelNameTooLong { .. }) => {
+                return self.subscription_error(name, "LimitReached", &e.to_string(), 4009);
+            }
+            Err(e) => {
+                return self.subscription_error(name, "InvalidChannel", &e.to_string(), 4009);
+            }
+        };
+        if channel.kind() == ChannelKind::ServerToUser {
+            // pusher-js subscribes to its user's channel after sign-in; the user's connections
+            // already receive its events, so only the owner is told it succeeded.
+            if channel.server_to_user_id() == self.user_id.as_deref() {
+                self.conn.send_json(&message::subscription_succeeded(name));
+            } else {
+                self.subscription_error(
+                    name,
+                    "AuthError",
+                    "Only the signed-in user may subscribe to its own channel.",
+                    401,
+                );
+            }
+            return;
+        }
+        if channel.needs_auth() {
+            let to_sign = auth::channel_string_to_sign(
+                self.conn.socket_id().as_str(),
+                name,
+                data.channel_data
+                    .as_deref()
+                    .filter(|_| channel.is_presence()),
+            );
+            let signed = data.auth.as_deref().is_some_and(|a| {
+                auth::verify(a, &self.app.key, &self.app.secret, &to_sign).is_ok()
+            });
+            if !signed {
+                return self.subscription_error(
+                    name,
+                    "AuthError",
+                    &format!("Invalid signature for channel {name}."),
+                    401,
+                );
+            }
+        }
+        if channel.is_presence() {
+            if !self.join_presence(name, data.channel_data.as_deref()).await {
+                return;
+            }
+        } else {
+            self.app_channels.subscribe(name, self.socket());
+            self.channels.insert(name.to_owned(), None);
+            self.conn.send_json(&message::subscription_succeeded(name));
+        }
+        if channel.is_cache() {
+            match self.app_channels.cached_event(name, unix_now_ms()) {
+                Some(frame) => self.conn.send(frame),
+                None => self.conn.send_json(&message::cache_miss(name)),
+            }
+        }
+    }
+
+    /// Joins a presence channel; returns whether the connection is now a member.
+    async fn join_presence(&mut self, name: &str, channel_data: Option<&str>) -> bool {
+        let member = match channel_data.map(PresenceMember::from_channel_data) {
+            Some(Ok(member)) => member,
+            Some(Err(e)) => {
+                self.subscription_error(name, "AuthError", &e.to_string(), 401);
+                return false;
+            }
+            None => {
+                self.subscription_error(
+                    name,
+                    "AuthError",
+                    "Presence channels need channel_data.",
+                    401,
+                );
+                return false;
+            }
+        };
+        let limits = &self.app.limits;
+        if member.info_size() > limits.max_presence_member_size_bytes {
+            self.subscription_error(
+                name,
+                "LimitReached",
+                &format!(
+                    "The presence member's user_info is over {} bytes.",
+                    limits.max_presence_member_size_bytes
+                ),
+                4301,
+            );
+            return false;
+        }
+        let user_id = member.user_id.clone();
+        let joined = match self.app_channels.join_presence(
+            name,
+            self.socket(),
+            member.clone(),
+            limits.max_presence_members_per_channel,
+        ) {
+            Ok(joined) => joined,
+            Err(e @ ChannelsError::PresenceFull { .. }) => {
+                self.subscription_error(name, "LimitReached", &e.to_string(), 4100);
+                return false;
+            }
+            Err(e) => {
+                self.subscription_error(name, "ServerError", &e.to_string(), 4302);
+                return false;
+            }
+        };
+        self.channels.insert(name.to_owned(), Some(user_id));
+        self.conn
+            .send_json(&message::presence_subscription_succeeded(
+                name,
+                &joined.members,
+            ));
+        if joined.first_for_user {
+            let added = message::member_added(name, &member);
+            self.publish_internal(name, added).await;
+        }
+        true
+    }
+
+    async fn publish_internal(&self, channel: &str, json: String) {
+        if let Err(e) = self
+            .adapter()
+            .publish(
+                &self.app.id,
+                channel,
+                Bytes::from(json),
+                Some(self.conn.socket_id()),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, channel, "could not publish a presence event");
+        }
+    }
+
+    async fn unsubscribe(&mut self, name: &str) {
+        if self.channels.remove(name).is_none() {
+            return;
+        }
+        self.leave(name).await;
+    }
+
+    async fn leave(&self, name: &str) {
+        if let Some(left) = self.app_channels.unsubscribe(name, self.conn.socket_id())
+            && let Some(user_id) = left.user_removed
+        {
+            self.publish_internal(name, message::member_removed(name, &user_id))
+                .await;
+        }
+    }
+
+    fn signin(&mut self, msg: &ClientMessage) {
+        let data: SigninData = match msg.data_as() {
+            Ok(data) => data,
+            Err(e) => {
+                return self
+                    .conn
+                    .fail(CloseCode::UNAUTHORIZED, &format!("Invalid sign-in: {e}"));
+            }
+        };
+        let to_sign = auth::user_string_to_sign(self.conn.socket_id().as_str(), &data.user_data);
+        if auth::verify(&data.auth, &self.app.key, &self.app.secret, &to_sign).is_err() {
+            return self
+                .conn
+                .fail(CloseCode::UNAUTHORIZED, "Invalid signature for sign-in.");
+        }
+        let user_id = match message::user_id_from_user_data(&data.user_data) {
+            Ok(id) => id,
+            Err(e) => return self.conn.fail(CloseCode::UNAUTHORIZED, &e.to_string()),
+        };
+        if let Some(previous) = self.user_id.take() {
+            self.app_channels
+                .remove_user(&previous, self.conn.socket_id());
+        }
+        self.app_channels.add_user(&user_id, self.socket());
+        tracing::debug!(
+            user_id,
+            channel = server_to_user_channel(&user_id),
+            "signed in"
+        );
+        self.user_id = Some(user_id);
+        self.conn
+            .send_json(&message::signin_success(&data.user_data));
+    }
+
+    async fn client_event(&mut self, msg: &ClientMessage) {
+        let channel = msg.channel.as_deref().unwrap_or_default();
+        let refuse = |why: &str| {
+            self.conn.send_json(&message::error(
+                Some(CloseCode::CLIENT_EVENT_REJECTED.0),
+                why,
+                Some(channel),
+            ));
+        };
+        let limits = &self.app.limits;
+        if !self.app.enable_client_messages {
+            return refuse("The app does not have client messaging enabled.");
+        }
+        if msg.event.len() > limits.max_event_name_length {
+            return refuse(&format!(
+                "Event names may not be longer than {} characters.",
+                limits.max_event_name_length
+            ));
+        }
+        if !ChannelName::classify(channel).allows_client_events() {
+            return refuse("Client events are only allowed on private and presence channels.");
+        }
+        let Some(member) = self.channels.get(channel) else {
+            return refuse("Client events need a subscription to the channel.");
+        };
+        let Some(data) = msg.data.as_deref() else {
+            return refuse("Client events need data.");
+        };
+        if data.get().len() > limits.max_event_payload_bytes {
+            return refuse(&format!(
+                "Event data may not be larger than {} bytes.",
+                limits.max_event_payload_bytes
+            ));
+        }
+        let json = message::channel_event(&msg.event, channel, data, member.as_deref());
+        if let Err(e) = self
+            .adapter()
+            .publish(
+                &self.app.id,
+                channel,
+                Bytes::from(json),
+                Some(self.conn.socket_id()),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, channel, "could not publish a client event");
+        }
+    }
+
+    /// Leaves every channel and forgets the connection.
+    pub(crate) async fn close(&mut self) {
+        let channels: Vec<String> = self.channels.drain().map(|(name, _)| name).collect();
+        for name in channels {
+            self.leave(&name).await;
+        }
+        if let Some(user_id) = self.user_id.take() {
+            self.app_channels
+                .remove_user(&user_id, self.conn.socket_id());
+        }
+        self.app_channels.remove_connection();
+    }
+}

@@ -1,0 +1,75 @@
+//! What every connection and request shares.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use soketi_adapter_core::Adapter;
+
+use crate::apps::AppManager;
+use crate::config::Config;
+use crate::connection::Connection;
+
+/// The server's shared state.
+pub(crate) struct State {
+    pub(crate) config: Config,
+    pub(crate) apps: Arc<dyn AppManager>,
+    pub(crate) adapter: Arc<dyn Adapter>,
+    /// Every open connection of this node, for the idle sweep and for shutdown.
+    pub(crate) connections: DashMap<u64, Arc<Connection>>,
+    next_connection: AtomicU64,
+    closing: AtomicBool,
+    started: Instant,
+}
+
+impl State {
+    pub(crate) fn new(
+        config: Config,
+        apps: Arc<dyn AppManager>,
+        adapter: Arc<dyn Adapter>,
+    ) -> Self {
+        Self {
+            config,
+            apps,
+            adapter,
+            connections: DashMap::new(),
+            next_connection: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
+            started: Instant::now(),
+        }
+    }
+
+    /// A number unique to each connection of this process.
+    pub(crate) fn next_connection_key(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Milliseconds since the server started; a cheap monotonic clock for activity tracking.
+    pub(crate) fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Whether the server is shutting down.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+}
+
+/// Seconds since the Unix epoch, for HTTP API signatures.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Milliseconds since the Unix epoch, for cache expiry.
+pub(crate) fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,79 @@
+//! Spawning child processes: cargo, node and npm, echoed before they run.
+
+use std::{env, ffi::OsStr, path::Path, process::Command};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// A `cargo` command in the workspace root. `CARGO` is the cargo that runs xtask, so children use
+/// the same toolchain even when `cargo` on `PATH` is another.
+pub(crate) fn cargo(root: &Path) -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root);
+    cmd
+}
+
+/// A `node` or `npm` command in `dir`.
+pub(crate) fn node_tool(program: &str, dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(dir);
+    cmd
+}
+
+/// Runs a command with inherited stdio and fails unless it exits with success.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    let line = display(cmd);
+    eprintln!("$ {line}");
+    let status = cmd.status().with_context(|| spawn_error(cmd, &line))?;
+    if !status.success() {
+        bail!("`{line}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// `cargo metadata --format-version 1 --no-deps` of the workspace, parsed.
+pub(crate) fn metadata(root: &Path) -> Result<Value> {
+    let mut cmd = cargo(root);
+    cmd.args(["metadata", "--format-version", "1", "--no-deps"]);
+    let line = display(&cmd);
+    let output = cmd.output().with_context(|| spawn_error(&cmd, &line))?;
+    if !output.status.success() {
+        bail!(
+            "`{line}` failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        );
+    }
+    serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("parsing the output of `{line}`"))
+}
+
+fn spawn_error(cmd: &Command, line: &str) -> String {
+    let program = cmd.get_program().to_string_lossy();
+    let hint = match program.as_ref() {
+        "node" | "npm" => "; the interop suite needs Node 20 and npm on PATH",
+        _ => "",
+    };
+    format!("could not start `{line}`{hint}")
+}
+
+/// The command as a shell would show it: variables it sets, the program's file name, its
+/// arguments.
+fn display(cmd: &Command) -> String {
+    let mut words: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(key, value)| {
+            Some(format!(
+                "{}={}",
+                key.to_string_lossy(),
+                value?.to_string_lossy()
+            ))
+        })
+        .collect();
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .unwrap_or(OsStr::new("?"));
+    words.push(program.to_string_lossy().into_owned());
+    words.extend(cmd.get_args().map(|arg| arg.to_string_lossy().into_owned()));
+    words.join(" ")
+}

@@ -1,0 +1,224 @@
+//! Workspace policy that neither rustc nor clippy checks: the layers of `docs/ARCHITECTURE.md`,
+//! crate docs, leftover `dbg!`/`todo!`, folder names and workspace lints.
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::BTreeMap,
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::{cmd, layers};
+
+/// Folders that hold no code of ours.
+const SKIPPED_DIRS: &[&str] = &["node_modules", "target"];
+
+/// Runs every check and fails with the list of all problems found.
+pub(crate) fn run(root: &Path) -> Result<()> {
+    let metadata = cmd::metadata(root)?;
+    let mut problems = Vec::new();
+    problems.extend(check_layers(root, &metadata)?);
+    problems.extend(check_lib_docs(root)?);
+    problems.extend(check_forbidden_macros(root)?);
+    problems.extend(check_packages(root, &metadata)?);
+    if !problems.is_empty() {
+        let count = problems.len();
+        bail!("{count} tidy problem(s):\n  {}", problems.join("\n  "));
+    }
+    Ok(())
+}
+
+/// Every dependency between workspace packages is allowed by the layers block, and the block
+/// lists every package.
+fn check_layers(root: &Path, metadata: &Value) -> Result<Vec<String>> {
+    let page = root.join(layers::PAGE);
+    let text = match fs::read_to_string(&page) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Ok(vec![format!(
+                "{} does not exist; {}",
+                layers::PAGE,
+                layers::how_to_add()
+            )]);
+        }
+        Err(err) => return Err(err).with_context(|| format!("reading {}", page.display())),
+    };
+    let allowed = match layers::parse(&text) {
+        Ok(allowed) => allowed,
+        Err(err) => return Ok(vec![format!("{}: {err:#}", layers::PAGE)]),
+    };
+    let edges = layers::edges(metadata, env!("CARGO_PKG_NAME"))?;
+    Ok(layers::check(&allowed, &edges))
+}
+
+/// Every `crates/*/src/lib.rs` opens with a `//!` comment.
+fn check_lib_docs(root: &Path) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for dir in crate_dirs(root)? {
+        let lib = dir.join("src/lib.rs");
+        if !lib.is_file() {
+            continue;
+        }
+        let text = read(&lib)?;
+        if !opens_with_inner_doc(&text) {
+            problems.push(format!(
+                "{} does not start with a `//!` comment",
+                relative(root, &lib)
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+fn opens_with_inner_doc(text: &str) -> bool {
+    text.trim_start_matches('\u{feff}')
+        .trim_start()
+        .starts_with("//!")
+}
+
+/// No Rust file under `crates/` mentions `dbg!(` or `todo!(`, even in a comment.
+fn check_forbidden_macros(root: &Path) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for file in files_under(&root.join("crates"), &|name| name.ends_with(".rs"))? {
+        let text = read(&file)?;
+        for (number, needle) in forbidden_macros(&text) {
+            problems.push(format!("{}:{number}: `{needle}`", relative(root, &file)));
+        }
+    }
+    Ok(problems)
+}
+
+/// Line numbers and needles of each forbidden macro call in `text`.
+fn forbidden_macros(text: &str) -> Vec<(usize, &'static str)> {
+    // Spelled in two halves so that this file does not flag itself if it ever moves.
+    let needles = [concat!("dbg", "!("), concat!("todo", "!(")];
+    let mut found = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        for needle in needles {
+            if line.contains(needle) {
+                found.push((index + 1, needle));
+            }
+        }
+    }
+    found
+}
+
+/// Every folder under `crates/` is the package of the same name, and every member inherits the
+/// workspace lints.
+fn check_packages(root: &Path, metadata: &Value) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut names_by_manifest = BTreeMap::new();
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        let (Some(name), Some(manifest)) =
+            (package["name"].as_str(), package["manifest_path"].as_str())
+        else {
+            bail!("`cargo metadata` gave a package without a name or manifest_path");
+        };
+        names_by_manifest.insert(PathBuf::from(manifest), name.to_owned());
+        if !has_workspace_lints(&read(Path::new(manifest))?) {
+            problems.push(format!(
+                "{} lacks `[lints] workspace = true`",
+                relative(root, Path::new(manifest))
+            ));
+        }
+    }
+    for dir in crate_dirs(root)? {
+        let folder = dir.file_name().unwrap_or_default().to_string_lossy();
+        match names_by_manifest.get(&dir.join("Cargo.toml")) {
+            Some(name) if *name == folder => {}
+            Some(name) => problems.push(format!(
+                "{} holds the package `{name}`; the folder must be named after its package",
+                relative(root, &dir)
+            )),
+            None => problems.push(format!(
+                "{} is not a workspace package; every folder under crates/ is one",
+                relative(root, &dir)
+            )),
+        }
+    }
+    Ok(problems)
+}
+
+/// Whether a manifest has `[lints] workspace = true` (or its inline or dotted spelling).
+fn has_workspace_lints(manifest: &str) -> bool {
+    let mut table: Option<String> = None;
+    for line in manifest.lines() {
+        let line: String = line
+            .split('#')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        if line.starts_with('[') {
+            table = Some(line);
+            continue;
+        }
+        let found = match table.as_deref() {
+            None => line == "lints.workspace=true" || line == "lints={workspace=true}",
+            Some("[lints]") => line == "workspace=true",
+            Some(_) => false,
+        };
+        if found {
+            return true;
+        }
+    }
+    false
+}
+
+/// The folders directly under `crates/`, sorted.
+fn crate_dirs(root: &Path) -> Result<Vec<PathBuf>> {
+    let crates = root.join("crates");
+    let mut dirs = Vec::new();
+    for entry in fs::read_dir(&crates).with_context(|| format!("listing {}", crates.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", crates.display()))?;
+        if entry.file_type()?.is_dir() && !is_hidden(&entry.file_name().to_string_lossy()) {
+            dirs.push(entry.path());
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The files under `dir` whose names satisfy `wanted`, sorted, leaving out hidden folders,
+/// `node_modules` and `target`.
+pub(crate) fn files_under(dir: &Path, wanted: &dyn Fn(&str) -> bool) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+            let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let file_type = entry.file_type()?;
+            if file_type.is_dir() {
+                if !is_hidden(&name) && !SKIPPED_DIRS.contains(&name.as_ref()) {
+                    pending.push(entry.path());
+                }
+            } else if file_type.is_file() && wanted(&name) {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn is_hidden(name: &str) -> bool {
+    name.starts_with('.')
+}
+
+fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
