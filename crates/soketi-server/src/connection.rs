@@ -21,7 +21,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::{Notify, mpsc};
 
 use crate::session::Session;
-use crate::state::State;
+use crate::state::{Counters, State};
 
 /// Bytes counted for each queued frame on top of its length, so that a flood of tiny frames
 /// is bounded too.
@@ -47,6 +47,7 @@ pub(crate) struct Connection {
     tx: mpsc::UnboundedSender<Bytes>,
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
+    counters: Arc<Counters>,
     close: OnceLock<CloseRequest>,
     wake_writer: Notify,
     last_seen_ms: AtomicU64,
@@ -57,6 +58,7 @@ impl Connection {
     fn new(
         socket_id: SocketId,
         max_queued_bytes: usize,
+        counters: Arc<Counters>,
         now_ms: u64,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Bytes>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -65,6 +67,7 @@ impl Connection {
             tx,
             queued_bytes: AtomicUsize::new(0),
             max_queued_bytes,
+            counters,
             close: OnceLock::new(),
             wake_writer: Notify::new(),
             last_seen_ms: AtomicU64::new(now_ms),
@@ -131,7 +134,14 @@ impl Outbox for Connection {
         let before = self.queued_bytes.fetch_add(cost, Ordering::AcqRel);
         if before + cost > self.max_queued_bytes {
             self.queued_bytes.fetch_sub(cost, Ordering::AcqRel);
-            tracing::debug!(socket_id = %self.socket_id, "closing a connection that does not read fast enough");
+            if !self.is_closing() {
+                self.counters.slow_closes.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    socket_id = %self.socket_id,
+                    queued_bytes = before,
+                    "closing a connection that does not read fast enough (4100)"
+                );
+            }
             self.request_close(CloseRequest {
                 frame: Some((
                     CloseCode::OVER_CAPACITY,
@@ -168,7 +178,12 @@ pub(crate) async fn run(state: Arc<State>, io: Io, app_key: String, protocol: Op
     let mut ws_read = FragmentCollectorRead::new(ws_read);
     let socket_id = SocketId::from_parts(rand::random(), rand::random());
     let key = state.next_connection_key();
-    let (conn, rx) = Connection::new(socket_id, state.config.max_backpressure, state.uptime_ms());
+    let (conn, rx) = Connection::new(
+        socket_id,
+        state.config.max_backpressure,
+        state.counters.clone(),
+        state.uptime_ms(),
+    );
 
     let session = Session::open(state.clone(), conn.clone(), &app_key, protocol.as_deref()).await;
     let writer = write_loop(conn.clone(), rx, write);
@@ -263,30 +278,72 @@ async fn write_loop(
                 if n == 0 {
                     break;
                 }
-                match write_batch(&mut out, &mut batch).await {
-                    Ok(written) => {
-                        conn.queued_bytes.fetch_sub(written, Ordering::AcqRel);
-                    }
-                    Err(_) => return,
+                if !write_unless_aborted(&conn, &mut out, &mut batch).await {
+                    // The socket failed, or the client stopped reading: a frame may be half
+                    // written, so nothing more can go on this stream.
+                    return;
                 }
             }
         }
     }
-    if let Some(request) = conn.close.get() {
-        if request.drain {
-            while let Ok(frame) = rx.try_recv() {
-                batch.push(frame);
+    let Some(request) = conn.close.get() else {
+        return;
+    };
+    if request.drain {
+        while let Ok(frame) = rx.try_recv() {
+            batch.push(frame);
+        }
+    } else {
+        // The client stopped reading: what is queued is dropped, and the close frame goes
+        // out only if the socket takes it at once.
+        batch.clear();
+    }
+    // Every frame in `batch` is whole here: a batch cut short ends the writer above.
+    if let Some((code, reason)) = &request.frame {
+        batch.push(ws::close(code.0, reason));
+    }
+    // A client that does not read must not keep the connection alive: the last frames get a
+    // bounded time.
+    let timeout = if request.drain {
+        CLOSE_FLUSH_TIMEOUT
+    } else {
+        Duration::from_millis(50)
+    };
+    let _ = tokio::time::timeout(timeout, async {
+        write_batch(&mut out, &mut batch).await?;
+        out.shutdown().await
+    })
+    .await;
+}
+
+/// Writes one batch, unless a close that drops the queue arrives while the write waits on a
+/// client that does not read. Returns whether the writer should go on.
+async fn write_unless_aborted(
+    conn: &Connection,
+    out: &mut WriteHalf<Io>,
+    batch: &mut Vec<Bytes>,
+) -> bool {
+    let write = write_batch(out, batch);
+    tokio::pin!(write);
+    tokio::select! {
+        biased;
+        written = &mut write => match written {
+            Ok(n) => {
+                conn.queued_bytes.fetch_sub(n, Ordering::AcqRel);
+                true
             }
-        }
-        if let Some((code, reason)) = &request.frame {
-            batch.push(ws::close(code.0, reason));
-        }
-        if write_batch(&mut out, &mut batch).await.is_err() {
-            return;
+            Err(_) => false,
+        },
+        () = conn.wake_writer.notified() => {
+            let drain = conn.close.get().is_some_and(|r| r.drain);
+            if drain && matches!(tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, write).await, Ok(Ok(_))) {
+                // Let the main loop see the close request again and finish it.
+                conn.wake_writer.notify_one();
+                return true;
+            }
+            false
         }
     }
-    let _ = out.flush().await;
-    let _ = out.shutdown().await;
 }
 
 /// Writes every frame of `batch` with vectored writes and empties it. Returns the bytes

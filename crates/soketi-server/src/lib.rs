@@ -88,6 +88,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 }
 
 impl RunningServer {
+    /// How many connections were closed because they did not read fast enough.
+    pub fn slow_connections_closed(&self) -> u64 {
+        self.state
+            .counters
+            .slow_closes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The address the server listens on; with port 0, the port the system picked.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

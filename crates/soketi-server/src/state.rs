@@ -16,6 +16,8 @@ pub(crate) struct State {
     pub(crate) config: Config,
     pub(crate) apps: Arc<dyn AppManager>,
     pub(crate) adapter: Arc<dyn Adapter>,
+    /// Counts of notable events, for operators.
+    pub(crate) counters: Arc<Counters>,
     /// Every open connection of this node, for the idle sweep and for shutdown.
     pub(crate) connections: DashMap<u64, Arc<Connection>>,
     next_connection: AtomicU64,
@@ -33,6 +35,7 @@ impl State {
             config,
             apps,
             adapter,
+            counters: Arc::default(),
             connections: DashMap::new(),
             next_connection: AtomicU64::new(1),
             closing: AtomicBool::new(false),
@@ -58,6 +61,13 @@ impl State {
     pub(crate) fn set_closing(&self) {
         self.closing.store(true, Ordering::Release);
     }
+}
+
+/// Counts of notable events since the server started.
+#[derive(Default)]
+pub(crate) struct Counters {
+    /// Connections closed with 4100 because their outbound queue passed `max_backpressure`.
+    pub(crate) slow_closes: AtomicU64,
 }
 
 /// Seconds since the Unix epoch, for HTTP API signatures.
