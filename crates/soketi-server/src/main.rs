@@ -1,5 +1,7 @@
 //! The `soketi-server` binary: parses the command line and runs the server.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use soketi_server::Config;
@@ -40,6 +42,7 @@ fn start() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = Config::from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
