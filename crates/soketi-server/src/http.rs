@@ -119,6 +119,12 @@ impl ApiRequest {
             .map(|(_, v)| v.as_str())
     }
 
+    /// A channel name from the path, checked against the app's rules.
+    fn channel<'a>(&self, name: &'a str) -> Result<ChannelName<'a>, ApiError> {
+        ChannelName::parse(name, self.app.limits.max_channel_name_length)
+            .map_err(|e| bad_request(format!("{e}.")))
+    }
+
     fn info(&self) -> Vec<String> {
         parse_info(self.param("info"))
     }
@@ -443,8 +449,7 @@ async fn channel_info(
     req: &ApiRequest,
     channel: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let parsed = ChannelName::parse(channel, req.app.limits.max_channel_name_length)
-        .map_err(|e| bad_request(format!("{e}.")))?;
+    let parsed = req.channel(channel)?;
     let info = req.info();
     check_info(&info)?;
     if info.iter().any(|i| i == "user_count") && !parsed.is_presence() {
@@ -470,8 +475,7 @@ async fn channel_users(
     req: &ApiRequest,
     channel: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let parsed = ChannelName::parse(channel, req.app.limits.max_channel_name_length)
-        .map_err(|e| bad_request(format!("{e}.")))?;
+    let parsed = req.channel(channel)?;
     if !parsed.is_presence() {
         return Err(bad_request("The channel must be a presence channel."));
     }

@@ -256,12 +256,13 @@ impl Session {
             ));
         if joined.first_for_user {
             let added = message::member_added(name, &member);
-            self.publish_internal(name, added).await;
+            self.publish_to_others(name, added, "member_added").await;
         }
         true
     }
 
-    async fn publish_internal(&self, channel: &str, json: String) {
+    /// Publishes a frame to a channel's other subscribers; `what` names it in the log.
+    async fn publish_to_others(&self, channel: &str, json: String, what: &str) {
         if let Err(e) = self
             .adapter()
             .publish(
@@ -272,7 +273,7 @@ impl Session {
             )
             .await
         {
-            tracing::warn!(error = %e, channel, "could not publish a presence event");
+            tracing::warn!(error = %e, channel, "could not publish a {what}");
         }
     }
 
@@ -287,7 +288,8 @@ impl Session {
         if let Some(left) = self.app_channels.unsubscribe(name, self.conn.socket_id())
             && let Some(user_id) = left.user_removed
         {
-            self.publish_internal(name, message::member_removed(name, &user_id))
+            let removed = message::member_removed(name, &user_id);
+            self.publish_to_others(name, removed, "member_removed")
                 .await;
         }
     }
@@ -361,18 +363,7 @@ impl Session {
             ));
         }
         let json = message::channel_event(&msg.event, channel, data, member.as_deref());
-        if let Err(e) = self
-            .adapter()
-            .publish(
-                &self.app.id,
-                channel,
-                Bytes::from(json),
-                Some(self.conn.socket_id()),
-            )
-            .await
-        {
-            tracing::warn!(error = %e, channel, "could not publish a client event");
-        }
+        self.publish_to_others(channel, json, "client event").await;
     }
 
     /// Leaves every channel and forgets the connection.
