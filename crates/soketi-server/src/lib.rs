@@ -69,9 +69,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         address: address.clone(),
         source,
     })?;
-    let apps = Arc::new(ArrayAppManager::new([config.default_app()]));
+    let apps = Arc::new(ArrayAppManager::new(config.apps()));
     let registry = Arc::new(Registry::new());
-    let cache_ttl = Duration::from_secs(config.channel_cache_ttl);
+    let cache_ttl = Duration::from_secs(config.channel_limits.cache_ttl);
     let adapter = Arc::new(LocalAdapter::new(registry, cache_ttl));
     let state = Arc::new(State::new(config, apps, adapter));
     let (stop, stopped) = watch::channel(false);

@@ -1,10 +1,12 @@
 //! The `soketi-server` binary: parses the command line and runs the server.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use soketi_server::Config;
+use soketi_server::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 /// A Pusher Channels protocol 7 server, a drop-in successor to soketi.
@@ -13,18 +15,34 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    options: Options,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Start the server (the default).
-    Start,
+    Start(Options),
+    /// Print the effective configuration as JSON, with secrets masked.
+    Config(Options),
+}
+
+#[derive(Args, Clone, Default)]
+struct Options {
+    /// A config file: JSON, TOML or YAML, with soketi's option paths.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format: text or json (overrides LOG_FORMAT).
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Start) {
-        Command::Start => start(),
+    let result = match cli.command {
+        None => start(cli.options),
+        Some(Command::Start(options)) => start(merge(cli.options, options)),
+        Some(Command::Config(options)) => print_config(merge(cli.options, options)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -36,15 +54,50 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn start() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let config = Config::from_env()?;
+/// Options given before the subcommand, overridden by those after it.
+fn merge(global: Options, local: Options) -> Options {
+    Options {
+        config: local.config.or(global.config),
+        log_format: local.log_format.or(global.log_format),
+    }
+}
+
+fn load(options: &Options) -> anyhow::Result<Config> {
+    let mut config = Config::load(options.config.as_deref())?;
+    if let Some(format) = &options.log_format {
+        config.log_format = match format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => anyhow::bail!("--log-format is {other:?}; use text or json"),
+        };
+    }
+    Ok(config)
+}
+
+fn print_config(options: Options) -> anyhow::Result<()> {
+    let config = load(&options)?;
+    let text = serde_json::to_string_pretty(&config.masked_json())?;
+    writeln!(std::io::stdout(), "{text}").context("could not write to stdout")?;
+    Ok(())
+}
+
+fn init_logs(config: &Config) {
+    let default_level = if config.debug { "debug" } else { "info" };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn start(options: Options) -> anyhow::Result<()> {
+    let config = load(&options)?;
+    config.check_runnable()?;
+    init_logs(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,19 +1,29 @@
-// Configuration through the environment: the default app's credentials and the limits,
-// set far from their defaults so that each one is seen to take effect.
+// Configuration: the default app's credentials and the limits set through the environment (far
+// from their defaults so that each one is seen to take effect); the sources and their
+// precedence (defaults < config file < unprefixed names < SOKETI_ names) as `soketi-server
+// config` prints them; config files in every format driving a real server; and the values that
+// stop start-up with one line naming the option and where it came from.
 
 import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
 import { describe, it } from 'node:test';
 
 import {
   assertHttpError,
+  effectiveConfig,
+  failedStart,
+  freePort,
   parseData,
   pusherServer,
+  scratch,
   sdkFailure,
+  signedRequest,
   subscribe,
   subscribeData,
   uniqueChannel,
   useServer,
   waitFor,
+  writeConfig,
 } from './harness.mjs';
 
 /** A channel name of exactly `length` characters that no other test uses. */
@@ -131,5 +141,388 @@ describe('custom limits', () => {
     sender.send({ event: 'client-small', channel, data: { blob: 'x'.repeat(500) } });
     const next = await receiver.next((f) => f.event?.startsWith('client-'));
     assert.equal(next.event, 'client-small', receiver.describeHistory());
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Sources and precedence, read back through `soketi-server config`
+// ---------------------------------------------------------------------------------------------
+
+const MASK = '********';
+
+/** The value at a dotted option path (`appManager.array.apps.0.id`) of the printed config. */
+function option(config, dotted) {
+  let value = config;
+  for (const part of dotted.split('.')) {
+    assert.ok(
+      value !== null && typeof value === 'object' && part in value,
+      `option ${dotted} is missing (no "${part}") in the printed configuration: ${JSON.stringify(config)}`,
+    );
+    value = value[part];
+  }
+  return value;
+}
+
+/** Asserts option values of the printed config, `expected` mapping dotted paths to values. */
+function assertOptions(config, expected, context) {
+  for (const [dotted, value] of Object.entries(expected)) {
+    assert.deepEqual(option(config, dotted), value, `${dotted} (${context})`);
+  }
+}
+
+describe('soketi-server config', () => {
+  it('prints the built-in defaults as nested JSON, with the app secret masked', async () => {
+    const config = await effectiveConfig();
+    assertOptions(
+      config,
+      {
+        host: '0.0.0.0',
+        port: 6001,
+        mode: 'full',
+        debug: false,
+        'adapter.driver': 'local',
+        'rateLimiter.driver': 'local',
+        'appManager.driver': 'array',
+        'appManager.array.apps.0.id': 'app-id',
+        'appManager.array.apps.0.key': 'app-key',
+        'appManager.array.apps.0.secret': MASK,
+        'eventLimits.maxNameLength': 200,
+        'metrics.enabled': false,
+        'metrics.port': 9601,
+        shutdownGracePeriod: 3000,
+      },
+      'nothing set',
+    );
+  });
+
+  it('lets a config file override a default, an unprefixed name the file, and SOKETI_ the unprefixed name', async () => {
+    const file = writeConfig('precedence.json', { eventLimits: { maxNameLength: 50 } });
+    const withFile = ['--config', file];
+    const [fileOnly, unprefixed, prefixed, envOnly] = await Promise.all([
+      effectiveConfig({}, withFile),
+      effectiveConfig({ EVENT_MAX_NAME_LENGTH: '60' }, withFile),
+      effectiveConfig({ EVENT_MAX_NAME_LENGTH: '60', SOKETI_EVENT_MAX_NAME_LENGTH: '70' }, withFile),
+      effectiveConfig({ EVENT_MAX_NAME_LENGTH: '60' }),
+    ]);
+    assert.equal(option(fileOnly, 'eventLimits.maxNameLength'), 50, 'file 50 over the default 200');
+    assert.equal(option(unprefixed, 'eventLimits.maxNameLength'), 60, 'EVENT_MAX_NAME_LENGTH=60 over file 50');
+    assert.equal(option(prefixed, 'eventLimits.maxNameLength'), 70, 'SOKETI_EVENT_MAX_NAME_LENGTH=70 over 60 and 50');
+    assert.equal(option(envOnly, 'eventLimits.maxNameLength'), 60, 'EVENT_MAX_NAME_LENGTH=60 without a file');
+  });
+
+  it('reads a config file with nested options and one with dotted keys alike', async () => {
+    const apps = [
+      { id: 'nested-1', key: 'nested-key-1', secret: 'nested-secret-1' },
+      { id: 'nested-2', key: 'nested-key-2', secret: 'nested-secret-2' },
+    ];
+    const nested = writeConfig('nested.json', {
+      appManager: { array: { apps } },
+      eventLimits: { maxNameLength: 50, maxBatchSize: 3 },
+      channelLimits: { maxNameLength: 90 },
+    });
+    const dotted = writeConfig('dotted.json', {
+      'appManager.array.apps': apps,
+      'eventLimits.maxNameLength': 50,
+      'eventLimits.maxBatchSize': 3,
+      'channelLimits.maxNameLength': 90,
+    });
+    for (const file of [nested, dotted]) {
+      const config = await effectiveConfig({}, ['--config', file]);
+      assertOptions(
+        config,
+        {
+          'appManager.array.apps.0.id': 'nested-1',
+          'appManager.array.apps.1.key': 'nested-key-2',
+          'appManager.array.apps.1.secret': MASK,
+          'eventLimits.maxNameLength': 50,
+          'eventLimits.maxBatchSize': 3,
+          'eventLimits.maxChannelsAtOnce': 100,
+          'channelLimits.maxNameLength': 90,
+        },
+        file,
+      );
+      assert.equal(option(config, 'appManager.array.apps').length, 2, `the file's two apps replace the default one (${file})`);
+    }
+  });
+
+  it('reads TOML, YAML (.yaml and .yml) and JSON files by their extension', async () => {
+    const json = writeConfig('format.json', { eventLimits: { maxNameLength: 51 }, metrics: { prometheus: { prefix: 'f_' } } });
+    const toml = writeConfig('format.toml', '[eventLimits]\nmaxNameLength = 52\n\n[metrics.prometheus]\nprefix = "f_"\n');
+    const yaml = writeConfig('format.yaml', 'eventLimits:\n  maxNameLength: 53\nmetrics:\n  prometheus:\n    prefix: f_\n');
+    const yml = writeConfig('format.yml', 'eventLimits:\n  maxNameLength: 54\nmetrics:\n  prometheus:\n    prefix: f_\n');
+    const expected = [
+      [json, 51],
+      [toml, 52],
+      [yaml, 53],
+      [yml, 54],
+    ];
+    const configs = await Promise.all(expected.map(([file]) => effectiveConfig({}, ['--config', file])));
+    for (const [i, [file, length]] of expected.entries()) {
+      assertOptions(configs[i], { 'eventLimits.maxNameLength': length, 'metrics.prometheus.prefix': 'f_' }, file);
+    }
+  });
+
+  it('reads the driver and cluster options under both spellings', async () => {
+    const cases = [
+      [{ ADAPTER_DRIVER: 'cluster' }, 'adapter.driver', 'cluster'],
+      [{ SOKETI_ADAPTER_DRIVER: 'cluster' }, 'adapter.driver', 'cluster'],
+      [{ RATE_LIMITER_DRIVER: 'cluster' }, 'rateLimiter.driver', 'cluster'],
+      [{ SOKETI_RATE_LIMITER_DRIVER: 'cluster' }, 'rateLimiter.driver', 'cluster'],
+      [{ CLUSTER_PORT: '11005' }, 'cluster.port', 11005],
+      [{ SOKETI_CLUSTER_PORT: '11005' }, 'cluster.port', 11005],
+      [{ CLUSTER_PREFIX: 'blue' }, 'cluster.prefix', 'blue'],
+      [{ DEFAULT_APP_KEY: 'plain-key' }, 'appManager.array.apps.0.key', 'plain-key'],
+      [{ SOKETI_DEFAULT_APP_KEY: 'prefixed-key' }, 'appManager.array.apps.0.key', 'prefixed-key'],
+      [{ METRICS_ENABLED: 'true' }, 'metrics.enabled', true],
+      [{ PATH_PREFIX: '/ws' }, 'pathPrefix', '/ws'],
+      [{ SHUTDOWN_GRACE_PERIOD: '1500' }, 'shutdownGracePeriod', 1500],
+    ];
+    const configs = await Promise.all(cases.map(([env]) => effectiveConfig(env)));
+    for (const [i, [env, dotted, value]] of cases.entries()) {
+      assert.deepEqual(option(configs[i], dotted), value, `${dotted} with ${JSON.stringify(env)}`);
+    }
+  });
+
+  it('reads HOST, PORT, DEBUG and MODE only with the SOKETI_ prefix', async () => {
+    const [plain, prefixed] = await Promise.all([
+      effectiveConfig({ HOST: '10.1.2.3', PORT: '1234', DEBUG: 'true', MODE: 'worker' }),
+      effectiveConfig({ SOKETI_HOST: '127.0.0.1', SOKETI_PORT: '1234', SOKETI_DEBUG: 'true', SOKETI_MODE: 'worker' }),
+    ]);
+    assertOptions(plain, { host: '0.0.0.0', port: 6001, debug: false, mode: 'full' }, 'unprefixed names are ignored');
+    assertOptions(prefixed, { host: '127.0.0.1', port: 1234, debug: true, mode: 'worker' }, 'SOKETI_ names apply');
+  });
+
+  it('reads environment values as JSON first and as raw strings otherwise', async () => {
+    const webhooks = [{ url: 'http://127.0.0.1:9/hook', event_types: ['channel_occupied'] }];
+    const config = await effectiveConfig({
+      SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES: 'true',
+      DEFAULT_APP_MAX_CONNS: '5',
+      DEFAULT_APP_WEBHOOKS: JSON.stringify(webhooks),
+      METRICS_PROMETHEUS_PREFIX: 'x_',
+      SOKETI_DEFAULT_APP_ID: '123',
+    });
+    assertOptions(
+      config,
+      {
+        'appManager.array.apps.0.enableClientMessages': true,
+        'appManager.array.apps.0.maxConnections': 5,
+        'metrics.prometheus.prefix': 'x_',
+        'appManager.array.apps.0.id': '123',
+      },
+      'typed environment values',
+    );
+    const hooks = option(config, 'appManager.array.apps.0.webhooks');
+    assert.ok(Array.isArray(hooks) && hooks.length === 1, `webhooks: ${JSON.stringify(hooks)}`);
+    assert.equal(hooks[0].url, webhooks[0].url);
+    assert.deepEqual(hooks[0].event_types ?? hooks[0].eventTypes, ['channel_occupied']);
+  });
+
+  it('masks app secrets, passwords and tokens, wherever they were set', async () => {
+    const file = writeConfig('secrets.json', {
+      appManager: {
+        array: {
+          apps: [
+            { id: 'masked-1', key: 'masked-key-1', secret: 'file-secret-value-1' },
+            { id: 'masked-2', key: 'masked-key-2', secret: 'file-secret-value-2' },
+          ],
+        },
+      },
+    });
+    const secrets = {
+      SOKETI_DB_REDIS_PASSWORD: 'redis-password-value',
+      DB_MYSQL_PASSWORD: 'mysql-password-value',
+      ADAPTER_NATS_TOKEN: 'nats-token-value',
+    };
+    const [fromFile, fromEnv] = await Promise.all([
+      effectiveConfig(secrets, ['--config', file]),
+      effectiveConfig({ SOKETI_DEFAULT_APP_SECRET: 'env-secret-value' }),
+    ]);
+    assertOptions(
+      fromFile,
+      {
+        'appManager.array.apps.0.secret': MASK,
+        'appManager.array.apps.1.secret': MASK,
+        'appManager.array.apps.1.key': 'masked-key-2',
+      },
+      'secrets from a file and the environment',
+    );
+    assert.equal(option(fromEnv, 'appManager.array.apps.0.secret'), MASK);
+    const printed = JSON.stringify(fromFile) + JSON.stringify(fromEnv);
+    for (const value of ['file-secret-value-1', 'file-secret-value-2', 'env-secret-value', ...Object.values(secrets)]) {
+      assert.ok(!printed.includes(value), `the secret "${value}" must not be printed`);
+    }
+  });
+
+  it('masks the TLS passphrase', async () => {
+    const config = await effectiveConfig({ SOKETI_SSL_PASS: 'ssl-passphrase-value' });
+    assert.equal(option(config, 'ssl.passphrase'), MASK);
+    assert.ok(!JSON.stringify(config).includes('ssl-passphrase-value'), 'the passphrase must not be printed');
+  });
+
+  it("ignores the test process's own soketi variables (the harness drops them)", async () => {
+    const leaked = { DEFAULT_APP_KEY: 'leaked-plain', SOKETI_DEFAULT_APP_KEY: 'leaked-prefixed', ADAPTER_DRIVER: 'bogus' };
+    const saved = Object.fromEntries(Object.keys(leaked).map((name) => [name, process.env[name]]));
+    Object.assign(process.env, leaked);
+    try {
+      const config = await effectiveConfig();
+      assertOptions(config, { 'appManager.array.apps.0.key': 'app-key', 'adapter.driver': 'local' }, 'inherited variables');
+    } finally {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+  });
+});
+
+describe('numeric default app id', () => {
+  const scope = useServer({ SOKETI_DEFAULT_APP_ID: '123' });
+
+  it('serves the HTTP API at /apps/123/', async () => {
+    assert.equal(scope.server.appId, '123');
+    const name = uniqueChannel();
+    const client = await scope.rawSubscribed(name);
+    const res = await scope.sdk().trigger(name, 'numeric', { ok: 1 });
+    assert.equal(res.status, 200);
+    assert.deepEqual(parseData(await client.next('numeric')), { ok: 1 });
+    const channels = await signedRequest(scope.server, { method: 'GET', path: '/apps/123/channels' });
+    assert.equal(channels.status, 200, channels.text);
+    assert.ok(name in (channels.json?.channels ?? {}), `channel listing: ${channels.text}`);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Config files driving a real server
+// ---------------------------------------------------------------------------------------------
+
+const FILE_FORMATS = {
+  json: (apps) => JSON.stringify({ appManager: { array: { apps } } }, null, 2),
+  toml: (apps) =>
+    '[appManager.array]\napps = [\n' +
+    apps.map((a) => `  { ${Object.entries(a).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join(', ')} },`).join('\n') +
+    '\n]\n',
+  // YAML gets a numeric id for its second app, which must become the string "2002".
+  yaml: (apps) =>
+    'appManager:\n  array:\n    apps:\n' +
+    apps
+      .map((a) =>
+        Object.entries(a)
+          .map(([k, v], i) => `${i === 0 ? '      - ' : '        '}${k}: ${typeof v === 'string' && !/^\d+$/.test(v) ? JSON.stringify(v) : v}`)
+          .join('\n'),
+      )
+      .join('\n') +
+    '\n',
+};
+
+for (const [format, render] of Object.entries(FILE_FORMATS)) {
+  describe(`two apps from a ${format.toUpperCase()} config file`, () => {
+    const first = { id: `${format}-one`, key: `${format}-key-one`, secret: `${format}-secret-one` };
+    const second = {
+      id: format === 'yaml' ? '2002' : `${format}-two`,
+      key: `${format}-key-two`,
+      secret: `${format}-secret-two`,
+    };
+    const file = writeConfig(`two-apps.${format}`, render([first, second]));
+    const scope = useServer({}, { args: ['start', '--config', file] });
+
+    it("delivers the SDK's event to pusher-js on the second app", async () => {
+      const app = scope.forApp(second);
+      const name = uniqueChannel('private-');
+      const client = await app.connectedPusher();
+      const { channel } = await subscribe(client, name);
+      const received = waitFor(channel, 'from-file');
+      const res = await app.sdk().trigger(name, 'from-file', { format });
+      assert.equal(res.status, 200);
+      assert.deepEqual(await received, { format });
+    });
+
+    it('keeps the two apps apart: the first app serves too, and one app cannot sign for the other', async () => {
+      const one = scope.forApp(first);
+      const name = uniqueChannel();
+      const client = await one.rawSubscribed(name);
+      assert.equal((await one.sdk().trigger(name, 'first', {})).status, 200);
+      assert.equal((await client.next('first')).channel, name);
+      const crossed = pusherServer(scope.server, { appId: first.id, key: second.key, secret: second.secret });
+      const res = await sdkFailure(crossed.trigger(name, 'crossed', {}));
+      assert.ok([401, 404].includes(res.status), `a key of another app: ${res.status} ${res.text}`);
+    });
+
+    if (format === 'json') {
+      it("replaces the default app with the file's apps", async () => {
+        const client = await scope.raw(scope.server.wsUrl('app-key'));
+        assert.equal(parseData(await client.next('pusher:error')).code, 4001, client.describeHistory());
+      });
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values that stop start-up
+// ---------------------------------------------------------------------------------------------
+
+/** The stderr line that matches every pattern (strings or regular expressions). */
+function lineWith(failure, ...patterns) {
+  const matches = (line, p) => (typeof p === 'string' ? line.includes(p) : p.test(line));
+  const line = failure.lines.find((l) => patterns.every((p) => matches(l, p)));
+  assert.ok(
+    line,
+    `expected a stderr line containing ${patterns.map(String).join(' and ')}; stderr:\n${failure.run.stderr || '(empty)'}`,
+  );
+  return line;
+}
+
+describe('values that stop start-up', () => {
+  /** Loopback and free ports, so that a server that wrongly starts binds nothing shared. */
+  async function safeEnv(extra = {}, { port = true } = {}) {
+    const env = { SOKETI_HOST: '127.0.0.1', SOKETI_METRICS_HOST: '127.0.0.1', SOKETI_METRICS_SERVER_PORT: String(await freePort()) };
+    if (port) env.SOKETI_PORT = String(await freePort());
+    return { ...env, ...extra };
+  }
+
+  it('SOKETI_PORT=abc names SOKETI_PORT', async () => {
+    const failure = await failedStart(['start'], await safeEnv({ SOKETI_PORT: 'abc' }));
+    lineWith(failure, 'SOKETI_PORT');
+  });
+
+  it('an unprefixed EVENT_MAX_NAME_LENGTH=long names EVENT_MAX_NAME_LENGTH as set', async () => {
+    const failure = await failedStart(['start'], await safeEnv({ EVENT_MAX_NAME_LENGTH: 'long' }));
+    lineWith(failure, /(?<!SOKETI_)EVENT_MAX_NAME_LENGTH/);
+  });
+
+  it('ADAPTER_DRIVER=bogus names ADAPTER_DRIVER and the accepted drivers', async () => {
+    const failure = await failedStart(['start'], await safeEnv({ ADAPTER_DRIVER: 'bogus' }));
+    lineWith(failure, /(?<!SOKETI_)ADAPTER_DRIVER/, 'local');
+  });
+
+  it('{"port":"abc"} in a config file names the file and port', async () => {
+    const file = writeConfig('bad-port.json', { port: 'abc' });
+    const failure = await failedStart(['start', '--config', file], await safeEnv({}, { port: false }));
+    lineWith(failure, file, /\bport\b/);
+  });
+
+  it('a bad dotted key in a config file names the file and the option', async () => {
+    const file = writeConfig('bad-limit.json', { 'eventLimits.maxNameLength': 'long' });
+    const failure = await failedStart(['start', '--config', file], await safeEnv());
+    lineWith(failure, file, 'maxNameLength');
+  });
+
+  it('a missing config file is named', async () => {
+    const file = `${scratch()}/no-such-config.json`;
+    const failure = await failedStart(['start', '--config', file], await safeEnv());
+    lineWith(failure, file);
+  });
+
+  it('a config path that cannot be read as a file is named', async () => {
+    const file = writeConfig('dir-config.json', '{}');
+    const dir = `${file}.d.json`;
+    mkdirSync(dir, { recursive: true });
+    const failure = await failedStart(['start', '--config', dir], await safeEnv());
+    lineWith(failure, dir);
+  });
+
+  it('a malformed JSON config file is named', async () => {
+    const file = writeConfig('malformed.json', '{"port": 6001,');
+    const failure = await failedStart(['start', '--config', file], await safeEnv());
+    lineWith(failure, file);
   });
 });

@@ -9,8 +9,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, beforeEach } from 'node:test';
@@ -81,36 +84,151 @@ export function freePort() {
 }
 
 /**
+ * Every soketi option's environment name (without the `SOKETI_` prefix). The server reads most
+ * of them with or without the prefix, so an inherited variable of either spelling is dropped
+ * from a child's environment: the suite must not depend on the machine's environment.
+ */
+export const OPTION_ENV_NAMES = Object.freeze([
+  // Server
+  'HOST', 'PORT', 'DEBUG', 'MODE', 'PATH_PREFIX', 'SHUTDOWN_GRACE_PERIOD', 'USER_AUTHENTICATION_TIMEOUT',
+  'HTTP_ACCEPT_TRAFFIC_MEMORY_THRESHOLD', 'HTTP_MAX_REQUEST_SIZE', 'SSL_CERT', 'SSL_KEY', 'SSL_PASS', 'SSL_CA',
+  'ACTIVITY_TIMEOUT', 'PONG_TIMEOUT', 'LOG_FORMAT', 'MAX_BACKPRESSURE',
+  // Apps
+  'APP_MANAGER_DRIVER', 'APP_MANAGER_CACHE_ENABLED', 'APP_MANAGER_CACHE_TTL',
+  'DEFAULT_APP_ID', 'DEFAULT_APP_KEY', 'DEFAULT_APP_SECRET', 'DEFAULT_APP_MAX_CONNS',
+  'DEFAULT_APP_ENABLE_CLIENT_MESSAGES', 'DEFAULT_APP_ENABLED', 'DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SEC',
+  'DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SEC', 'DEFAULT_APP_MAX_READ_REQ_PER_SEC', 'DEFAULT_APP_USER_AUTHENTICATION',
+  'DEFAULT_APP_WEBHOOKS',
+  'APP_MANAGER_DYNAMODB_TABLE', 'APP_MANAGER_DYNAMODB_REGION', 'APP_MANAGER_DYNAMODB_ENDPOINT',
+  'APP_MANAGER_MYSQL_TABLE', 'APP_MANAGER_MYSQL_VERSION', 'APP_MANAGER_MYSQL_USE_V2',
+  'APP_MANAGER_POSTGRES_TABLE', 'APP_MANAGER_POSTGRES_VERSION',
+  'DB_MYSQL_HOST', 'DB_MYSQL_PORT', 'DB_MYSQL_USERNAME', 'DB_MYSQL_PASSWORD', 'DB_MYSQL_DATABASE',
+  'DB_POSTGRES_HOST', 'DB_POSTGRES_PORT', 'DB_POSTGRES_USERNAME', 'DB_POSTGRES_PASSWORD', 'DB_POSTGRES_DATABASE',
+  'DB_POOLING_ENABLED', 'DB_POOLING_MIN', 'DB_POOLING_MAX',
+  // Adapter and cluster
+  'ADAPTER_DRIVER', 'ADAPTER_CLUSTER_REQUESTS_TIMEOUT', 'ADAPTER_REDIS_PREFIX', 'ADAPTER_REDIS_CLUSTER_MODE',
+  'ADAPTER_REDIS_REQUESTS_TIMEOUT', 'ADAPTER_REDIS_PUB_OPTIONS', 'ADAPTER_REDIS_SUB_OPTIONS',
+  'ADAPTER_NATS_PREFIX', 'ADAPTER_NATS_SERVERS', 'ADAPTER_NATS_USER', 'ADAPTER_NATS_PASSWORD', 'ADAPTER_NATS_TOKEN',
+  'ADAPTER_NATS_TIMEOUT', 'ADAPTER_NATS_REQUESTS_TIMEOUT', 'ADAPTER_NATS_NODES_NUMBER',
+  'DB_REDIS_HOST', 'DB_REDIS_PORT', 'DB_REDIS_DB', 'DB_REDIS_USERNAME', 'DB_REDIS_PASSWORD', 'DB_REDIS_KEY_PREFIX',
+  'DB_REDIS_SENTINELS', 'DB_REDIS_SENTINEL_PASSWORD', 'DB_REDIS_INSTANCE_NAME', 'DB_REDIS_CLUSTER_NODES',
+  'CLUSTER_HOST', 'CLUSTER_PORT', 'CLUSTER_KEEPALIVE_INTERVAL', 'CLUSTER_CHECK_INTERVAL', 'CLUSTER_NODE_TIMEOUT',
+  'CLUSTER_MASTER_TIMEOUT', 'CLUSTER_PREFIX', 'CLUSTER_IGNORE_PROCESS', 'CLUSTER_BROADCAST_ADDRESS',
+  'CLUSTER_MULTICAST_ADDRESS', 'CLUSTER_UNICAST_ADDRESSES', 'DISCOVERY_HOSTNAME',
+  // Rate limiter, cache, queue, metrics, webhooks
+  'RATE_LIMITER_DRIVER', 'RATE_LIMITER_REDIS_OPTIONS', 'RATE_LIMITER_REDIS_CLUSTER_MODE',
+  'CACHE_DRIVER', 'CACHE_REDIS_OPTIONS', 'CACHE_REDIS_CLUSTER_MODE', 'CHANNEL_CACHE_TTL',
+  'QUEUE_DRIVER', 'QUEUE_REDIS_CONCURRENCY', 'QUEUE_REDIS_OPTIONS', 'QUEUE_REDIS_CLUSTER_MODE',
+  'QUEUE_SQS_REGION', 'QUEUE_SQS_URL', 'QUEUE_SQS_ENDPOINT', 'QUEUE_SQS_CLIENT_OPTIONS',
+  'QUEUE_SQS_PROCESS_BATCH', 'QUEUE_SQS_BATCH_SIZE', 'QUEUE_SQS_POLLING_WAIT_TIME_MS',
+  'METRICS_ENABLED', 'METRICS_DRIVER', 'METRICS_HOST', 'METRICS_SERVER_PORT', 'METRICS_PROMETHEUS_PREFIX',
+  'WEBHOOKS_BATCHING', 'WEBHOOKS_BATCHING_DURATION',
+  // Limits
+  'CHANNEL_LIMITS_MAX_NAME_LENGTH', 'CHANNEL_MAX_NAME_LENGTH', 'EVENT_MAX_CHANNELS_AT_ONCE', 'EVENT_MAX_NAME_LENGTH',
+  'EVENT_MAX_SIZE_IN_KB', 'EVENT_MAX_BATCH_SIZE', 'PRESENCE_MAX_MEMBERS', 'PRESENCE_MAX_MEMBER_SIZE',
+]);
+
+// Families of soketi option names, for options added after the list above was written. Only
+// prefixes that no unrelated software uses (so not `HTTP_` or `SSL_`, which carry proxies and
+// OpenSSL's certificate paths).
+const OPTION_ENV_FAMILIES = [
+  'ADAPTER_', 'APP_MANAGER_', 'CACHE_', 'CLUSTER_', 'DB_', 'DEFAULT_APP_', 'EVENT_MAX_', 'METRICS_',
+  'PRESENCE_MAX_', 'QUEUE_', 'RATE_LIMITER_', 'WEBHOOKS_',
+];
+const OPTION_ENV_SET = new Set(OPTION_ENV_NAMES);
+
+/** Whether an inherited variable is dropped from a child's environment. */
+function isScrubbed(name) {
+  if (name === 'SOKETI_BIN') return false;
+  if (name.startsWith('SOKETI_')) return true;
+  return OPTION_ENV_SET.has(name) || OPTION_ENV_FAMILIES.some((family) => name.startsWith(family));
+}
+
+/** The inherited environment without soketi's options, plus `env` (values made strings). */
+function childEnvironment(env) {
+  const childEnv = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (!isScrubbed(name)) childEnv[name] = value;
+  }
+  // Plain text logs read better in a failure report than ANSI colours.
+  childEnv.NO_COLOR = process.env.NO_COLOR ?? '1';
+  for (const [name, value] of Object.entries(env)) childEnv[name] = String(value);
+  return childEnv;
+}
+
+/** The value of an option set in `env`, the `SOKETI_` spelling first. */
+function envOption(env, name) {
+  return env[`SOKETI_${name}`] ?? env[name];
+}
+
+// A directory for config files, certificates and the children's working directory, removed
+// when the test process exits.
+let scratchDir = null;
+
+/** A directory of this test process's own, removed at exit. */
+export function scratch() {
+  if (!scratchDir) {
+    scratchDir = mkdtempSync(path.join(os.tmpdir(), 'soketi-interop-'));
+    process.on('exit', () => rmSync(scratchDir, { recursive: true, force: true }));
+  }
+  return scratchDir;
+}
+
+/**
+ * Writes a config file in the scratch directory and returns its path. `content` is written
+ * as it is when it is a string, and as JSON otherwise.
+ */
+export function writeConfig(name, content) {
+  const file = path.join(scratch(), name);
+  writeFileSync(file, typeof content === 'string' ? content : JSON.stringify(content, null, 2));
+  return file;
+}
+
+/**
  * Spawns the server with the given extra environment and waits until `GET /ready` answers 200.
  *
- * Inherited SOKETI_* variables are dropped (except SOKETI_BIN) so that the suite does not depend
- * on the developer's shell.
+ * Inherited soketi options (any `SOKETI_*` variable except SOKETI_BIN, and the unprefixed
+ * option names of OPTION_ENV_NAMES) are dropped, so that the suite does not depend on the
+ * developer's shell. The server binds loopback on a free port, with its metrics server on
+ * another free port (`metricsPort`), unless `env` sets those.
+ *
+ * Options:
+ * - `args`: the command line (for example `['start', '--config', file]`); none by default;
+ * - `waitReady`: `false` to return as soon as the process is spawned;
+ * - `tls`: `{ ca }` (PEM) when the server serves https/wss with a certificate signed by `ca`.
  */
-export async function startServer(env = {}) {
+export async function startServer(env = {}, { args = [], waitReady: shouldWait = true, tls = null } = {}) {
   const bin = serverBinary();
   const host = '127.0.0.1';
   const port = await freePort();
 
-  const childEnv = {};
-  for (const [name, value] of Object.entries(process.env)) {
-    if (!name.startsWith('SOKETI_') || name === 'SOKETI_BIN') childEnv[name] = value;
-  }
-  // Plain text logs read better in a failure report than ANSI colours.
-  Object.assign(childEnv, { NO_COLOR: process.env.NO_COLOR ?? '1', SOKETI_HOST: host, SOKETI_PORT: String(port) });
-  for (const [name, value] of Object.entries(env)) childEnv[name] = String(value);
+  const defaults = { SOKETI_HOST: host, SOKETI_PORT: String(port) };
+  if (envOption(env, 'METRICS_HOST') === undefined) defaults.SOKETI_METRICS_HOST = host;
+  if (envOption(env, 'METRICS_SERVER_PORT') === undefined) defaults.SOKETI_METRICS_SERVER_PORT = String(await freePort());
+  const childEnv = childEnvironment({ ...defaults, ...env });
+  const actualPort = Number(childEnv.SOKETI_PORT ?? port);
+  const metricsPort = Number(envOption(childEnv, 'METRICS_SERVER_PORT'));
+  const metricsHost = envOption(childEnv, 'METRICS_HOST');
+  const pathPrefix = envOption(env, 'PATH_PREFIX') ?? '';
 
-  const child = spawn(bin, [], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, args, { env: childEnv, cwd: scratch(), stdio: ['ignore', 'pipe', 'pipe'] });
   liveChildren.add(child);
 
   // `log` keeps the tail of the output; `logTotal` counts every character ever appended, so
-  // that a test can ask for just the output printed while it ran.
+  // that a test can ask for just the output printed while it ran. `stderr` keeps the tail of
+  // that stream alone, for the tests that read the server's log lines.
   let log = '';
   let logTotal = 0;
+  let stderr = '';
   const append = (stream) => (chunk) => {
     const line = `[${stream}] ${chunk}`;
     log += line;
     logTotal += line.length;
     if (log.length > MAX_LOG_CHARS) log = log.slice(-MAX_LOG_CHARS);
+    if (stream === 'stderr') {
+      stderr += chunk;
+      if (stderr.length > MAX_LOG_CHARS) stderr = stderr.slice(-MAX_LOG_CHARS);
+    }
   };
   child.stdout.setEncoding('utf8').on('data', append('stdout'));
   child.stderr.setEncoding('utf8').on('data', append('stderr'));
@@ -123,7 +241,7 @@ export async function startServer(env = {}) {
       liveChildren.delete(child);
       if (!stopping) {
         process.stderr.write(
-          `\nsoketi-server (port ${port}, env ${JSON.stringify(env)}) exited unexpectedly ` +
+          `\nsoketi-server (port ${actualPort}, env ${JSON.stringify(env)}) exited unexpectedly ` +
             `(code ${code}, signal ${signal}). Its output:\n${log}\n`,
         );
       }
@@ -136,24 +254,42 @@ export async function startServer(env = {}) {
   spawnError.catch(() => {});
   earlyExit.catch(() => {});
 
+  const scheme = tls ? 'https' : 'http';
   const server = {
     host,
-    port,
+    port: actualPort,
+    metricsHost,
+    metricsPort,
+    pathPrefix,
     env,
-    appId: env.SOKETI_DEFAULT_APP_ID ?? APP.appId,
-    key: env.SOKETI_DEFAULT_APP_KEY ?? APP.key,
-    secret: env.SOKETI_DEFAULT_APP_SECRET ?? APP.secret,
-    baseUrl: `http://${host}:${port}`,
+    args,
+    tls,
+    pid: child.pid,
+    appId: envOption(env, 'DEFAULT_APP_ID') ?? APP.appId,
+    key: envOption(env, 'DEFAULT_APP_KEY') ?? APP.key,
+    secret: envOption(env, 'DEFAULT_APP_SECRET') ?? APP.secret,
+    baseUrl: `${scheme}://${host}:${actualPort}`,
+    /** The metrics/operations server's base URL. */
+    metricsUrl: `http://${host}:${metricsPort}`,
     /** The WebSocket URL that pusher-js would open, for raw clients. */
     wsUrl(key = server.key, query = 'protocol=7&client=js&version=8.4.0&flash=false') {
-      return `ws://${host}:${port}/app/${key}${query ? `?${query}` : ''}`;
+      return `${tls ? 'wss' : 'ws'}://${host}:${actualPort}${pathPrefix}/app/${key}${query ? `?${query}` : ''}`;
     },
     /** Everything the child has printed so far (its last MAX_LOG_CHARS characters). */
     logs: () => log,
+    /** What the child has written to stderr so far (its last MAX_LOG_CHARS characters). */
+    stderr: () => stderr,
     /** A mark to pass to `dumpLogs`, to print only what comes after it. */
     logMark: () => logTotal,
     /** How the child exited, or null while it runs. */
     exitInfo: () => exitInfo,
+    /** Resolves with `{ code, signal }` once the child has exited, or rejects after `timeout`. */
+    waitExit: (timeout = STOP_GRACE_MS) => withTimeout(exited, timeout, `soketi-server (port ${actualPort}) to exit`),
+    /** Sends a signal without waiting, for tests of shutdown; the exit is then expected. */
+    signal(name) {
+      stopping = true;
+      child.kill(name);
+    },
     /** Sends SIGTERM, and SIGKILL if the child is still there after a grace period. */
     async stop() {
       if (exitInfo) return exitInfo;
@@ -172,12 +308,13 @@ export async function startServer(env = {}) {
       const text = log.slice(Math.max(0, mark - kept));
       const since = mark > 0 ? ' since the test started' : '';
       process.stderr.write(
-        `\n----- soketi-server output${since} (port ${port}, env ${JSON.stringify(env)}): ${reason} -----\n` +
+        `\n----- soketi-server output${since} (port ${actualPort}, env ${JSON.stringify(env)}): ${reason} -----\n` +
           `${text || '(nothing printed)'}\n----- end of soketi-server output -----\n`,
       );
     },
   };
 
+  if (!shouldWait) return server;
   try {
     await Promise.race([waitReady(server), spawnError, earlyExit]);
   } catch (err) {
@@ -188,24 +325,136 @@ export async function startServer(env = {}) {
   return server;
 }
 
+/**
+ * Runs the binary to completion with `args` and the given extra environment (inherited soketi
+ * options dropped, as in `startServer`, and nothing added), and resolves with
+ * `{ code, signal, stdout, stderr, timedOut }`. A child still running after `timeout` is killed
+ * and reported with `timedOut: true`.
+ */
+export function runOnce(args = [], env = {}, { timeout = 10_000 } = {}) {
+  const bin = serverBinary();
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, args, { env: childEnvironment(env), cwd: scratch(), stdio: ['ignore', 'pipe', 'pipe'] });
+    liveChildren.add(child);
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    child.stdout.setEncoding('utf8').on('data', (chunk) => {
+      if (stdout.length < MAX_LOG_CHARS) stdout += chunk;
+    });
+    child.stderr.setEncoding('utf8').on('data', (chunk) => {
+      if (stderr.length < MAX_LOG_CHARS) stderr += chunk;
+    });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeout);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      liveChildren.delete(child);
+      reject(err);
+    });
+    // 'close' rather than 'exit', so that all of stdout and stderr has been read.
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      liveChildren.delete(child);
+      resolve({ code, signal, stdout, stderr, timedOut, args, env });
+    });
+  });
+}
+
+/** Describes a `runOnce` result for an assertion message. */
+export function describeRun(run) {
+  const how = run.timedOut ? 'was still running at the deadline' : `exited with code ${run.code} (signal ${run.signal})`;
+  return (
+    `soketi-server ${run.args.join(' ')} with env ${JSON.stringify(run.env)} ${how}\n` +
+    `--- stdout ---\n${run.stdout || '(empty)'}\n--- stderr ---\n${run.stderr || '(empty)'}`
+  );
+}
+
+/**
+ * Runs `soketi-server config` (with `args` after it) and returns the effective configuration it
+ * prints, failing with the output if it does not exit 0 with JSON on stdout.
+ */
+export async function effectiveConfig(env = {}, args = []) {
+  const run = await runOnce(['config', ...args], env);
+  assert.equal(run.code, 0, describeRun(run));
+  try {
+    return JSON.parse(run.stdout);
+  } catch (err) {
+    throw new Error(`stdout is not JSON (${err.message}): ${describeRun(run)}`);
+  }
+}
+
+/**
+ * Runs the server with a configuration that must stop start-up, and returns its stderr lines
+ * after checking that it exited with a non-zero code before the deadline.
+ */
+export async function failedStart(args, env, timeout = 10_000) {
+  const run = await runOnce(args, env, { timeout });
+  assert.ok(!run.timedOut, `expected start-up to fail: ${describeRun(run)}`);
+  assert.notEqual(run.code, 0, `expected a non-zero exit code: ${describeRun(run)}`);
+  return { run, lines: run.stderr.split('\n').filter((l) => l.trim() !== '') };
+}
+
 function failEarlyExit({ code, signal }) {
   throw new Error(`it exited before answering /ready (code ${code}, signal ${signal})`);
 }
 
 async function waitReady(server) {
   const deadline = Date.now() + READY_DEADLINE_MS;
+  // soketi serves every route under the path prefix; accept /ready at either place.
+  const paths = [...new Set([`${server.pathPrefix}/ready`, '/ready'])];
   let lastError = 'no answer yet';
   while (Date.now() < deadline) {
-    try {
-      const res = await fetch(`${server.baseUrl}/ready`, { signal: AbortSignal.timeout(1_000) });
-      if (res.status === 200) return;
-      lastError = `GET /ready answered ${res.status}`;
-    } catch (err) {
-      lastError = err.cause?.code ?? err.message;
+    for (const readyPath of paths) {
+      try {
+        const res = await httpRequest(`${server.baseUrl}${readyPath}`, { ca: server.tls?.ca, timeout: 1_000 });
+        if (res.status === 200) return;
+        lastError = `GET ${readyPath} answered ${res.status}`;
+      } catch (err) {
+        lastError = err.code ?? err.cause?.code ?? err.message;
+      }
     }
     await delay(READY_POLL_MS);
   }
   throw new Error(`GET /ready did not answer 200 within ${READY_DEADLINE_MS} ms (${lastError})`);
+}
+
+/**
+ * A plain HTTP(S) request through node:http, for what `fetch` cannot do: trust a test CA,
+ * send any method and headers (CORS preflights), or read every response header.
+ * Resolves with `{ status, headers, text, json }` (`json` undefined unless the body is JSON).
+ */
+export function httpRequest(url, { method = 'GET', headers = {}, body, ca, timeout = DEFAULT_WAIT_MS } = {}) {
+  const target = new URL(url);
+  const lib = target.protocol === 'https:' ? https : http;
+  return new Promise((resolve, reject) => {
+    const req = lib.request(
+      target,
+      { method, headers, timeout, ...(ca ? { ca, rejectUnauthorized: true } : {}), agent: false },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk) => {
+          text += chunk;
+        });
+        res.on('end', () => {
+          let json;
+          try {
+            json = JSON.parse(text);
+          } catch {
+            json = undefined;
+          }
+          resolve({ status: res.statusCode, headers: res.headers, text, json });
+        });
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`${method} ${url} got no answer within ${timeout} ms`)));
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 /**
@@ -215,10 +464,10 @@ async function waitReady(server) {
  * The returned scope hands out clients that are closed after each test, so that one test's
  * connections never leak into the next one's counts.
  */
-export function useServer(env = {}) {
+export function useServer(env = {}, options = {}) {
   const scope = new Scope();
   before(async () => {
-    scope.server = await startServer(env);
+    scope.server = await startServer(env, options);
   });
   beforeEach(() => {
     scope.logMark = scope.server?.logMark() ?? 0;
@@ -238,6 +487,16 @@ class Scope {
   constructor() {
     this.server = null;
     this.clients = [];
+  }
+
+  /**
+   * The same scope seen as another app of the server (`{ id, key, secret }`, see `withApp`):
+   * its clients, SDK and signatures use that app, and its clients are closed with the others.
+   */
+  forApp(app) {
+    const view = Object.create(this);
+    view.server = withApp(this.server, app);
+    return view;
   }
 
   /** A pusher-js client that is disconnected after the test. */
@@ -299,6 +558,16 @@ class Scope {
 // Official clients
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * The server seen as one of its other apps (from a config file): `{ id, key, secret }`
+ * replace the default app's credentials for the SDK, pusher-js, `wsUrl` and signing helpers.
+ */
+export function withApp(server, { id, key, secret }) {
+  const view = { ...server, appId: id, key, secret };
+  view.wsUrl = (appKey = key, query) => (query === undefined ? server.wsUrl(appKey) : server.wsUrl(appKey, query));
+  return view;
+}
+
 /** The official server SDK pointed at the test server. */
 export function pusherServer(server, overrides = {}) {
   return new PusherSdk({
@@ -307,7 +576,9 @@ export function pusherServer(server, overrides = {}) {
     secret: server.secret,
     host: server.host,
     port: String(server.port),
-    useTLS: false,
+    useTLS: Boolean(server.tls),
+    // With TLS, the SDK checks the server's certificate against the test's CA.
+    ...(server.tls ? { agent: new https.Agent({ ca: server.tls.ca, rejectUnauthorized: true }) } : {}),
     ...overrides,
   });
 }
@@ -345,7 +616,8 @@ export function pusherClient(server, opts = {}) {
   return new Pusher(key, {
     wsHost: server.host,
     wsPort: server.port,
-    forceTLS: false,
+    wssPort: server.port,
+    forceTLS: Boolean(server.tls),
     enabledTransports: ['ws'],
     cluster: 'mt1',
     disableStats: true,
@@ -741,7 +1013,7 @@ function hmacHex(secret, text) {
  * is a string and as JSON otherwise. `overrides` replaces signing inputs (secret, timestamp,
  * bodyMd5) to build bad requests.
  */
-export async function signedRequest(server, { method = 'POST', path: urlPath, query = {}, body, overrides = {} }) {
+export async function signedRequest(server, { method = 'POST', path: urlPath, query = {}, body, overrides = {}, headers: extraHeaders = {} }) {
   const text = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
   const params = {
     auth_key: overrides.key ?? server.key,
@@ -757,7 +1029,7 @@ export async function signedRequest(server, { method = 'POST', path: urlPath, qu
     .join('&');
   const signature = hmacHex(overrides.secret ?? server.secret, [method, urlPath, queryString].join('\n'));
   const url = `${server.baseUrl}${urlPath}?${queryString}&auth_signature=${signature}`;
-  const headers = text === undefined ? {} : { 'content-type': 'application/json' };
+  const headers = { ...(text === undefined ? {} : { 'content-type': 'application/json' }), ...extraHeaders };
   const res = await fetch(url, { method, body: text, headers, signal: AbortSignal.timeout(DEFAULT_WAIT_MS) });
   return readResponse(res);
 }
@@ -771,7 +1043,7 @@ export async function readResponse(res) {
   } catch {
     json = undefined;
   }
-  return { status: res.status, text, json };
+  return { status: res.status, headers: res.headers, text, json };
 }
 
 /**

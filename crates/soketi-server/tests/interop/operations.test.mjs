@@ -1,0 +1,339 @@
+// Operations: the main port's /accept-traffic, the metrics server (/, /ready, /usage and the
+// Prometheus /metrics), CORS headers on the HTTP API, the path prefix, and worker mode.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import WebSocket from 'ws';
+
+import {
+  APP,
+  httpRequest,
+  parseData,
+  readResponse,
+  signedRequest,
+  subscribe,
+  uniqueChannel,
+  useServer,
+  waitFor,
+} from './harness.mjs';
+
+const SOKETI_METRICS = [
+  'connected',
+  'new_connections_total',
+  'new_disconnections_total',
+  'socket_received_bytes',
+  'socket_transmitted_bytes',
+  'ws_messages_received_total',
+  'ws_messages_sent_total',
+  'http_received_bytes',
+  'http_transmitted_bytes',
+  'http_calls_received_total',
+];
+
+// soketi's CORS defaults.
+const CORS_METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'OPTIONS'];
+const CORS_HEADERS = [
+  'Origin',
+  'Content-Type',
+  'X-Auth-Token',
+  'X-Requested-With',
+  'Accept',
+  'Authorization',
+  'X-CSRF-TOKEN',
+  'XSRF-TOKEN',
+  'X-Socket-Id',
+];
+
+/** Asserts that `value` is a finite number, naming `what`. */
+function assertNumber(value, what) {
+  assert.equal(typeof value, 'number', `${what} is a number: ${JSON.stringify(value)}`);
+  assert.ok(Number.isFinite(value), `${what} is finite: ${value}`);
+}
+
+/** The status code of a WebSocket upgrade to `url`: 101 when it opens, else the HTTP status. */
+function upgradeStatus(url, timeout = 5_000) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    const timer = setTimeout(() => {
+      ws.terminate();
+      reject(new Error(`no answer to the upgrade of ${url} within ${timeout} ms`));
+    }, timeout);
+    ws.on('open', () => {
+      clearTimeout(timer);
+      ws.terminate();
+      resolve(101);
+    });
+    ws.on('unexpected-response', (req, res) => {
+      clearTimeout(timer);
+      resolve(res.statusCode);
+      req.destroy();
+    });
+    ws.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+/**
+ * The samples of a Prometheus text exposition: `{ name, labels, value }` for every line that is
+ * not a comment.
+ */
+function samples(text) {
+  const out = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim() || line.startsWith('#')) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!match) continue;
+    const labels = {};
+    for (const [, key, value] of (match[3] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) {
+      labels[key] = value;
+    }
+    out.push({ name: match[1], labels, value: Number(match[4]) });
+  }
+  return out;
+}
+
+/** The sum of the samples named exactly `name` with the label app_id="app-id" (0 if none). */
+function appValue(text, name, appId = APP.appId) {
+  return samples(text)
+    .filter((s) => s.name === name && s.labels.app_id === appId)
+    .reduce((sum, s) => sum + s.value, 0);
+}
+
+/** Scrapes /metrics on the metrics port and returns its text, failing unless it answers 200. */
+async function scrape(server) {
+  const res = await httpRequest(`${server.metricsUrl}/metrics`);
+  assert.equal(res.status, 200, `GET /metrics on the metrics port: ${res.status} ${res.text.slice(0, 300)}`);
+  return res.text;
+}
+
+/**
+ * Scrapes until every check `(text) => true` holds, failing after the deadline with the values
+ * of the metrics named in `names`.
+ */
+async function scrapeUntil(server, check, names, timeout = 3_000) {
+  const deadline = Date.now() + timeout;
+  let text = '';
+  for (;;) {
+    text = await scrape(server);
+    if (check(text)) return text;
+    if (Date.now() > deadline) {
+      const values = names.map((n) => `${n}=${appValue(text, n)}`).join(', ');
+      throw new Error(`metrics did not reach the expected values within ${timeout} ms: ${values}\n${text.slice(0, 3000)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Whether the exposition names `name` (in a sample, or in HELP/TYPE lines). */
+function mentions(text, name) {
+  return new RegExp(`^(?:# (?:HELP|TYPE) )?${name}(?:[ {]|$)`, 'm').test(text);
+}
+
+/** The comma-separated values of a header, trimmed and upper-cased. */
+function headerList(value) {
+  return (value ?? '')
+    .split(',')
+    .map((v) => v.trim().toUpperCase())
+    .filter(Boolean);
+}
+
+describe('operations endpoints with the defaults', () => {
+  const scope = useServer();
+
+  it('answers GET /accept-traffic on the main port with the memory usage', async () => {
+    const res = await httpRequest(`${scope.server.baseUrl}/accept-traffic`);
+    assert.equal(res.status, 200, res.text);
+    const memory = res.json?.memory;
+    assert.ok(memory, `body: ${res.text}`);
+    for (const field of ['usedSize', 'totalSize', 'percentUsage']) assertNumber(memory[field], `memory.${field}`);
+  });
+
+  it('answers GET / and GET /ready on the metrics port', async () => {
+    for (const route of ['/', '/ready']) {
+      const res = await httpRequest(`${scope.server.metricsUrl}${route}`);
+      assert.equal(res.status, 200, `GET ${route} on the metrics port: ${res.status} ${res.text}`);
+    }
+  });
+
+  it('answers GET /usage on the metrics port with the memory usage', async () => {
+    const res = await httpRequest(`${scope.server.metricsUrl}/usage`);
+    assert.equal(res.status, 200, res.text);
+    const memory = res.json?.memory;
+    assert.ok(memory, `body: ${res.text}`);
+    for (const field of ['free', 'used', 'total', 'percent']) assertNumber(memory[field], `memory.${field}`);
+  });
+
+  it('does not serve /metrics while metrics are disabled', async () => {
+    const res = await httpRequest(`${scope.server.metricsUrl}/metrics`);
+    assert.notEqual(res.status, 200, `GET /metrics answered 200 with metrics disabled: ${res.text.slice(0, 200)}`);
+  });
+
+  it('sends Access-Control-Allow-Origin: * on HTTP API answers', async () => {
+    const origin = { Origin: 'http://example.test' };
+    const published = await signedRequest(scope.server, {
+      path: `/apps/${scope.server.appId}/events`,
+      body: { name: 'e', channel: uniqueChannel(), data: '{}' },
+      headers: origin,
+    });
+    assert.equal(published.status, 200, published.text);
+    assert.equal(published.headers.get('access-control-allow-origin'), '*', 'on POST /events');
+
+    const listed = await signedRequest(scope.server, { method: 'GET', path: `/apps/${scope.server.appId}/channels`, headers: origin });
+    assert.equal(listed.status, 200, listed.text);
+    assert.equal(listed.headers.get('access-control-allow-origin'), '*', 'on GET /channels');
+  });
+
+  it("answers a CORS preflight with soketi's methods and headers", async () => {
+    const res = await httpRequest(`${scope.server.baseUrl}/apps/${scope.server.appId}/events`, {
+      method: 'OPTIONS',
+      headers: {
+        Origin: 'http://example.test',
+        'Access-Control-Request-Method': 'POST',
+        'Access-Control-Request-Headers': 'content-type, x-socket-id',
+      },
+    });
+    assert.ok([200, 204].includes(res.status), `preflight status ${res.status}: ${res.text}`);
+    const headers = JSON.stringify(res.headers);
+    assert.equal(res.headers['access-control-allow-origin'], '*', headers);
+    const methods = headerList(res.headers['access-control-allow-methods']);
+    for (const method of CORS_METHODS) assert.ok(methods.includes(method), `Access-Control-Allow-Methods has ${method}: ${headers}`);
+    const allowed = headerList(res.headers['access-control-allow-headers']);
+    for (const header of CORS_HEADERS) {
+      assert.ok(allowed.includes(header.toUpperCase()), `Access-Control-Allow-Headers has ${header}: ${headers}`);
+    }
+  });
+});
+
+describe('accept-traffic over its memory threshold', () => {
+  const scope = useServer({ SOKETI_HTTP_ACCEPT_TRAFFIC_MEMORY_THRESHOLD: '0.0001' });
+
+  it('answers GET /accept-traffic with 500', async () => {
+    const res = await httpRequest(`${scope.server.baseUrl}/accept-traffic`);
+    assert.equal(res.status, 500, res.text);
+  });
+});
+
+describe('Prometheus metrics', () => {
+  const scope = useServer({ SOKETI_METRICS_ENABLED: 'true' });
+
+  it("names soketi's metrics, and they count a client's connection, messages and HTTP calls", async () => {
+    const before = await scrape(scope.server);
+    for (const name of SOKETI_METRICS) {
+      assert.ok(mentions(before, `soketi_${name}`), `soketi_${name} is exposed:\n${before.slice(0, 3000)}`);
+    }
+
+    const name = uniqueChannel();
+    const client = await scope.connectedPusher();
+    const { channel } = await subscribe(client, name);
+    const received = waitFor(channel, 'counted');
+    assert.equal((await scope.sdk().trigger(name, 'counted', { n: 1 })).status, 200);
+    await received;
+
+    const grown = [
+      'soketi_new_connections_total',
+      'soketi_ws_messages_received_total',
+      'soketi_ws_messages_sent_total',
+      'soketi_socket_received_bytes',
+      'soketi_socket_transmitted_bytes',
+      'soketi_http_calls_received_total',
+      'soketi_http_received_bytes',
+      'soketi_http_transmitted_bytes',
+    ];
+    const after = await scrapeUntil(
+      scope.server,
+      (text) => appValue(text, 'soketi_connected') >= 1 && grown.every((m) => appValue(text, m) > appValue(before, m)),
+      ['soketi_connected', ...grown],
+    );
+    assert.ok(
+      samples(after).some((s) => s.name === 'soketi_connected' && s.labels.app_id === APP.appId),
+      'soketi_connected has an app_id="app-id" sample',
+    );
+
+    const connected = appValue(after, 'soketi_connected');
+    const disconnections = appValue(after, 'soketi_new_disconnections_total');
+    client.disconnect();
+    await scrapeUntil(
+      scope.server,
+      (text) =>
+        appValue(text, 'soketi_connected') < connected && appValue(text, 'soketi_new_disconnections_total') > disconnections,
+      ['soketi_connected', 'soketi_new_disconnections_total'],
+    );
+  });
+});
+
+describe('Prometheus metrics with prefix x_', () => {
+  const scope = useServer({ SOKETI_METRICS_ENABLED: 'true', SOKETI_METRICS_PROMETHEUS_PREFIX: 'x_' });
+
+  it('names the metrics with the prefix', async () => {
+    await scope.rawConnected();
+    const text = await scrapeUntil(scope.server, (t) => appValue(t, 'x_connected') >= 1, ['x_connected']);
+    for (const name of SOKETI_METRICS) assert.ok(mentions(text, `x_${name}`), `x_${name} is exposed`);
+    assert.ok(!/^(?:# (?:HELP|TYPE) )?soketi_/m.test(text), `no soketi_ metric is left:\n${text.slice(0, 3000)}`);
+  });
+});
+
+describe('path prefix /ws', () => {
+  const scope = useServer({ SOKETI_PATH_PREFIX: '/ws' });
+
+  /** The SDK, sending its requests under the prefix (the signature covers the full path). */
+  function prefixedSdk() {
+    const sdk = scope.sdk();
+    sdk.config.prefixPath = (subPath) => `/ws/apps/${scope.server.appId}${subPath}`;
+    return sdk;
+  }
+
+  it('serves pusher-js with wsPath /ws and the SDK under /ws', async () => {
+    const name = uniqueChannel('private-');
+    const client = await scope.connectedPusher({ wsPath: '/ws' });
+    const { channel } = await subscribe(client, name);
+    const received = waitFor(channel, 'prefixed');
+    assert.equal((await prefixedSdk().trigger(name, 'prefixed', { ok: 1 })).status, 200);
+    assert.deepEqual(await received, { ok: 1 });
+  });
+
+  it('answers signed requests under /ws', async () => {
+    const name = uniqueChannel();
+    const client = await scope.rawSubscribed(name);
+    const published = await signedRequest(scope.server, {
+      path: `/ws/apps/${scope.server.appId}/events`,
+      body: { name: 'raw', channel: name, data: '{"n":2}' },
+    });
+    assert.equal(published.status, 200, published.text);
+    assert.deepEqual(parseData(await client.next('raw')), { n: 2 });
+    const listed = await signedRequest(scope.server, { method: 'GET', path: `/ws/apps/${scope.server.appId}/channels` });
+    assert.equal(listed.status, 200, listed.text);
+    assert.ok(name in (listed.json?.channels ?? {}), listed.text);
+  });
+
+  it('no longer serves the unprefixed paths', async () => {
+    const res = await signedRequest(scope.server, { method: 'GET', path: `/apps/${scope.server.appId}/channels` });
+    assert.equal(res.status, 404, res.text);
+    const bare = `ws://${scope.server.host}:${scope.server.port}/app/${scope.server.key}?protocol=7`;
+    assert.notEqual(await upgradeStatus(bare), 101, 'a WebSocket at /app/<key> without the prefix');
+  });
+});
+
+describe('worker mode', () => {
+  const scope = useServer({ SOKETI_MODE: 'worker' });
+
+  it('answers / and /ready with 200 on the main port', async () => {
+    for (const route of ['/', '/ready']) {
+      const res = await readResponse(await fetch(`${scope.server.baseUrl}${route}`));
+      assert.equal(res.status, 200, `GET ${route}: ${res.text}`);
+    }
+  });
+
+  it('serves neither WebSockets nor the HTTP API', async () => {
+    assert.equal(await upgradeStatus(scope.server.wsUrl()), 404, 'WebSocket upgrade at /app/app-key');
+    const published = await signedRequest(scope.server, {
+      path: `/apps/${scope.server.appId}/events`,
+      body: { name: 'e', channel: uniqueChannel(), data: '{}' },
+    });
+    assert.equal(published.status, 404, published.text);
+    const listed = await signedRequest(scope.server, { method: 'GET', path: `/apps/${scope.server.appId}/channels` });
+    assert.equal(listed.status, 404, listed.text);
+  });
+});
