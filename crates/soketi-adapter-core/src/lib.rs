@@ -12,6 +12,7 @@
 
 mod error;
 mod local;
+pub mod ratelimit;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use soketi_protocol::message::PresenceMember;
 
 pub use error::AdapterError;
 pub use local::LocalAdapter;
+pub use ratelimit::{Budget, Decision, LocalRateLimiter, RateLimiter};
 
 /// Publishing and queries across every node that serves the same apps.
 #[async_trait]

@@ -52,6 +52,8 @@ pub(crate) struct Connection {
     wake_writer: Notify,
     last_seen_ms: AtomicU64,
     pinged_at_ms: AtomicU64,
+    /// When a connection that must sign in is closed if it has not; 0 when it need not.
+    sign_in_deadline_ms: AtomicU64,
 }
 
 impl Connection {
@@ -72,6 +74,7 @@ impl Connection {
             wake_writer: Notify::new(),
             last_seen_ms: AtomicU64::new(now_ms),
             pinged_at_ms: AtomicU64::new(0),
+            sign_in_deadline_ms: AtomicU64::new(0),
         });
         (conn, rx)
     }
@@ -117,6 +120,25 @@ impl Connection {
         } else if now_ms.saturating_sub(self.last_seen_ms.load(Ordering::Relaxed)) >= activity_ms {
             self.pinged_at_ms.store(now_ms.max(1), Ordering::Relaxed);
             self.send_json(&message::ping());
+        }
+    }
+}
+
+impl Connection {
+    /// Requires a sign-in by `deadline_ms` (server uptime), or clears the requirement with 0.
+    pub(crate) fn set_sign_in_deadline(&self, deadline_ms: u64) {
+        self.sign_in_deadline_ms
+            .store(deadline_ms, Ordering::Relaxed);
+    }
+
+    /// Closes a connection that had to sign in and did not, in time.
+    pub(crate) fn check_sign_in(&self, now_ms: u64) {
+        let deadline = self.sign_in_deadline_ms.load(Ordering::Relaxed);
+        if deadline != 0 && now_ms >= deadline {
+            self.close(
+                CloseCode::UNAUTHORIZED,
+                "Connection not authorized within timeout.",
+            );
         }
     }
 }

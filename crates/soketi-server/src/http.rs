@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderValue, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -17,9 +17,12 @@ use soketi_protocol::channel::ChannelKind;
 use soketi_protocol::http_auth::{self, SignedRequest};
 use soketi_protocol::{App, ChannelName, SocketId, message};
 
-use crate::connection;
+use soketi_adapter_core::{Budget, Decision};
+
+use crate::config::Mode;
 use crate::error::ApiError;
 use crate::state::{State, unix_now};
+use crate::{connection, cors};
 
 type Body = Full<Bytes>;
 
@@ -28,16 +31,38 @@ pub(crate) async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let response = match route(&state, req).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
+    let _in_flight = state.request_started();
+    let origin = req.headers().get(ORIGIN).cloned();
+    let mut response = if req.method() == Method::OPTIONS {
+        // A CORS preflight: the headers below are the whole answer.
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        response
+    } else {
+        match route(&state, req).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        }
     };
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        cors::apply(&state.config.cors, origin.as_ref(), response.headers_mut());
+    }
     Ok(response)
 }
 
 async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let path = req.uri().path().to_owned();
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "Not found.");
+    let full_path = req.uri().path().to_owned();
+    let prefix = state.config.path_prefix.trim_end_matches('/');
+    let path = full_path.strip_prefix(prefix).ok_or_else(not_found)?;
+    if !path.is_empty() && !path.starts_with('/') {
+        return Err(not_found());
+    }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if state.config.mode == Mode::Worker && !matches!(segments.as_slice(), [""] | ["ready"]) {
+        // A worker only processes queues; its main port answers health checks.
+        return Err(not_found());
+    }
     match (req.method(), segments.as_slice()) {
         (&Method::GET, [""]) => Ok(text(StatusCode::OK, "OK")),
         (&Method::GET, ["ready"]) => Ok(if state.is_closing() {
@@ -54,7 +79,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
             api(state, req, &app_id, &rest).await
         }
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "Not found.")),
+        _ => Err(not_found()),
     }
 }
 
@@ -184,7 +209,13 @@ async fn api(
     })?;
     let request = ApiRequest { app, query, body };
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    match (&method, rest.as_slice()) {
+    let read_budget = if method == Method::GET {
+        let per_second = request.app.max_read_req_per_sec;
+        take_budget(state, &request.app, Budget::ReadRequests, 1, per_second).await?
+    } else {
+        None
+    };
+    let response = match (&method, rest.as_slice()) {
         (&Method::POST, ["events"]) => publish(state, &request).await,
         (&Method::POST, ["batch_events"]) => publish_batch(state, &request).await,
         (&Method::GET, ["channels"]) => list_channels(state, &request).await,
@@ -200,7 +231,38 @@ async fn api(
             Ok(json_response(&json!({})))
         }
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, "Not found.")),
+    };
+    response.map(|r| with_budget_headers(r, read_budget))
+}
+
+/// Takes `points` from an app's budget when the app has one; refuses with 429 when it is spent.
+async fn take_budget(
+    state: &State,
+    app: &App,
+    budget: Budget,
+    points: u64,
+    per_second: Option<u64>,
+) -> Result<Option<Decision>, ApiError> {
+    let Some(per_second) = per_second else {
+        return Ok(None);
+    };
+    let decision = state
+        .rate_limiter
+        .consume(&app.id, budget, points, per_second)
+        .await?;
+    if decision.allowed {
+        Ok(Some(decision))
+    } else {
+        Err(ApiError::too_many_requests(&decision))
     }
+}
+
+/// Adds soketi's `X-RateLimit-*` headers to a response that drew from a budget.
+fn with_budget_headers(mut response: Response<Body>, decision: Option<Decision>) -> Response<Body> {
+    if let Some(decision) = decision {
+        crate::error::rate_limit_headers(response.headers_mut(), &decision);
+    }
+    response
 }
 
 /// One event to publish, as the HTTP API receives it.
@@ -360,9 +422,32 @@ async fn info_attributes(
     Ok(out)
 }
 
+/// Takes an app's backend budget for `events`: one point per event and channel, as soketi.
+async fn take_backend_budget(
+    state: &State,
+    app: &App,
+    events: &[Event],
+) -> Result<Option<Decision>, ApiError> {
+    let points = events.iter().map(|e| e.channels.len() as u64).sum();
+    let per_second = app.max_backend_events_per_sec;
+    take_budget(state, app, Budget::BackendEvents, points, per_second).await
+}
+
 async fn publish(state: &State, req: &ApiRequest) -> Result<Response<Body>, ApiError> {
     let event = validate(&req.app, parse_json(&req.body)?)?;
+    let budget = take_backend_budget(state, &req.app, std::slice::from_ref(&event)).await?;
     deliver(state, &req.app, &event).await?;
+    Ok(with_budget_headers(
+        publish_answer(state, req, &event).await?,
+        budget,
+    ))
+}
+
+async fn publish_answer(
+    state: &State,
+    req: &ApiRequest,
+    event: &Event,
+) -> Result<Response<Body>, ApiError> {
     if event.info.is_empty() {
         return Ok(json_response(&json!({})));
     }
@@ -393,14 +478,26 @@ async fn publish_batch(state: &State, req: &ApiRequest) -> Result<Response<Body>
         .into_iter()
         .map(|e| validate(&req.app, e))
         .collect::<Result<Vec<_>, _>>()?;
+    let budget = take_backend_budget(state, &req.app, &events).await?;
     for event in &events {
         deliver(state, &req.app, event).await?;
     }
+    Ok(with_budget_headers(
+        batch_answer(state, req, &events).await?,
+        budget,
+    ))
+}
+
+async fn batch_answer(
+    state: &State,
+    req: &ApiRequest,
+    events: &[Event],
+) -> Result<Response<Body>, ApiError> {
     if events.iter().all(|e| e.info.is_empty()) {
         return Ok(json_response(&json!({})));
     }
     let mut batch = Vec::with_capacity(events.len());
-    for event in &events {
+    for event in events {
         let channel = event
             .channels
             .first()

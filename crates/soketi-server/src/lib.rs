@@ -12,10 +12,12 @@
 pub mod apps;
 pub mod config;
 mod connection;
+mod cors;
 mod error;
 mod http;
 mod session;
 mod state;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,12 +26,13 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use soketi_adapter_core::LocalAdapter;
+use soketi_adapter_core::{LocalAdapter, LocalRateLimiter};
 use soketi_channels::{Outbox, Registry};
 use soketi_protocol::CloseCode;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::apps::ArrayAppManager;
 pub use crate::config::Config;
@@ -46,6 +49,14 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The TLS certificate or key cannot be used.
+    #[error("invalid TLS setting {option}: {message}")]
+    Tls {
+        /// The option at fault.
+        option: &'static str,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// A server that is accepting connections.
@@ -58,6 +69,7 @@ pub struct RunningServer {
 
 /// Binds the configured address and starts serving on the current tokio runtime.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let tls = tls::acceptor(&config.ssl)?;
     let address = config.bind_address();
     let listener = TcpListener::bind(&address)
         .await
@@ -73,10 +85,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let registry = Arc::new(Registry::new());
     let cache_ttl = Duration::from_secs(config.channel_limits.cache_ttl);
     let adapter = Arc::new(LocalAdapter::new(registry, cache_ttl));
-    let state = Arc::new(State::new(config, apps, adapter));
+    let rate_limiter = Arc::new(LocalRateLimiter::new());
+    let state = Arc::new(State::new(config, apps, adapter, rate_limiter));
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
-        tokio::spawn(accept_loop(listener, state.clone(), stopped.clone())),
+        tokio::spawn(accept_loop(listener, tls, state.clone(), stopped.clone())),
         tokio::spawn(activity_sweep(state.clone(), stopped)),
     ];
     Ok(RunningServer {
@@ -101,11 +114,11 @@ impl RunningServer {
         self.local_addr
     }
 
-    /// Stops accepting, asks every client to reconnect elsewhere (4200) and waits up to the
-    /// grace period for their connections to close.
+    /// Shuts down gracefully: `/ready` turns 503 and new WebSocket connections are refused with
+    /// 4200, every client is asked to reconnect elsewhere (4200), and the server waits up to the
+    /// grace period for the connections to close and the HTTP requests in flight to finish.
     pub async fn shutdown(self) {
         self.state.set_closing();
-        let _ = self.stop.send(true);
         let connections: Vec<_> = self
             .state
             .connections
@@ -120,16 +133,24 @@ impl RunningServer {
         }
         let grace = Duration::from_millis(self.state.config.shutdown_grace_period);
         let deadline = tokio::time::Instant::now() + grace;
-        while !self.state.connections.is_empty() && tokio::time::Instant::now() < deadline {
+        while (!self.state.connections.is_empty() || self.state.requests_in_flight() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let _ = self.stop.send(true);
         for task in self.tasks {
             task.abort();
         }
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stopped: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: Arc<State>,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -145,16 +166,48 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stopped: watc
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| http::handle(state.clone(), req));
-            let served = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
+        let stopped = stopped.clone();
+        match tls.clone() {
+            None => {
+                tokio::spawn(serve_http(TokioIo::new(stream), state, stopped));
             }
-        });
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), state, stopped).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// How long a client may take to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 with upgrades on one connection, until it closes or the server stops.
+async fn serve_http<I>(io: I, state: Arc<State>, mut stopped: watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| http::handle(state.clone(), req));
+    let connection = http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        _ = stopped.changed() => {
+            // Let the request in flight finish, then close.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
     }
 }
 
@@ -163,7 +216,9 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stopped: watc
 async fn activity_sweep(state: Arc<State>, mut stopped: watch::Receiver<bool>) {
     let activity_ms = state.config.activity_timeout().as_millis() as u64;
     let pong_ms = state.config.pong_timeout().as_millis() as u64;
-    let tick = Duration::from_millis((activity_ms.min(pong_ms) / 4).clamp(100, 1000));
+    let sign_in_ms = state.config.user_authentication_timeout;
+    let shortest = activity_ms.min(pong_ms).min(sign_in_ms.max(1));
+    let tick = Duration::from_millis((shortest / 4).clamp(50, 1000));
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -174,6 +229,7 @@ async fn activity_sweep(state: Arc<State>, mut stopped: watch::Receiver<bool>) {
         let now = state.uptime_ms();
         for conn in state.connections.iter() {
             conn.check_activity(now, activity_ms, pong_ms);
+            conn.check_sign_in(now);
         }
     }
 }

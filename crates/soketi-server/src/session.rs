@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use soketi_adapter_core::Adapter;
+use soketi_adapter_core::ratelimit::LocalBucket;
 use soketi_channels::{AppChannels, ChannelsError, Outbox, SocketRef};
 use soketi_protocol::channel::{ChannelKind, server_to_user_channel};
 use soketi_protocol::message::{
@@ -28,6 +29,9 @@ pub(crate) struct Session {
     /// Channels joined, with the user id for presence channels.
     channels: HashMap<String, Option<String>>,
     user_id: Option<String>,
+    /// The connection's client-event budget, when the app sets one. A connection lives on one
+    /// node, so its budget never needs sharing.
+    client_events: Option<LocalBucket>,
 }
 
 impl Session {
@@ -80,6 +84,12 @@ impl Session {
             conn.socket_id().as_str(),
             state.config.activity_timeout,
         ));
+        if app.enable_user_authentication {
+            let deadline = state.uptime_ms() + state.config.user_authentication_timeout;
+            conn.set_sign_in_deadline(deadline.max(1));
+        }
+        let client_events = app.max_client_events_per_sec.map(LocalBucket::new);
+        tracing::debug!(socket_id = %conn.socket_id(), app_id = %app.id, "connection opened");
         Some(Self {
             state,
             app,
@@ -87,6 +97,7 @@ impl Session {
             conn,
             channels: HashMap::new(),
             user_id: None,
+            client_events,
         })
     }
 
@@ -183,6 +194,7 @@ impl Session {
                 );
             }
         }
+        tracing::debug!(socket_id = %self.conn.socket_id(), channel = name, "subscribe");
         if channel.is_presence() {
             if !self.join_presence(name, data.channel_data.as_deref()).await {
                 return;
@@ -318,6 +330,7 @@ impl Session {
                 .remove_user(&previous, self.conn.socket_id());
         }
         self.app_channels.add_user(&user_id, self.socket());
+        self.conn.set_sign_in_deadline(0);
         tracing::debug!(
             user_id,
             channel = server_to_user_channel(&user_id),
@@ -362,12 +375,25 @@ impl Session {
                 limits.max_event_payload_bytes
             ));
         }
+        if self
+            .client_events
+            .as_ref()
+            .is_some_and(|bucket| !bucket.take(1).allowed)
+        {
+            return refuse("The rate limit for sending client events exceeded the quota.");
+        }
         let json = message::channel_event(&msg.event, channel, data, member.as_deref());
         self.publish_to_others(channel, json, "client event").await;
     }
 
     /// Leaves every channel and forgets the connection.
     pub(crate) async fn close(&mut self) {
+        tracing::debug!(
+            socket_id = %self.conn.socket_id(),
+            app_id = %self.app.id,
+            channels = self.channels.len(),
+            "connection closed"
+        );
         let channels: Vec<String> = self.channels.drain().map(|(name, _)| name).collect();
         for name in channels {
             self.leave(&name).await;

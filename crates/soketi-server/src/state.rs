@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use soketi_adapter_core::Adapter;
+use soketi_adapter_core::{Adapter, RateLimiter};
 
 use crate::apps::AppManager;
 use crate::config::Config;
@@ -16,11 +16,13 @@ pub(crate) struct State {
     pub(crate) config: Config,
     pub(crate) apps: Arc<dyn AppManager>,
     pub(crate) adapter: Arc<dyn Adapter>,
+    pub(crate) rate_limiter: Arc<dyn RateLimiter>,
     /// Counts of notable events, for operators.
     pub(crate) counters: Arc<Counters>,
     /// Every open connection of this node, for the idle sweep and for shutdown.
     pub(crate) connections: DashMap<u64, Arc<Connection>>,
     next_connection: AtomicU64,
+    requests_in_flight: AtomicU64,
     closing: AtomicBool,
     started: Instant,
 }
@@ -30,14 +32,17 @@ impl State {
         config: Config,
         apps: Arc<dyn AppManager>,
         adapter: Arc<dyn Adapter>,
+        rate_limiter: Arc<dyn RateLimiter>,
     ) -> Self {
         Self {
             config,
             apps,
             adapter,
+            rate_limiter,
             counters: Arc::default(),
             connections: DashMap::new(),
             next_connection: AtomicU64::new(1),
+            requests_in_flight: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             started: Instant::now(),
         }
@@ -58,8 +63,28 @@ impl State {
         self.closing.load(Ordering::Acquire)
     }
 
+    /// Counts an HTTP request until the guard drops.
+    pub(crate) fn request_started(&self) -> InFlight<'_> {
+        self.requests_in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self)
+    }
+
+    /// HTTP requests being answered.
+    pub(crate) fn requests_in_flight(&self) -> u64 {
+        self.requests_in_flight.load(Ordering::Acquire)
+    }
+
     pub(crate) fn set_closing(&self) {
         self.closing.store(true, Ordering::Release);
+    }
+}
+
+/// Marks an HTTP request in flight; see [`State::request_started`].
+pub(crate) struct InFlight<'a>(&'a State);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.requests_in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -283,6 +283,32 @@ describe('soketi-server config', () => {
     }
   });
 
+  it("applies DEFAULT_APP_* to the first of a config file's apps, leaving the others", async () => {
+    const file = writeConfig('override-first.json', {
+      appManager: {
+        array: {
+          apps: [
+            { id: 'file-1', key: 'file-key-1', secret: 'file-secret-1', maxConnections: 7 },
+            { id: 'file-2', key: 'file-key-2', secret: 'file-secret-2' },
+          ],
+        },
+      },
+    });
+    const config = await effectiveConfig({ SOKETI_DEFAULT_APP_KEY: 'env-key', DEFAULT_APP_MAX_CONNS: '3' }, ['--config', file]);
+    assertOptions(
+      config,
+      {
+        'appManager.array.apps.0.id': 'file-1',
+        'appManager.array.apps.0.key': 'env-key',
+        'appManager.array.apps.0.maxConnections': 3,
+        'appManager.array.apps.1.id': 'file-2',
+        'appManager.array.apps.1.key': 'file-key-2',
+      },
+      'DEFAULT_APP_* over a file with two apps',
+    );
+    assert.equal(option(config, 'appManager.array.apps').length, 2, 'still two apps');
+  });
+
   it('reads HOST, PORT, DEBUG and MODE only with the SOKETI_ prefix', async () => {
     const [plain, prefixed] = await Promise.all([
       effectiveConfig({ HOST: '10.1.2.3', PORT: '1234', DEBUG: 'true', MODE: 'worker' }),
@@ -300,6 +326,8 @@ describe('soketi-server config', () => {
       DEFAULT_APP_WEBHOOKS: JSON.stringify(webhooks),
       METRICS_PROMETHEUS_PREFIX: 'x_',
       SOKETI_DEFAULT_APP_ID: '123',
+      ADAPTER_REDIS_PUB_OPTIONS: '{"x":1}',
+      ADAPTER_NATS_SERVERS: '["10.0.0.1:4222"]',
     });
     assertOptions(
       config,
@@ -308,6 +336,8 @@ describe('soketi-server config', () => {
         'appManager.array.apps.0.maxConnections': 5,
         'metrics.prometheus.prefix': 'x_',
         'appManager.array.apps.0.id': '123',
+        'adapter.redis.redisPubOptions': { x: 1 },
+        'adapter.nats.servers': ['10.0.0.1:4222'],
       },
       'typed environment values',
     );
@@ -372,6 +402,20 @@ describe('soketi-server config', () => {
         else process.env[name] = value;
       }
     }
+  });
+});
+
+describe('default app credentials through the unprefixed names', () => {
+  const scope = useServer({ DEFAULT_APP_ID: 'plain-id', DEFAULT_APP_KEY: 'plain-key', DEFAULT_APP_SECRET: 'plain-secret' });
+
+  it('serves pusher-js and the SDK with DEFAULT_APP_ID, DEFAULT_APP_KEY and DEFAULT_APP_SECRET', async () => {
+    assert.equal(scope.server.key, 'plain-key');
+    const name = uniqueChannel('private-');
+    const client = await scope.connectedPusher();
+    const { channel } = await subscribe(client, name);
+    const received = waitFor(channel, 'plain');
+    assert.equal((await scope.sdk().trigger(name, 'plain', { ok: 1 })).status, 200);
+    assert.deepEqual(await received, { ok: 1 });
   });
 });
 

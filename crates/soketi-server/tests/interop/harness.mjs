@@ -390,7 +390,7 @@ export async function effectiveConfig(env = {}, args = []) {
  * Runs the server with a configuration that must stop start-up, and returns its stderr lines
  * after checking that it exited with a non-zero code before the deadline.
  */
-export async function failedStart(args, env, timeout = 10_000) {
+export async function failedStart(args, env, timeout = 5_000) {
   const run = await runOnce(args, env, { timeout });
   assert.ok(!run.timedOut, `expected start-up to fail: ${describeRun(run)}`);
   assert.notEqual(run.code, 0, `expected a non-zero exit code: ${describeRun(run)}`);
@@ -426,13 +426,13 @@ async function waitReady(server) {
  * send any method and headers (CORS preflights), or read every response header.
  * Resolves with `{ status, headers, text, json }` (`json` undefined unless the body is JSON).
  */
-export function httpRequest(url, { method = 'GET', headers = {}, body, ca, timeout = DEFAULT_WAIT_MS } = {}) {
+export function httpRequest(url, { method = 'GET', headers = {}, body, ca, servername, timeout = DEFAULT_WAIT_MS } = {}) {
   const target = new URL(url);
   const lib = target.protocol === 'https:' ? https : http;
   return new Promise((resolve, reject) => {
     const req = lib.request(
       target,
-      { method, headers, timeout, ...(ca ? { ca, rejectUnauthorized: true } : {}), agent: false },
+      { method, headers, timeout, ...(ca ? { ca, rejectUnauthorized: true } : {}), ...(servername ? { servername } : {}), agent: false },
       (res) => {
         let text = '';
         res.setEncoding('utf8');
@@ -1011,9 +1011,21 @@ function hmacHex(secret, text) {
  * Sends an HTTP API request signed by hand, for inputs that the SDK refuses to build.
  * `path` is the full path (for example `/apps/app-id/events`); `body` is sent as it is when it
  * is a string and as JSON otherwise. `overrides` replaces signing inputs (secret, timestamp,
- * bodyMd5) to build bad requests.
+ * bodyMd5) to build bad requests; `headers` are added to the request. The answer is
+ * `{ status, headers, text, json }`, with `headers` a fetch Headers object.
  */
 export async function signedRequest(server, { method = 'POST', path: urlPath, query = {}, body, overrides = {}, headers: extraHeaders = {} }) {
+  const { url, text } = signRequest(server, { method, path: urlPath, query, body, overrides });
+  const headers = { ...(text === undefined ? {} : { 'content-type': 'application/json' }), ...extraHeaders };
+  const res = await fetch(url, { method, body: text, headers, signal: AbortSignal.timeout(DEFAULT_WAIT_MS) });
+  return readResponse(res);
+}
+
+/**
+ * The signed URL of an HTTP API request, and its body as text, for callers that send it
+ * themselves. Takes the same inputs as `signedRequest`.
+ */
+export function signRequest(server, { method = 'POST', path: urlPath, query = {}, body, overrides = {} }) {
   const text = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
   const params = {
     auth_key: overrides.key ?? server.key,
@@ -1028,10 +1040,7 @@ export async function signedRequest(server, { method = 'POST', path: urlPath, qu
     .map((k) => `${k}=${params[k]}`)
     .join('&');
   const signature = hmacHex(overrides.secret ?? server.secret, [method, urlPath, queryString].join('\n'));
-  const url = `${server.baseUrl}${urlPath}?${queryString}&auth_signature=${signature}`;
-  const headers = { ...(text === undefined ? {} : { 'content-type': 'application/json' }), ...extraHeaders };
-  const res = await fetch(url, { method, body: text, headers, signal: AbortSignal.timeout(DEFAULT_WAIT_MS) });
-  return readResponse(res);
+  return { url: `${server.baseUrl}${urlPath}?${queryString}&auth_signature=${signature}`, text };
 }
 
 /** Reads a fetch response into `{ status, text, json }`, where `json` is undefined if not JSON. */

@@ -171,7 +171,7 @@ describe('operations endpoints with the defaults', () => {
     assert.notEqual(res.status, 200, `GET /metrics answered 200 with metrics disabled: ${res.text.slice(0, 200)}`);
   });
 
-  it('sends Access-Control-Allow-Origin: * on HTTP API answers', async () => {
+  it('sends Access-Control-Allow-Origin: * on HTTP API answers, refusals included', async () => {
     const origin = { Origin: 'http://example.test' };
     const published = await signedRequest(scope.server, {
       path: `/apps/${scope.server.appId}/events`,
@@ -184,6 +184,16 @@ describe('operations endpoints with the defaults', () => {
     const listed = await signedRequest(scope.server, { method: 'GET', path: `/apps/${scope.server.appId}/channels`, headers: origin });
     assert.equal(listed.status, 200, listed.text);
     assert.equal(listed.headers.get('access-control-allow-origin'), '*', 'on GET /channels');
+
+    // Also on refusals, so that a browser can read them.
+    const refused = await signedRequest(scope.server, {
+      method: 'GET',
+      path: `/apps/${scope.server.appId}/channels`,
+      headers: origin,
+      overrides: { secret: 'wrong-secret' },
+    });
+    assert.equal(refused.status, 401, refused.text);
+    assert.equal(refused.headers.get('access-control-allow-origin'), '*', 'on a 401');
   });
 
   it("answers a CORS preflight with soketi's methods and headers", async () => {
