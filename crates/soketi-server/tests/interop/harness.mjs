@@ -451,8 +451,12 @@ export function httpRequest(url, { method = 'GET', headers = {}, body, ca, serve
         res.on('error', reject);
       },
     );
-    req.on('timeout', () => req.destroy(new Error(`${method} ${url} got no answer within ${timeout} ms`)));
-    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error(`got no answer within ${timeout} ms`)));
+    req.on('error', (err) => {
+      // Name the request in the message; `code` (ECONNREFUSED, ...) is kept for callers.
+      err.message = `${method} ${url}: ${err.message}`;
+      reject(err);
+    });
     req.end(body);
   });
 }
