@@ -7,12 +7,20 @@
 //! exchanging messages with the other nodes. Every operation is async and fallible because a
 //! remote node may be slow or gone.
 //!
+//! [`HorizontalAdapter`] implements the trait over any [`Transport`]: it delivers to this
+//! node first, then sends one protobuf [`wire`] envelope to the others; queries fan out and
+//! merge, and presence members of every node are replicated so that `member_added` and
+//! `member_removed` fire once for the whole fleet.
+//!
 //! This crate must not depend on any transport; transports depend on it.
 #![warn(missing_docs)]
 
 mod error;
+mod horizontal;
 mod local;
 pub mod ratelimit;
+mod transport;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -23,8 +31,10 @@ use soketi_protocol::SocketId;
 use soketi_protocol::message::PresenceMember;
 
 pub use error::AdapterError;
+pub use horizontal::HorizontalAdapter;
 pub use local::LocalAdapter;
 pub use ratelimit::{Budget, Decision, LocalRateLimiter, RateLimiter};
+pub use transport::{MemoryHub, Transport, TransportEvent};
 
 /// Publishing and queries across every node that serves the same apps.
 #[async_trait]
@@ -76,4 +86,24 @@ pub trait Adapter: Send + Sync {
 
     /// The app's open connections.
     async fn socket_count(&self, app_id: &str) -> Result<u64, AdapterError>;
+
+    /// Tells the other nodes that `member` is now on `channel` here (its first connection on
+    /// this node). Returns whether the user is new to the whole fleet, in which case the
+    /// caller sends `member_added`.
+    async fn presence_joined(
+        &self,
+        app_id: &str,
+        channel: &str,
+        member: &PresenceMember,
+    ) -> Result<bool, AdapterError>;
+
+    /// Tells the other nodes that `user_id` left `channel` here (its last connection on this
+    /// node). Returns whether the user is gone from the whole fleet, in which case the caller
+    /// sends `member_removed`.
+    async fn presence_left(
+        &self,
+        app_id: &str,
+        channel: &str,
+        user_id: &str,
+    ) -> Result<bool, AdapterError>;
 }

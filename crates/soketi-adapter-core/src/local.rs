@@ -156,6 +156,25 @@ impl Adapter for LocalAdapter {
             .unwrap_or_default())
     }
 
+    async fn presence_joined(
+        &self,
+        _app_id: &str,
+        _channel: &str,
+        _member: &PresenceMember,
+    ) -> Result<bool, AdapterError> {
+        // On one node, the registry's first connection of a user is the fleet's first.
+        Ok(true)
+    }
+
+    async fn presence_left(
+        &self,
+        _app_id: &str,
+        _channel: &str,
+        _user_id: &str,
+    ) -> Result<bool, AdapterError> {
+        Ok(true)
+    }
+
     async fn socket_count(&self, app_id: &str) -> Result<u64, AdapterError> {
         Ok(self
             .registry

@@ -282,6 +282,36 @@ impl AppChannels {
             .collect()
     }
 
+    /// Every presence channel of the app with its members, for a node that joins the fleet.
+    pub fn presence_snapshot(&self) -> Vec<(String, Vec<PresenceMember>)> {
+        let channels: Vec<(String, Arc<Channel>)> = self
+            .channels
+            .iter()
+            .filter(|e| e.key().starts_with("presence-"))
+            .map(|e| (e.key().to_string(), e.value().clone()))
+            .collect();
+        channels
+            .into_iter()
+            .map(|(name, ch)| {
+                let members = members_of(&ch.presence.lock());
+                (name, members)
+            })
+            .filter(|(_, members)| !members.is_empty())
+            .collect()
+    }
+
+    /// Whether `user_id` has a connection on a presence channel of this node.
+    pub fn has_member(&self, channel: &str, user_id: &str) -> bool {
+        self.channels
+            .get(channel)
+            .is_some_and(|c| c.presence.lock().members.contains_key(user_id))
+    }
+
+    /// The connections signed in as `user_id` on this node.
+    pub fn user_connection_count(&self, user_id: &str) -> usize {
+        self.users.get(user_id).map_or(0, |s| s.len())
+    }
+
     /// The members of a presence channel, one per user.
     pub fn presence_members(&self, channel: &str) -> Vec<PresenceMember> {
         match self.channels.get(channel).map(|c| c.clone()) {

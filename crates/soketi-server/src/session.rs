@@ -261,14 +261,26 @@ impl Session {
             }
         };
         self.channels.insert(name.to_owned(), Some(user_id));
+        // The members of every node, this connection's user included.
+        let members = match self.adapter().presence_members(&self.app.id, name).await {
+            Ok(members) => members,
+            Err(e) => {
+                tracing::warn!(error = %e, channel = name, "presence members of this node only");
+                joined.members
+            }
+        };
         self.conn
-            .send_json(&message::presence_subscription_succeeded(
-                name,
-                &joined.members,
-            ));
+            .send_json(&message::presence_subscription_succeeded(name, &members));
         if joined.first_for_user {
-            let added = message::member_added(name, &member);
-            self.publish_to_others(name, added, "member_added").await;
+            let first_anywhere = self
+                .adapter()
+                .presence_joined(&self.app.id, name, &member)
+                .await
+                .unwrap_or(true);
+            if first_anywhere {
+                let added = message::member_added(name, &member);
+                self.publish_to_others(name, added, "member_added").await;
+            }
         }
         true
     }
@@ -300,9 +312,16 @@ impl Session {
         if let Some(left) = self.app_channels.unsubscribe(name, self.conn.socket_id())
             && let Some(user_id) = left.user_removed
         {
-            let removed = message::member_removed(name, &user_id);
-            self.publish_to_others(name, removed, "member_removed")
-                .await;
+            let last_anywhere = self
+                .adapter()
+                .presence_left(&self.app.id, name, &user_id)
+                .await
+                .unwrap_or(true);
+            if last_anywhere {
+                let removed = message::member_removed(name, &user_id);
+                self.publish_to_others(name, removed, "member_removed")
+                    .await;
+            }
         }
     }
 

@@ -1,0 +1,645 @@
+//! An [`Adapter`] for a fleet of nodes over any [`Transport`].
+//!
+//! Every operation is served locally first, then the other nodes are told (publishing) or
+//! asked (queries) through one protobuf envelope. Presence members of the other nodes are
+//! replicated here from their `PresenceChange` messages, so that presence answers need no
+//! round trip and `member_added` / `member_removed` fire once for the fleet. When a node leaves
+//! or dies, its members are dropped and this node tells its own subscribers about the users
+//! who were only there.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use prost::Message as _;
+use serde_json::value::RawValue;
+use soketi_channels::{ChannelCounts, Registry};
+use soketi_protocol::message::{self, PresenceMember};
+use soketi_protocol::{ChannelName, SocketId};
+use tokio::sync::Notify;
+
+use crate::local::LocalAdapter;
+use crate::transport::{Transport, TransportEvent};
+use crate::wire::{self, v1};
+use crate::{Adapter, AdapterError};
+
+/// A presence member seen on other nodes.
+struct RemoteMember {
+    info: Option<Box<RawValue>>,
+    nodes: HashSet<String>,
+}
+
+/// Presence members of the other nodes, by app and channel.
+#[derive(Default)]
+struct Replica {
+    channels: HashMap<(String, String), HashMap<String, RemoteMember>>,
+}
+
+impl Replica {
+    fn add(&mut self, app: &str, channel: &str, node: &str, user: &str, info: &[u8]) {
+        let members = self
+            .channels
+            .entry((app.to_owned(), channel.to_owned()))
+            .or_default();
+        let member = members
+            .entry(user.to_owned())
+            .or_insert_with(|| RemoteMember {
+                info: None,
+                nodes: HashSet::new(),
+            });
+        member.nodes.insert(node.to_owned());
+        if !info.is_empty() {
+            member.info = std::str::from_utf8(info)
+                .ok()
+                .and_then(|s| RawValue::from_string(s.to_owned()).ok());
+        }
+    }
+
+    fn remove(&mut self, app: &str, channel: &str, node: &str, user: &str) {
+        let key = (app.to_owned(), channel.to_owned());
+        if let Some(members) = self.channels.get_mut(&key) {
+            if let Some(member) = members.get_mut(user) {
+                member.nodes.remove(node);
+                if member.nodes.is_empty() {
+                    members.remove(user);
+                }
+            }
+            if members.is_empty() {
+                self.channels.remove(&key);
+            }
+        }
+    }
+
+    fn has(&self, app: &str, channel: &str, user: &str) -> bool {
+        self.channels
+            .get(&(app.to_owned(), channel.to_owned()))
+            .is_some_and(|m| m.contains_key(user))
+    }
+
+    fn members(&self, app: &str, channel: &str) -> Vec<PresenceMember> {
+        self.channels
+            .get(&(app.to_owned(), channel.to_owned()))
+            .map(|members| {
+                members
+                    .iter()
+                    .map(|(id, m)| PresenceMember {
+                        user_id: id.clone(),
+                        user_info: m.info.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Drops `node` everywhere; returns the (app, channel, user) left with no node.
+    fn drop_node(&mut self, node: &str) -> Vec<(String, String, String)> {
+        let mut gone = Vec::new();
+        self.channels.retain(|(app, channel), members| {
+            members.retain(|user, member| {
+                if member.nodes.remove(node) && member.nodes.is_empty() {
+                    gone.push((app.clone(), channel.clone(), user.clone()));
+                    false
+                } else {
+                    !member.nodes.is_empty()
+                }
+            });
+            !members.is_empty()
+        });
+        gone
+    }
+}
+
+/// A request waiting for the other nodes' answers.
+struct Pending {
+    awaited: Mutex<HashSet<String>>,
+    answers: Mutex<Vec<v1::response::Answer>>,
+    done: Notify,
+}
+
+impl Pending {
+    fn settle(&self, node: &str, answer: Option<v1::response::Answer>) {
+        let mut awaited = self.awaited.lock();
+        if awaited.remove(node) {
+            if let Some(answer) = answer {
+                self.answers.lock().push(answer);
+            }
+            if awaited.is_empty() {
+                self.done.notify_one();
+            }
+        }
+    }
+}
+
+/// An adapter for a fleet: local delivery plus a [`Transport`] to the other nodes.
+pub struct HorizontalAdapter {
+    local: LocalAdapter,
+    transport: Arc<dyn Transport>,
+    requests_timeout: Duration,
+    next_request: AtomicU64,
+    pending: DashMap<u64, Arc<Pending>>,
+    replica: Mutex<Replica>,
+}
+
+impl HorizontalAdapter {
+    /// Starts an adapter over `transport`, serving this node from `local`. Queries wait at
+    /// most `requests_timeout` for the other nodes. Must be called inside a tokio runtime: a
+    /// task handles what the transport receives for as long as the adapter lives.
+    pub fn start(
+        local: LocalAdapter,
+        transport: Arc<dyn Transport>,
+        requests_timeout: Duration,
+    ) -> Arc<Self> {
+        let adapter = Arc::new(Self {
+            local,
+            transport: transport.clone(),
+            requests_timeout,
+            next_request: AtomicU64::new(1),
+            pending: DashMap::new(),
+            replica: Mutex::default(),
+        });
+        if let Some(mut events) = transport.events() {
+            let weak: Weak<Self> = Arc::downgrade(&adapter);
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    let Some(adapter) = weak.upgrade() else {
+                        return;
+                    };
+                    adapter.on_event(event).await;
+                }
+            });
+        }
+        adapter
+    }
+
+    /// The transport, for its node id and for leaving the fleet at shutdown.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    fn envelope(&self, app_id: &str, body: v1::envelope::Body) -> Bytes {
+        v1::Envelope {
+            version: wire::VERSION,
+            node_id: self.transport.node_id().to_owned(),
+            app_id: app_id.to_owned(),
+            body: Some(body),
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    async fn tell_others(
+        &self,
+        app_id: &str,
+        body: v1::envelope::Body,
+    ) -> Result<(), AdapterError> {
+        self.transport.publish(self.envelope(app_id, body)).await
+    }
+
+    async fn on_event(&self, event: TransportEvent) {
+        match event {
+            TransportEvent::Message { from, payload } => self.on_message(&from, &payload).await,
+            TransportEvent::NodeJoined(node) => self.on_node_joined(&node).await,
+            TransportEvent::NodeLeft(node) => self.on_node_left(&node),
+        }
+    }
+
+    async fn on_message(&self, from: &str, payload: &[u8]) {
+        let envelope = match v1::Envelope::decode(payload) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                tracing::warn!(from, error = %e, "dropping an envelope that does not decode");
+                return;
+            }
+        };
+        if envelope.version != wire::VERSION {
+            tracing::warn!(
+                from,
+                version = envelope.version,
+                "dropping an envelope of another wire version"
+            );
+            return;
+        }
+        let app = envelope.app_id.as_str();
+        let Some(body) = envelope.body else {
+            return;
+        };
+        use v1::envelope::Body;
+        match body {
+            Body::Broadcast(b) => {
+                let except = (!b.except_socket_id.is_empty())
+                    .then(|| SocketId::parse(&b.except_socket_id).ok())
+                    .flatten();
+                self.local
+                    .deliver(app, &b.channel, &b.message, except.as_ref());
+            }
+            Body::SendToUser(s) => {
+                self.local.deliver_to_user(app, &s.user_id, &s.message);
+            }
+            Body::TerminateUser(t) => {
+                self.local.terminate_local(app, &t.user_id);
+            }
+            Body::Request(request) => self.answer(from, app, request).await,
+            Body::Response(response) => {
+                if let Some(pending) = self.pending.get(&response.request_id).map(|p| p.clone()) {
+                    pending.settle(from, response.answer);
+                }
+            }
+            Body::PresenceChange(change) => {
+                let mut replica = self.replica.lock();
+                if change.present {
+                    replica.add(
+                        app,
+                        &change.channel,
+                        from,
+                        &change.user_id,
+                        &change.user_info,
+                    );
+                } else {
+                    replica.remove(app, &change.channel, from, &change.user_id);
+                }
+            }
+            Body::PresenceSnapshot(snapshot) => self.on_snapshot(from, snapshot),
+        }
+    }
+
+    /// Takes in the presence members of a node. Users that nobody knew of are announced to
+    /// this node's subscribers: after a partition heals, they would otherwise stay unseen.
+    fn on_snapshot(&self, from: &str, snapshot: v1::PresenceSnapshot) {
+        let mut announce = Vec::new();
+        {
+            let mut replica = self.replica.lock();
+            for channel in snapshot.channels {
+                for member in channel.members {
+                    let known = replica.has(&channel.app_id, &channel.channel, &member.user_id)
+                        || self.is_local_member(&channel.app_id, &channel.channel, &member.user_id);
+                    replica.add(
+                        &channel.app_id,
+                        &channel.channel,
+                        from,
+                        &member.user_id,
+                        &member.user_info,
+                    );
+                    if !known {
+                        announce.push((channel.app_id.clone(), channel.channel.clone(), member));
+                    }
+                }
+            }
+        }
+        for (app, channel, member) in announce {
+            let member = PresenceMember {
+                user_id: member.user_id,
+                user_info: std::str::from_utf8(&member.user_info)
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .and_then(|s| RawValue::from_string(s.to_owned()).ok()),
+            };
+            let added = message::member_added(&channel, &member);
+            self.local.deliver(&app, &channel, added.as_bytes(), None);
+        }
+    }
+
+    fn is_local_member(&self, app: &str, channel: &str, user: &str) -> bool {
+        self.local
+            .local()
+            .get_app(app)
+            .is_some_and(|a| a.has_member(channel, user))
+    }
+
+    async fn on_node_joined(&self, node: &str) {
+        let registry = self.local.local();
+        let mut channels = Vec::new();
+        for app_id in registry.app_ids() {
+            let Some(app) = registry.get_app(&app_id) else {
+                continue;
+            };
+            for (channel, members) in app.presence_snapshot() {
+                channels.push(v1::PresenceMembers {
+                    app_id: app_id.clone(),
+                    channel,
+                    members: members
+                        .into_iter()
+                        .map(|m| v1::Member {
+                            user_id: m.user_id,
+                            user_info: m
+                                .user_info
+                                .map(|i| i.get().as_bytes().to_vec())
+                                .unwrap_or_default(),
+                        })
+                        .collect(),
+                });
+            }
+        }
+        let snapshot = self.envelope(
+            "",
+            v1::envelope::Body::PresenceSnapshot(v1::PresenceSnapshot { channels }),
+        );
+        if let Err(e) = self.transport.send_to(node, snapshot).await {
+            tracing::warn!(node, error = %e, "could not send the presence snapshot to a new node");
+        }
+    }
+
+    fn on_node_left(&self, node: &str) {
+        let gone = self.replica.lock().drop_node(node);
+        for pending in self.pending.iter() {
+            pending.settle(node, None);
+        }
+        for (app, channel, user) in gone {
+            if !self.is_local_member(&app, &channel, &user) {
+                // Every surviving node tells its own subscribers, so each hears it once.
+                let removed = message::member_removed(&channel, &user);
+                self.local.deliver(&app, &channel, removed.as_bytes(), None);
+            }
+        }
+        tracing::info!(node, "a node left the fleet");
+    }
+
+    async fn answer(&self, from: &str, app: &str, request: v1::Request) {
+        use v1::request::Query;
+        use v1::response::Answer;
+        let Some(query) = request.query else {
+            return;
+        };
+        let local = self.local.local().get_app(app);
+        let answer = match query {
+            Query::Channels(_) => Answer::Channels(v1::ChannelList {
+                channels: local
+                    .map(|a| a.channels())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(channel, counts)| v1::ChannelCount {
+                        channel,
+                        subscription_count: counts.subscription_count,
+                    })
+                    .collect(),
+            }),
+            Query::ChannelCounts(channel) => Answer::ChannelCounts(v1::ChannelCount {
+                subscription_count: local
+                    .map(|a| a.channel_counts(&channel).subscription_count)
+                    .unwrap_or_default(),
+                channel,
+            }),
+            Query::SocketCount(_) => {
+                Answer::SocketCount(local.map(|a| a.connection_count()).unwrap_or_default())
+            }
+            Query::SocketInChannel(q) => Answer::SocketInChannel(
+                SocketId::parse(&q.socket_id)
+                    .is_ok_and(|id| local.is_some_and(|a| a.is_subscribed(&q.channel, &id))),
+            ),
+            Query::UserConnections(user) => {
+                Answer::UserConnections(local.map_or(0, |a| a.user_connection_count(&user) as u64))
+            }
+        };
+        let response = self.envelope(
+            app,
+            v1::envelope::Body::Response(v1::Response {
+                request_id: request.request_id,
+                answer: Some(answer),
+            }),
+        );
+        if let Err(e) = self.transport.send_to(from, response).await {
+            tracing::warn!(node = from, error = %e, "could not answer a request");
+        }
+    }
+
+    /// Asks every live node and returns their answers; partial after the timeout.
+    async fn ask(&self, app_id: &str, query: v1::request::Query) -> Vec<v1::response::Answer> {
+        let nodes: HashSet<String> = self.transport.live_nodes().into_iter().collect();
+        if nodes.is_empty() {
+            return Vec::new();
+        }
+        let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let pending = Arc::new(Pending {
+            awaited: Mutex::new(nodes.clone()),
+            answers: Mutex::default(),
+            done: Notify::new(),
+        });
+        self.pending.insert(request_id, pending.clone());
+        let body = v1::envelope::Body::Request(v1::Request {
+            request_id,
+            query: Some(query),
+        });
+        let sent = self.tell_others(app_id, body).await;
+        let finished = match sent {
+            Ok(()) => tokio::time::timeout(self.requests_timeout, pending.done.notified())
+                .await
+                .is_ok(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not ask the other nodes; answering for this node");
+                false
+            }
+        };
+        self.pending.remove(&request_id);
+        if !finished {
+            let missing = pending.awaited.lock().len();
+            tracing::warn!(
+                missing,
+                asked = nodes.len(),
+                "some nodes did not answer in time; the answer is partial"
+            );
+        }
+        std::mem::take(&mut *pending.answers.lock())
+    }
+
+    fn merged_members(&self, app_id: &str, channel: &str) -> Vec<PresenceMember> {
+        let mut members = self
+            .local
+            .local()
+            .get_app(app_id)
+            .map(|a| a.presence_members(channel))
+            .unwrap_or_default();
+        let known: HashSet<String> = members.iter().map(|m| m.user_id.clone()).collect();
+        members.extend(
+            self.replica
+                .lock()
+                .members(app_id, channel)
+                .into_iter()
+                .filter(|m| !known.contains(&m.user_id)),
+        );
+        members
+    }
+
+    fn presence_change(
+        &self,
+        channel: &str,
+        user_id: &str,
+        info: Option<&RawValue>,
+        present: bool,
+    ) -> v1::envelope::Body {
+        v1::envelope::Body::PresenceChange(v1::PresenceChange {
+            channel: channel.to_owned(),
+            user_id: user_id.to_owned(),
+            user_info: info
+                .map(|i| i.get().as_bytes().to_vec())
+                .unwrap_or_default(),
+            present,
+        })
+    }
+}
+
+#[async_trait]
+impl Adapter for HorizontalAdapter {
+    fn local(&self) -> &Arc<Registry> {
+        self.local.local()
+    }
+
+    async fn publish(
+        &self,
+        app_id: &str,
+        channel: &str,
+        message: Bytes,
+        except: Option<&SocketId>,
+    ) -> Result<(), AdapterError> {
+        self.local.deliver(app_id, channel, &message, except);
+        let body = v1::envelope::Body::Broadcast(v1::Broadcast {
+            channel: channel.to_owned(),
+            message: message.to_vec(),
+            except_socket_id: except.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        });
+        self.tell_others(app_id, body).await
+    }
+
+    async fn send_to_user(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        message: Bytes,
+    ) -> Result<(), AdapterError> {
+        self.local.deliver_to_user(app_id, user_id, &message);
+        let body = v1::envelope::Body::SendToUser(v1::SendToUser {
+            user_id: user_id.to_owned(),
+            message: message.to_vec(),
+        });
+        self.tell_others(app_id, body).await
+    }
+
+    async fn terminate_user_connections(
+        &self,
+        app_id: &str,
+        user_id: &str,
+    ) -> Result<(), AdapterError> {
+        self.local.terminate_local(app_id, user_id);
+        let body = v1::envelope::Body::TerminateUser(v1::TerminateUser {
+            user_id: user_id.to_owned(),
+        });
+        self.tell_others(app_id, body).await
+    }
+
+    async fn channels(&self, app_id: &str) -> Result<Vec<(String, ChannelCounts)>, AdapterError> {
+        let mut counts: HashMap<String, u64> = self
+            .local
+            .channels(app_id)
+            .await?
+            .into_iter()
+            .map(|(name, c)| (name, c.subscription_count))
+            .collect();
+        for answer in self
+            .ask(app_id, v1::request::Query::Channels(v1::Empty {}))
+            .await
+        {
+            if let v1::response::Answer::Channels(list) = answer {
+                for c in list.channels {
+                    *counts.entry(c.channel).or_default() += c.subscription_count;
+                }
+            }
+        }
+        Ok(counts
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, subscription_count)| {
+                let user_count = ChannelName::classify(&name)
+                    .is_presence()
+                    .then(|| self.merged_members(app_id, &name).len() as u64);
+                (
+                    name,
+                    ChannelCounts {
+                        subscription_count,
+                        user_count,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn channel_counts(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> Result<ChannelCounts, AdapterError> {
+        let mut subscription_count = self
+            .local
+            .channel_counts(app_id, channel)
+            .await?
+            .subscription_count;
+        let query = v1::request::Query::ChannelCounts(channel.to_owned());
+        for answer in self.ask(app_id, query).await {
+            if let v1::response::Answer::ChannelCounts(c) = answer {
+                subscription_count += c.subscription_count;
+            }
+        }
+        let user_count = ChannelName::classify(channel)
+            .is_presence()
+            .then(|| self.merged_members(app_id, channel).len() as u64);
+        Ok(ChannelCounts {
+            subscription_count,
+            user_count,
+        })
+    }
+
+    async fn presence_members(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> Result<Vec<PresenceMember>, AdapterError> {
+        Ok(self.merged_members(app_id, channel))
+    }
+
+    async fn socket_count(&self, app_id: &str) -> Result<u64, AdapterError> {
+        let mut count = self.local.socket_count(app_id).await?;
+        for answer in self
+            .ask(app_id, v1::request::Query::SocketCount(v1::Empty {}))
+            .await
+        {
+            if let v1::response::Answer::SocketCount(n) = answer {
+                count += n;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn presence_joined(
+        &self,
+        app_id: &str,
+        channel: &str,
+        member: &PresenceMember,
+    ) -> Result<bool, AdapterError> {
+        let first = !self.replica.lock().has(app_id, channel, &member.user_id);
+        let body =
+            self.presence_change(channel, &member.user_id, member.user_info.as_deref(), true);
+        if let Err(e) = self.tell_others(app_id, body).await {
+            tracing::warn!(error = %e, channel, "could not tell the other nodes of a presence join");
+        }
+        Ok(first)
+    }
+
+    async fn presence_left(
+        &self,
+        app_id: &str,
+        channel: &str,
+        user_id: &str,
+    ) -> Result<bool, AdapterError> {
+        let last = !self.replica.lock().has(app_id, channel, user_id);
+        let body = self.presence_change(channel, user_id, None, false);
+        if let Err(e) = self.tell_others(app_id, body).await {
+            tracing::warn!(error = %e, channel, "could not tell the other nodes of a presence leave");
+        }
+        Ok(last)
+    }
+}
+
+#[cfg(test)]
+mod tests;
