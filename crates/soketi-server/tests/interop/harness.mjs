@@ -290,6 +290,16 @@ export async function startServer(env = {}, { args = [], waitReady: shouldWait =
       stopping = true;
       child.kill(name);
     },
+    /**
+     * Kills the child with `name` (SIGKILL by default), an expected exit, and resolves with
+     * `{ code, signal }` once it is gone, for tests of a node that dies without saying goodbye.
+     */
+    async kill(name = 'SIGKILL') {
+      if (exitInfo) return exitInfo;
+      stopping = true;
+      child.kill(name);
+      return withTimeout(exited, STOP_GRACE_MS, `soketi-server (port ${actualPort}) to die of ${name}`);
+    },
     /** Sends SIGTERM, and SIGKILL if the child is still there after a grace period. */
     async stop() {
       if (exitInfo) return exitInfo;
@@ -487,7 +497,11 @@ export function useServer(env = {}, options = {}) {
   return scope;
 }
 
-class Scope {
+/**
+ * Clients of one server (`scope.server`), closed by `closeClients()`. `useServer` makes one per
+ * `describe`; tests of several servers make one per server.
+ */
+export class Scope {
   constructor() {
     this.server = null;
     this.clients = [];

@@ -1,0 +1,394 @@
+//! A [`Transport`] over Redis pub/sub for [`soketi_adapter_core::HorizontalAdapter`]: the fleet
+//! of soketi-server nodes that share one Redis.
+//!
+//! Every node subscribes to the fleet's channel (`<prefix>#redis-adapter`, soketi's name) and to
+//! its own (`<prefix>#redis-adapter#<node id>`) for answers. Each frame carries its kind and the
+//! sending node, so that a node ignores its own messages and knows who is alive without
+//! decoding envelopes. Nodes send a heartbeat every `heartbeat_interval`; a node silent for
+//! `node_timeout` is gone. While this node's own subscription is down, nobody is declared dead:
+//! it is this node that cannot hear.
+//!
+//! Outgoing frames go through one writer task that pipelines them to Redis and, when Redis is
+//! away, keeps them (up to a bound) and retries with backoff, so that a Redis restart loses
+//! nothing this node sends.
+//!
+//! This crate knows nothing of the Pusher protocol; it carries bytes.
+#![warn(missing_docs)]
+
+mod frame;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use soketi_adapter_core::{AdapterError, Transport, TransportEvent};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::frame::{Frame, Kind};
+
+/// How to reach Redis and how the fleet checks its members.
+#[derive(Clone, Debug)]
+pub struct RedisTransportConfig {
+    /// A `redis://` URL.
+    pub url: String,
+    /// Prefix of the pub/sub channels; nodes with another prefix never meet.
+    pub prefix: String,
+    /// Time between heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a node is gone.
+    pub node_timeout: Duration,
+    /// Frames kept while Redis is away; beyond this, publishing fails.
+    pub max_buffered: usize,
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisTransportError {
+    /// The URL is not a Redis URL.
+    #[error("invalid Redis URL {url}: {source}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// The cause.
+        source: redis::RedisError,
+    },
+}
+
+struct Outgoing {
+    channel: String,
+    frame: Bytes,
+    sent: Option<oneshot::Sender<()>>,
+}
+
+/// A node of a fleet that meets in Redis.
+pub struct RedisTransport {
+    node_id: String,
+    fleet_channel: String,
+    node_channel_prefix: String,
+    out: mpsc::Sender<Outgoing>,
+    nodes: Arc<Mutex<HashMap<String, Instant>>>,
+    events: Mutex<Option<mpsc::UnboundedReceiver<TransportEvent>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RedisTransport {
+    /// Joins the fleet: starts the writer, the subscriber and the heartbeat. Connections are
+    /// made in the background and retried forever, so a Redis that is down at start-up only
+    /// delays the fleet.
+    pub fn start(config: RedisTransportConfig) -> Result<Arc<Self>, RedisTransportError> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|source| {
+            RedisTransportError::Url {
+                url: config.url.clone(),
+                source,
+            }
+        })?;
+        let node_id = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+        let fleet_channel = format!("{}#redis-adapter", config.prefix);
+        let node_channel_prefix = format!("{fleet_channel}#");
+        let (out, out_rx) = mpsc::channel(config.max_buffered.max(1));
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let nodes = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let listening = Arc::new(AtomicBool::new(false));
+
+        tokio::spawn(write_loop(client.clone(), out_rx));
+        tokio::spawn(subscribe_loop(Subscriber {
+            client,
+            channels: vec![
+                fleet_channel.clone(),
+                format!("{node_channel_prefix}{node_id}"),
+            ],
+            node_id: node_id.clone(),
+            nodes: nodes.clone(),
+            events: events_tx.clone(),
+            listening: listening.clone(),
+            stop: stop.clone(),
+        }));
+        tokio::spawn(heartbeat_loop(Heartbeat {
+            node_id: node_id.clone(),
+            fleet_channel: fleet_channel.clone(),
+            out: out.clone(),
+            nodes: nodes.clone(),
+            events: events_tx,
+            listening,
+            stop: stop.clone(),
+            interval: config.heartbeat_interval,
+            timeout: config.node_timeout,
+        }));
+        Ok(Arc::new(Self {
+            node_id,
+            fleet_channel,
+            node_channel_prefix,
+            out,
+            nodes,
+            events: Mutex::new(Some(events_rx)),
+            stop,
+        }))
+    }
+
+    async fn send(&self, channel: String, kind: Kind, payload: &[u8]) -> Result<(), AdapterError> {
+        let frame = Frame::encode(kind, &self.node_id, payload);
+        self.out
+            .try_send(Outgoing {
+                channel,
+                frame,
+                sent: None,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => AdapterError::Transport(
+                    "Redis is unreachable and the outgoing buffer is full".into(),
+                ),
+                mpsc::error::TrySendError::Closed(_) => {
+                    AdapterError::Transport("the Redis writer stopped".into())
+                }
+            })
+    }
+}
+
+#[async_trait]
+impl Transport for RedisTransport {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    async fn publish(&self, payload: Bytes) -> Result<(), AdapterError> {
+        self.send(self.fleet_channel.clone(), Kind::Message, &payload)
+            .await
+    }
+
+    async fn send_to(&self, node_id: &str, payload: Bytes) -> Result<(), AdapterError> {
+        let channel = format!("{}{node_id}", self.node_channel_prefix);
+        self.send(channel, Kind::Message, &payload).await
+    }
+
+    fn live_nodes(&self) -> Vec<String> {
+        self.nodes.lock().keys().cloned().collect()
+    }
+
+    fn events(&self) -> Option<mpsc::UnboundedReceiver<TransportEvent>> {
+        self.events.lock().take()
+    }
+
+    async fn leave(&self) -> Result<(), AdapterError> {
+        self.stop.store(true, Ordering::Release);
+        let (sent, done) = oneshot::channel();
+        let frame = Frame::encode(Kind::Goodbye, &self.node_id, &[]);
+        self.out
+            .send(Outgoing {
+                channel: self.fleet_channel.clone(),
+                frame,
+                sent: Some(sent),
+            })
+            .await
+            .map_err(|_| AdapterError::Transport("the Redis writer stopped".into()))?;
+        // Best effort: a Redis that is away cannot carry the goodbye; the others time out.
+        let _ = tokio::time::timeout(Duration::from_secs(1), done).await;
+        Ok(())
+    }
+}
+
+/// Backoff between reconnection attempts.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((50u64 << attempt.min(5)).min(2000))
+}
+
+async fn write_loop(client: redis::Client, mut rx: mpsc::Receiver<Outgoing>) {
+    let mut batch: Vec<Outgoing> = Vec::new();
+    let mut connection: Option<redis::aio::MultiplexedConnection> = None;
+    let mut attempt = 0;
+    loop {
+        if batch.is_empty() && rx.recv_many(&mut batch, 512).await == 0 {
+            return;
+        }
+        let conn = match &mut connection {
+            Some(conn) => conn,
+            None => match client.get_multiplexed_async_connection().await {
+                Ok(conn) => {
+                    if attempt > 0 {
+                        tracing::info!("reconnected to Redis for publishing");
+                    }
+                    attempt = 0;
+                    connection.insert(conn)
+                }
+                Err(e) => {
+                    if attempt == 0 {
+                        tracing::warn!(error = %e, "cannot reach Redis to publish; retrying");
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                    continue;
+                }
+            },
+        };
+        let mut pipe = redis::pipe();
+        for out in &batch {
+            pipe.cmd("PUBLISH")
+                .arg(&out.channel)
+                .arg(&out.frame[..])
+                .ignore();
+        }
+        match pipe.query_async::<()>(conn).await {
+            Ok(()) => {
+                for out in batch.drain(..) {
+                    if let Some(sent) = out.sent {
+                        let _ = sent.send(());
+                    }
+                }
+            }
+            Err(e) => {
+                // Keep the batch and send it again on a new connection.
+                tracing::warn!(error = %e, "publishing to Redis failed; retrying");
+                connection = None;
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+struct Subscriber {
+    client: redis::Client,
+    channels: Vec<String>,
+    node_id: String,
+    nodes: Arc<Mutex<HashMap<String, Instant>>>,
+    events: mpsc::UnboundedSender<TransportEvent>,
+    listening: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+async fn subscribe_loop(sub: Subscriber) {
+    let mut attempt = 0;
+    while !sub.stop.load(Ordering::Acquire) {
+        let mut pubsub = match sub.client.get_async_pubsub().await {
+            Ok(pubsub) => pubsub,
+            Err(e) => {
+                if attempt == 0 {
+                    tracing::warn!(error = %e, "cannot reach Redis to subscribe; retrying");
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+        };
+        let mut subscribed = true;
+        for channel in &sub.channels {
+            if let Err(e) = pubsub.subscribe(channel).await {
+                tracing::warn!(error = %e, channel, "cannot subscribe in Redis; retrying");
+                subscribed = false;
+                break;
+            }
+        }
+        if !subscribed {
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+            continue;
+        }
+        if attempt > 0 {
+            tracing::info!("reconnected to Redis for subscribing");
+        }
+        attempt = 0;
+        // The other nodes were unheard while this node was away: give them a full timeout.
+        let now = Instant::now();
+        for seen in sub.nodes.lock().values_mut() {
+            *seen = now;
+        }
+        sub.listening.store(true, Ordering::Release);
+        let mut messages = pubsub.on_message();
+        while let Some(msg) = messages.next().await {
+            sub.receive(msg.get_payload_bytes());
+            if sub.stop.load(Ordering::Acquire) {
+                return;
+            }
+        }
+        sub.listening.store(false, Ordering::Release);
+        tracing::warn!("lost the Redis subscription; reconnecting");
+    }
+}
+
+impl Subscriber {
+    fn receive(&self, bytes: &[u8]) {
+        let Some(frame) = Frame::decode(bytes) else {
+            tracing::warn!("dropping a frame that is not from a soketi node");
+            return;
+        };
+        if frame.node_id == self.node_id {
+            return;
+        }
+        let joined = {
+            let mut nodes = self.nodes.lock();
+            if frame.kind == Kind::Goodbye {
+                if nodes.remove(frame.node_id).is_some() {
+                    let _ = self
+                        .events
+                        .send(TransportEvent::NodeLeft(frame.node_id.to_owned()));
+                }
+                return;
+            }
+            nodes
+                .insert(frame.node_id.to_owned(), Instant::now())
+                .is_none()
+        };
+        if joined {
+            let _ = self
+                .events
+                .send(TransportEvent::NodeJoined(frame.node_id.to_owned()));
+        }
+        if frame.kind == Kind::Message {
+            let _ = self.events.send(TransportEvent::Message {
+                from: frame.node_id.to_owned(),
+                payload: Bytes::copy_from_slice(frame.payload),
+            });
+        }
+    }
+}
+
+struct Heartbeat {
+    node_id: String,
+    fleet_channel: String,
+    out: mpsc::Sender<Outgoing>,
+    nodes: Arc<Mutex<HashMap<String, Instant>>>,
+    events: mpsc::UnboundedSender<TransportEvent>,
+    listening: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    interval: Duration,
+    timeout: Duration,
+}
+
+async fn heartbeat_loop(hb: Heartbeat) {
+    let mut ticks = tokio::time::interval(hb.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !hb.stop.load(Ordering::Acquire) {
+        ticks.tick().await;
+        // A heartbeat that cannot be queued is dropped: the next one says the same.
+        let _ = hb.out.try_send(Outgoing {
+            channel: hb.fleet_channel.clone(),
+            frame: Frame::encode(Kind::Heartbeat, &hb.node_id, &[]),
+            sent: None,
+        });
+        if !hb.listening.load(Ordering::Acquire) {
+            continue;
+        }
+        let now = Instant::now();
+        let gone: Vec<String> = {
+            let mut nodes = hb.nodes.lock();
+            let gone: Vec<String> = nodes
+                .iter()
+                .filter(|(_, seen)| now.duration_since(**seen) > hb.timeout)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &gone {
+                nodes.remove(id);
+            }
+            gone
+        };
+        for id in gone {
+            tracing::warn!(node = %id, "a node was silent past the node timeout");
+            let _ = hb.events.send(TransportEvent::NodeLeft(id));
+        }
+    }
+}
