@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
@@ -58,13 +58,15 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+/// A plain text response.
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response
 }
 
-fn json_response(value: &Value) -> Response<Body> {
+/// A JSON response with status 200.
+pub(crate) fn json_response(value: &Value) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
     response
         .headers_mut()
@@ -151,28 +153,48 @@ async fn api(
             format!("The app {app_id} could not be found."),
         )
     })?;
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let query = query_pairs(req.uri().query());
-    let limit = state.config.max_request_bytes();
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "The payload size is too big.",
-            ));
-        }
-        Err(e) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("Could not read the body: {e}"),
-            ));
-        }
-    };
+    let metrics = state.metrics.app(&app.id);
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, state.config.max_request_bytes()).await;
+    let received = body.as_ref().map_or(0, Bytes::len);
+    let response = match body {
+        Ok(body) => signed_call(state, &parts, app, body, rest).await,
+        Err(e) => Err(e),
+    }
+    .unwrap_or_else(ApiError::into_response);
+    let sent = response.body().size_hint().exact().unwrap_or_default();
+    metrics.http_call(received, usize::try_from(sent).unwrap_or(usize::MAX));
+    Ok(response)
+}
+
+/// Reads a request body of at most `limit` bytes.
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The payload size is too big.",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Could not read the body: {e}"),
+        )),
+    }
+}
+
+/// Checks the signature of a call to the API of `app`, then answers it.
+async fn signed_call(
+    state: &State,
+    parts: &hyper::http::request::Parts,
+    app: Arc<App>,
+    body: Bytes,
+    rest: &[String],
+) -> Result<Response<Body>, ApiError> {
+    let method = &parts.method;
+    let query = query_pairs(parts.uri.query());
     let signed = SignedRequest {
         method: method.as_str(),
-        path: &path,
+        path: parts.uri.path(),
         query: &query,
         body: &body,
     };
@@ -184,7 +206,7 @@ async fn api(
     })?;
     let request = ApiRequest { app, query, body };
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    match (&method, rest.as_slice()) {
+    match (method, rest.as_slice()) {
         (&Method::POST, ["events"]) => publish(state, &request).await,
         (&Method::POST, ["batch_events"]) => publish_batch(state, &request).await,
         (&Method::GET, ["channels"]) => list_channels(state, &request).await,

@@ -1,10 +1,10 @@
 //! The soketi server: WebSocket and HTTP API of the Pusher Channels protocol 7 over hyper and
 //! fastwebsockets, wired to an [`soketi_adapter_core::Adapter`] and an [`apps::AppManager`].
 //!
-//! The entry point is [`start`], which binds, spawns the server on the current tokio runtime
-//! and returns a [`RunningServer`]; the binary and the tests both use it, so that a whole
-//! server can run in-process on port 0. All wiring lives here; `main.rs` only parses the
-//! command line.
+//! The entry point is [`start`], which binds the main port and the operations port (metrics and
+//! probes), spawns the server on the current tokio runtime and returns a [`RunningServer`]; the
+//! binary and the tests both use it, so that a whole server can run in-process on port 0. All
+//! wiring lives here; `main.rs` only parses the command line.
 //!
 //! This crate is the top of the dependency graph: nothing depends on it.
 #![warn(missing_docs)]
@@ -14,6 +14,8 @@ pub mod config;
 mod connection;
 mod error;
 mod http;
+mod metrics;
+mod ops;
 mod session;
 mod state;
 
@@ -33,6 +35,7 @@ use tokio::task::JoinHandle;
 
 use crate::apps::ArrayAppManager;
 pub use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::state::State;
 
 /// Why the server could not start.
@@ -46,17 +49,33 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The operations server (probes and metrics) could not bind its socket.
+    #[error(
+        "could not listen on {address} for the operations server (metrics.host and \
+         metrics.port, SOKETI_METRICS_HOST and SOKETI_METRICS_SERVER_PORT)"
+    )]
+    MetricsBind {
+        /// The address from the configuration.
+        address: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The metrics cannot be named with the configured prefix.
+    #[error("{0}")]
+    MetricsPrefix(String),
 }
 
 /// A server that is accepting connections.
 pub struct RunningServer {
     local_addr: SocketAddr,
+    metrics_addr: SocketAddr,
     state: Arc<State>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Binds the configured address and starts serving on the current tokio runtime.
+/// Binds the configured addresses, the main one and the operations server's, and starts
+/// serving on the current tokio runtime.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let address = config.bind_address();
     let listener = TcpListener::bind(&address)
@@ -69,18 +88,33 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         address: address.clone(),
         source,
     })?;
+    let metrics_address = config.metrics_address();
+    let metrics_bind = |source| StartError::MetricsBind {
+        address: metrics_address.clone(),
+        source,
+    };
+    let ops_listener = TcpListener::bind(&metrics_address)
+        .await
+        .map_err(metrics_bind)?;
+    let metrics_addr = ops_listener.local_addr().map_err(metrics_bind)?;
+    let metrics = Metrics::new(&config.metrics, local_addr.port())
+        .map_err(|e| StartError::MetricsPrefix(e.to_string()))?;
     let apps = Arc::new(ArrayAppManager::new(config.apps()));
     let registry = Arc::new(Registry::new());
     let cache_ttl = Duration::from_secs(config.channel_limits.cache_ttl);
     let adapter = Arc::new(LocalAdapter::new(registry, cache_ttl));
-    let state = Arc::new(State::new(config, apps, adapter));
+    let state = Arc::new(State::new(config, apps, adapter, Arc::new(metrics)));
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(accept_loop(listener, state.clone(), stopped.clone())),
         tokio::spawn(activity_sweep(state.clone(), stopped)),
+        // The operations server ignores `stop`: it answers `/ready` with 503 while connections
+        // drain, and ends with the other tasks at the end of shutdown.
+        tokio::spawn(ops::serve(ops_listener, state.clone())),
     ];
     Ok(RunningServer {
         local_addr,
+        metrics_addr,
         state,
         stop,
         tasks,
@@ -101,8 +135,15 @@ impl RunningServer {
         self.local_addr
     }
 
+    /// The address of the operations server (probes, `/usage`, `/metrics`); with port 0, the
+    /// port the system picked.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
     /// Stops accepting, asks every client to reconnect elsewhere (4200) and waits up to the
-    /// grace period for their connections to close.
+    /// grace period for their connections to close; the operations server answers `/ready`
+    /// with 503 meanwhile, and stops last.
     pub async fn shutdown(self) {
         self.state.set_closing();
         let _ = self.stop.send(true);
@@ -123,8 +164,12 @@ impl RunningServer {
         while !self.state.connections.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        for task in self.tasks {
+        for task in &self.tasks {
             task.abort();
+        }
+        // Once the tasks are gone, so are their listeners: the ports are closed on return.
+        for task in self.tasks {
+            let _ = task.await;
         }
     }
 }

@@ -10,12 +10,15 @@ use soketi_adapter_core::Adapter;
 use crate::apps::AppManager;
 use crate::config::Config;
 use crate::connection::Connection;
+use crate::metrics::Metrics;
 
 /// The server's shared state.
 pub(crate) struct State {
     pub(crate) config: Config,
     pub(crate) apps: Arc<dyn AppManager>,
     pub(crate) adapter: Arc<dyn Adapter>,
+    /// soketi's Prometheus metrics, per app.
+    pub(crate) metrics: Arc<Metrics>,
     /// Counts of notable events, for operators.
     pub(crate) counters: Arc<Counters>,
     /// Every open connection of this node, for the idle sweep and for shutdown.
@@ -30,11 +33,13 @@ impl State {
         config: Config,
         apps: Arc<dyn AppManager>,
         adapter: Arc<dyn Adapter>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             config,
             apps,
             adapter,
+            metrics,
             counters: Arc::default(),
             connections: DashMap::new(),
             next_connection: AtomicU64::new(1),
