@@ -19,6 +19,7 @@ use soketi_protocol::{App, ChannelName, SocketId, message};
 
 use crate::connection;
 use crate::error::ApiError;
+use crate::memory;
 use crate::state::{State, unix_now};
 
 type Body = Full<Bytes>;
@@ -45,6 +46,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         } else {
             text(StatusCode::OK, "OK")
         }),
+        (&Method::GET, ["accept-traffic"]) => accept_traffic(state),
         (&Method::GET, ["app", key]) => {
             let key = (*key).to_owned();
             upgrade(state, req, key)
@@ -72,6 +74,35 @@ pub(crate) fn json_response(value: &Value) -> Response<Body> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// Whether a load balancer should send this node traffic: 500 while it closes or while this
+/// process uses more than `memory_threshold` percent of the memory available to it.
+fn accept_traffic(state: &State) -> Result<Response<Body>, ApiError> {
+    let refuse = |why: &str| Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, why));
+    if state.is_closing() {
+        return refuse("The server is closing. Choose another server.");
+    }
+    let memory = match memory::process() {
+        Ok(memory) => memory,
+        Err(e) => {
+            // Failing open: a node that cannot measure itself is not known to be short of
+            // memory, and refusing would take every such node out of the balancer at once.
+            tracing::debug!(error = %e, "cannot read the memory usage for /accept-traffic");
+            return Ok(json_response(&json!({ "memory": null })));
+        }
+    };
+    let percent = memory.percent_used();
+    if percent > state.config.http_api.accept_traffic.memory_threshold {
+        return refuse("Low on memory here. Choose another server.");
+    }
+    Ok(json_response(&json!({
+        "memory": {
+            "usedSize": memory.used,
+            "totalSize": memory.total,
+            "percentUsage": percent,
+        }
+    })))
 }
 
 fn upgrade(

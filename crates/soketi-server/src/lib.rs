@@ -14,6 +14,7 @@ pub mod config;
 mod connection;
 mod error;
 mod http;
+mod memory;
 mod metrics;
 mod ops;
 mod session;

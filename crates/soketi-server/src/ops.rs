@@ -1,7 +1,8 @@
 //! The operations server: soketi's second port (9601 by default), kept off the public one so
 //! that metrics need no authentication.
 //!
-//! Routes: `GET /` and `GET /ready` for probes, and `GET /metrics` (Prometheus text, or prom-client's JSON with `?json=1`) when metrics are
+//! Routes: `GET /` and `GET /ready` for probes, `GET /usage` for the machine's memory, and
+//! `GET /metrics` (Prometheus text, or prom-client's JSON with `?json=1`) when metrics are
 //! enabled. It serves until the end of shutdown, so that `/ready` can answer 503 while
 //! connections drain.
 
@@ -17,10 +18,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::error::ApiError;
 use crate::http::{json_response, text};
+use crate::memory;
 use crate::metrics;
 use crate::state::State;
 
@@ -69,6 +72,7 @@ fn route(state: &State, req: &Request<Incoming>) -> Result<Response<Body>, ApiEr
             "The server is closing.",
         )),
         "/ready" => Ok(text(StatusCode::OK, "OK")),
+        "/usage" => usage(),
         "/metrics" => metrics(state, req.uri().query()),
         _ => Err(not_found()),
     }
@@ -76,6 +80,24 @@ fn route(state: &State, req: &Request<Incoming>) -> Result<Response<Body>, ApiEr
 
 fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "Not found.")
+}
+
+/// The machine's memory, as soketi's `/usage` shapes it: bytes, and percent in use.
+fn usage() -> Result<Response<Body>, ApiError> {
+    let memory = memory::machine().map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Could not read the memory usage: {e}."),
+        )
+    })?;
+    Ok(json_response(&json!({
+        "memory": {
+            "free": memory.available,
+            "used": memory.used(),
+            "total": memory.total,
+            "percent": memory.percent_used(),
+        }
+    })))
 }
 
 fn metrics(state: &State, query: Option<&str>) -> Result<Response<Body>, ApiError> {

@@ -1,5 +1,5 @@
-//! The operations server (probes, Prometheus `/metrics`), driven by a raw WebSocket client and
-//! signed HTTP API calls.
+//! The operations server (probes, `/usage`, Prometheus `/metrics`) and the main port's
+//! `/accept-traffic`, driven by a raw WebSocket client and signed HTTP API calls.
 
 mod support;
 
@@ -128,7 +128,7 @@ async fn counts_a_clients_traffic_and_the_http_api_per_app() {
 }
 
 #[tokio::test]
-async fn operations_routes_answer_probes() {
+async fn operations_routes_answer_probes_and_usage() {
     let server = server(|_| {}).await;
     let ops = server.metrics_addr();
     for path in ["/", "/ready"] {
@@ -140,6 +140,18 @@ async fn operations_routes_answer_probes() {
         );
     }
 
+    let usage = get(ops, "/usage").await;
+    assert_eq!(usage.status, 200, "{usage:?}");
+    let memory = &usage.json()["memory"];
+    let field = |name: &str| memory[name].as_f64().unwrap_or(-1.0);
+    assert!(field("total") > 0.0, "{memory}");
+    assert!(
+        field("free") >= 0.0 && field("free") <= field("total"),
+        "{memory}"
+    );
+    assert_eq!(field("used") + field("free"), field("total"), "{memory}");
+    assert!((0.0..=100.0).contains(&field("percent")), "{memory}");
+
     // Metrics are off by default: /metrics is not served.
     let metrics = get(ops, "/metrics").await;
     assert_eq!(metrics.status, 404, "{metrics:?}");
@@ -148,6 +160,26 @@ async fn operations_routes_answer_probes() {
     // The operations port serves no WebSocket and no HTTP API.
     assert_eq!(get(ops, "/apps/app-id/channels").await.status, 404);
 
+    let accept = get(server.local_addr(), "/accept-traffic").await;
+    assert_eq!(accept.status, 200, "{accept:?}");
+    assert_eq!(accept.header("content-type"), Some("application/json"));
+    let memory = &accept.json()["memory"];
+    let field = |name: &str| memory[name].as_f64().unwrap_or(-1.0);
+    assert!(field("usedSize") > 0.0, "{memory}");
+    assert!(field("totalSize") >= field("usedSize"), "{memory}");
+    let percent = field("usedSize") / field("totalSize") * 100.0;
+    assert!((field("percentUsage") - percent).abs() < 1e-9, "{memory}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn accept_traffic_refuses_over_its_memory_threshold() {
+    let server = server(|c| c.http_api.accept_traffic.memory_threshold = 0.0001).await;
+    let response = get(server.local_addr(), "/accept-traffic").await;
+    assert_eq!(response.status, 500, "{response:?}");
+    let json = response.json();
+    assert_eq!(json["code"], 500);
+    assert!(json["error"].is_string(), "{json}");
     server.shutdown().await;
 }
 
