@@ -43,7 +43,7 @@ use crate::state::State;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The listening socket could not be bound.
-    #[error("could not listen on {address}: {source}")]
+    #[error("could not listen on {address}")]
     Bind {
         /// The address from the configuration.
         address: String,
