@@ -4,6 +4,12 @@
 //! and acts on them, and the writer, which drains a queue of already-encoded frames into the
 //! socket. Publishing only queues; a connection whose queue holds more than
 //! `max_backpressure` bytes is closed with 4100 instead of growing without bound.
+//!
+//! A connection counts the messages it receives and queues into its app's metrics, through the
+//! [`AppMetrics`] handle it gets once its app accepted it.
+
+#[cfg(test)]
+mod tests;
 
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,6 +26,7 @@ use soketi_protocol::{CloseCode, SocketId, message};
 use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::{Notify, mpsc};
 
+use crate::metrics::AppMetrics;
 use crate::session::Session;
 use crate::state::{Counters, State};
 
@@ -48,6 +55,9 @@ pub(crate) struct Connection {
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
     counters: Arc<Counters>,
+    /// The app's metrics, set once the app accepted the connection; frames queued before that
+    /// (a refusal) belong to no app and are not counted.
+    metrics: OnceLock<AppMetrics>,
     close: OnceLock<CloseRequest>,
     wake_writer: Notify,
     last_seen_ms: AtomicU64,
@@ -70,6 +80,7 @@ impl Connection {
             queued_bytes: AtomicUsize::new(0),
             max_queued_bytes,
             counters,
+            metrics: OnceLock::new(),
             close: OnceLock::new(),
             wake_writer: Notify::new(),
             last_seen_ms: AtomicU64::new(now_ms),
@@ -88,6 +99,20 @@ impl Connection {
     pub(crate) fn fail(&self, code: CloseCode, message: &str) {
         self.send_json(&message::error(Some(code.0), message, None));
         self.close(code, message);
+    }
+
+    /// Counts what this connection sends and receives from now on into `metrics`.
+    pub(crate) fn attach_metrics(&self, metrics: AppMetrics) {
+        // Set once, by `Session::open`; a second call would be a bug, and keeping the first
+        // handle is the harmless outcome.
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Counts a message the client sent.
+    fn count_received(&self, payload_len: usize) {
+        if let Some(metrics) = self.metrics.get() {
+            metrics.ws_received(payload_len);
+        }
     }
 
     fn request_close(&self, request: CloseRequest) {
@@ -173,8 +198,11 @@ impl Outbox for Connection {
             });
             return;
         }
+        let payload = payload_len(&frame);
         if self.tx.send(frame).is_err() {
             self.queued_bytes.fetch_sub(cost, Ordering::AcqRel);
+        } else if let Some(metrics) = self.metrics.get() {
+            metrics.ws_sent(payload);
         }
     }
 
@@ -262,6 +290,9 @@ async fn read_loop(
             }
         };
         conn.touch(state.uptime_ms());
+        if matches!(frame.opcode, OpCode::Text | OpCode::Binary) {
+            conn.count_received(frame.payload.len());
+        }
         match frame.opcode {
             OpCode::Text => match std::str::from_utf8(&frame.payload) {
                 Ok(text) => session.handle(text).await,
@@ -275,6 +306,18 @@ async fn read_loop(
             return;
         }
     }
+}
+
+/// The length of the payload of a frame the server encoded (unmasked), as soketi counts bytes:
+/// the message, without the WebSocket header.
+fn payload_len(frame: &[u8]) -> usize {
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        None => return 0,
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+    };
+    frame.len().saturating_sub(header)
 }
 
 fn map_opcode(opcode: OpCode) -> Option<Opcode> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
@@ -21,6 +21,7 @@ use soketi_adapter_core::{Budget, Decision};
 
 use crate::config::Mode;
 use crate::error::ApiError;
+use crate::memory;
 use crate::state::{State, unix_now};
 use crate::{connection, cors};
 
@@ -70,6 +71,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         } else {
             text(StatusCode::OK, "OK")
         }),
+        (&Method::GET, ["accept-traffic"]) => accept_traffic(state),
         (&Method::GET, ["app", key]) => {
             let key = (*key).to_owned();
             upgrade(state, req, key)
@@ -83,18 +85,49 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+/// A plain text response.
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response
 }
 
-fn json_response(value: &Value) -> Response<Body> {
+/// A JSON response with status 200.
+pub(crate) fn json_response(value: &Value) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// Whether a load balancer should send this node traffic: 500 while it closes or while this
+/// process uses more than `memory_threshold` percent of the memory available to it.
+fn accept_traffic(state: &State) -> Result<Response<Body>, ApiError> {
+    let refuse = |why: &str| Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, why));
+    if state.is_closing() {
+        return refuse("The server is closing. Choose another server.");
+    }
+    let memory = match memory::process() {
+        Ok(memory) => memory,
+        Err(e) => {
+            // Failing open: a node that cannot measure itself is not known to be short of
+            // memory, and refusing would take every such node out of the balancer at once.
+            tracing::debug!(error = %e, "cannot read the memory usage for /accept-traffic");
+            return Ok(json_response(&json!({ "memory": null })));
+        }
+    };
+    let percent = memory.percent_used();
+    if percent > state.config.http_api.accept_traffic.memory_threshold {
+        return refuse("Low on memory here. Choose another server.");
+    }
+    Ok(json_response(&json!({
+        "memory": {
+            "usedSize": memory.used,
+            "totalSize": memory.total,
+            "percentUsage": percent,
+        }
+    })))
 }
 
 fn upgrade(
@@ -176,28 +209,48 @@ async fn api(
             format!("The app {app_id} could not be found."),
         )
     })?;
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let query = query_pairs(req.uri().query());
-    let limit = state.config.max_request_bytes();
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "The payload size is too big.",
-            ));
-        }
-        Err(e) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("Could not read the body: {e}"),
-            ));
-        }
-    };
+    let metrics = state.metrics.app(&app.id);
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, state.config.max_request_bytes()).await;
+    let received = body.as_ref().map_or(0, Bytes::len);
+    let response = match body {
+        Ok(body) => signed_call(state, &parts, app, body, rest).await,
+        Err(e) => Err(e),
+    }
+    .unwrap_or_else(ApiError::into_response);
+    let sent = response.body().size_hint().exact().unwrap_or_default();
+    metrics.http_call(received, usize::try_from(sent).unwrap_or(usize::MAX));
+    Ok(response)
+}
+
+/// Reads a request body of at most `limit` bytes.
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The payload size is too big.",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Could not read the body: {e}"),
+        )),
+    }
+}
+
+/// Checks the signature of a call to the API of `app`, then answers it.
+async fn signed_call(
+    state: &State,
+    parts: &hyper::http::request::Parts,
+    app: Arc<App>,
+    body: Bytes,
+    rest: &[String],
+) -> Result<Response<Body>, ApiError> {
+    let method = &parts.method;
+    let query = query_pairs(parts.uri.query());
     let signed = SignedRequest {
         method: method.as_str(),
-        path: &path,
+        path: parts.uri.path(),
         query: &query,
         body: &body,
     };
@@ -215,7 +268,7 @@ async fn api(
     } else {
         None
     };
-    let response = match (&method, rest.as_slice()) {
+    let response = match (method, rest.as_slice()) {
         (&Method::POST, ["events"]) => publish(state, &request).await,
         (&Method::POST, ["batch_events"]) => publish_batch(state, &request).await,
         (&Method::GET, ["channels"]) => list_channels(state, &request).await,

@@ -1,10 +1,10 @@
 //! The soketi server: WebSocket and HTTP API of the Pusher Channels protocol 7 over hyper and
 //! fastwebsockets, wired to an [`soketi_adapter_core::Adapter`] and an [`apps::AppManager`].
 //!
-//! The entry point is [`start`], which binds, spawns the server on the current tokio runtime
-//! and returns a [`RunningServer`]; the binary and the tests both use it, so that a whole
-//! server can run in-process on port 0. All wiring lives here; `main.rs` only parses the
-//! command line.
+//! The entry point is [`start`], which binds the main port and the operations port (metrics and
+//! probes), spawns the server on the current tokio runtime and returns a [`RunningServer`]; the
+//! binary and the tests both use it, so that a whole server can run in-process on port 0. All
+//! wiring lives here; `main.rs` only parses the command line.
 //!
 //! This crate is the top of the dependency graph: nothing depends on it.
 #![warn(missing_docs)]
@@ -15,6 +15,9 @@ mod connection;
 mod cors;
 mod error;
 mod http;
+mod memory;
+mod metrics;
+mod ops;
 mod session;
 mod state;
 mod tls;
@@ -36,13 +39,14 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::apps::ArrayAppManager;
 pub use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::state::State;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The listening socket could not be bound.
-    #[error("could not listen on {address}: {source}")]
+    #[error("could not listen on {address}")]
     Bind {
         /// The address from the configuration.
         address: String,
@@ -57,17 +61,33 @@ pub enum StartError {
         /// What is wrong.
         message: String,
     },
+    /// The operations server (probes and metrics) could not bind its socket.
+    #[error(
+        "could not listen on {address} for the operations server (metrics.host and \
+         metrics.port, SOKETI_METRICS_HOST and SOKETI_METRICS_SERVER_PORT)"
+    )]
+    MetricsBind {
+        /// The address from the configuration.
+        address: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The metrics cannot be named with the configured prefix.
+    #[error("{0}")]
+    MetricsPrefix(String),
 }
 
 /// A server that is accepting connections.
 pub struct RunningServer {
     local_addr: SocketAddr,
+    metrics_addr: SocketAddr,
     state: Arc<State>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Binds the configured address and starts serving on the current tokio runtime.
+/// Binds the configured addresses, the main one and the operations server's, and starts
+/// serving on the current tokio runtime.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let tls = tls::acceptor(&config.ssl)?;
     let address = config.bind_address();
@@ -81,19 +101,40 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         address: address.clone(),
         source,
     })?;
+    let metrics_address = config.metrics_address();
+    let metrics_bind = |source| StartError::MetricsBind {
+        address: metrics_address.clone(),
+        source,
+    };
+    let ops_listener = TcpListener::bind(&metrics_address)
+        .await
+        .map_err(metrics_bind)?;
+    let metrics_addr = ops_listener.local_addr().map_err(metrics_bind)?;
+    let metrics = Metrics::new(&config.metrics, local_addr.port())
+        .map_err(|e| StartError::MetricsPrefix(e.to_string()))?;
     let apps = Arc::new(ArrayAppManager::new(config.apps()));
     let registry = Arc::new(Registry::new());
     let cache_ttl = Duration::from_secs(config.channel_limits.cache_ttl);
     let adapter = Arc::new(LocalAdapter::new(registry, cache_ttl));
     let rate_limiter = Arc::new(LocalRateLimiter::new());
-    let state = Arc::new(State::new(config, apps, adapter, rate_limiter));
+    let state = Arc::new(State::new(
+        config,
+        apps,
+        adapter,
+        rate_limiter,
+        Arc::new(metrics),
+    ));
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(accept_loop(listener, tls, state.clone(), stopped.clone())),
         tokio::spawn(activity_sweep(state.clone(), stopped)),
+        // The operations server ignores `stop`: it answers `/ready` with 503 while connections
+        // drain, and ends with the other tasks at the end of shutdown.
+        tokio::spawn(ops::serve(ops_listener, state.clone())),
     ];
     Ok(RunningServer {
         local_addr,
+        metrics_addr,
         state,
         stop,
         tasks,
@@ -112,6 +153,12 @@ impl RunningServer {
     /// The address the server listens on; with port 0, the port the system picked.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the operations server (probes, `/usage`, `/metrics`); with port 0, the
+    /// port the system picked.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// Shuts down gracefully: `/ready` turns 503 and new WebSocket connections are refused with
@@ -139,8 +186,12 @@ impl RunningServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = self.stop.send(true);
-        for task in self.tasks {
+        for task in &self.tasks {
             task.abort();
+        }
+        // Once the tasks are gone, so are their listeners: the ports are closed on return.
+        for task in self.tasks {
+            let _ = task.await;
         }
     }
 }

@@ -105,9 +105,10 @@ fn start(options: Options) -> anyhow::Result<()> {
     runtime.block_on(async {
         let server = soketi_server::start(config).await?;
         tracing::info!(
-            "soketi-server {} listening on {}",
+            "soketi-server {} listening on {}, operations on {}",
             env!("CARGO_PKG_VERSION"),
-            server.local_addr()
+            server.local_addr(),
+            server.metrics_addr()
         );
         shutdown_signal().await;
         tracing::info!("shutting down");

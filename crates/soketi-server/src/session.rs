@@ -15,6 +15,7 @@ use soketi_protocol::message::{
 use soketi_protocol::{App, ChannelName, CloseCode, ProtocolError, auth};
 
 use crate::connection::Connection;
+use crate::metrics::AppMetrics;
 use crate::state::{State, unix_now_ms};
 
 /// Protocol versions this server speaks; pusher-js sends 7.
@@ -26,6 +27,7 @@ pub(crate) struct Session {
     app: Arc<App>,
     app_channels: Arc<AppChannels>,
     conn: Arc<Connection>,
+    metrics: AppMetrics,
     /// Channels joined, with the user id for presence channels.
     channels: HashMap<String, Option<String>>,
     user_id: Option<String>,
@@ -80,6 +82,10 @@ impl Session {
             );
             return None;
         }
+        // From here the connection is the app's: it counts, greeting included.
+        let metrics = state.metrics.app(&app.id);
+        metrics.connected();
+        conn.attach_metrics(metrics.clone());
         conn.send_json(&message::connection_established(
             conn.socket_id().as_str(),
             state.config.activity_timeout,
@@ -95,6 +101,7 @@ impl Session {
             app,
             app_channels,
             conn,
+            metrics,
             channels: HashMap::new(),
             user_id: None,
             client_events,
@@ -422,5 +429,6 @@ impl Session {
                 .remove_user(&user_id, self.conn.socket_id());
         }
         self.app_channels.remove_connection();
+        self.metrics.disconnected();
     }
 }

@@ -10,6 +10,7 @@ use soketi_adapter_core::{Adapter, RateLimiter};
 use crate::apps::AppManager;
 use crate::config::Config;
 use crate::connection::Connection;
+use crate::metrics::Metrics;
 
 /// The server's shared state.
 pub(crate) struct State {
@@ -17,6 +18,8 @@ pub(crate) struct State {
     pub(crate) apps: Arc<dyn AppManager>,
     pub(crate) adapter: Arc<dyn Adapter>,
     pub(crate) rate_limiter: Arc<dyn RateLimiter>,
+    /// soketi's Prometheus metrics, per app.
+    pub(crate) metrics: Arc<Metrics>,
     /// Counts of notable events, for operators.
     pub(crate) counters: Arc<Counters>,
     /// Every open connection of this node, for the idle sweep and for shutdown.
@@ -33,12 +36,14 @@ impl State {
         apps: Arc<dyn AppManager>,
         adapter: Arc<dyn Adapter>,
         rate_limiter: Arc<dyn RateLimiter>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             config,
             apps,
             adapter,
             rate_limiter,
+            metrics,
             counters: Arc::default(),
             connections: DashMap::new(),
             next_connection: AtomicU64::new(1),

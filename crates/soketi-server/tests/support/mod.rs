@@ -17,13 +17,16 @@ use tokio::time::timeout;
 /// How long any single wait in a test may take.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// A server on 127.0.0.1 and a free port, with `tweak` applied to the default configuration.
+/// A server on 127.0.0.1 and a free port, its operations server on another, with `tweak`
+/// applied to the default configuration. Several run at once, so no port is fixed.
 pub async fn server(tweak: impl FnOnce(&mut Config)) -> RunningServer {
     let mut config = Config {
         host: "127.0.0.1".into(),
         port: 0,
         ..Config::default()
     };
+    config.metrics.host = "127.0.0.1".into();
+    config.metrics.port = 0;
     tweak(&mut config);
     soketi_server::start(config).await.expect("server starts")
 }
@@ -231,6 +234,51 @@ pub async fn api(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16
         .map(|(_, b)| serde_json::from_str(b).unwrap_or(Value::Null))
         .unwrap_or(Value::Null);
     (status, json)
+}
+
+/// An HTTP answer as a test reads it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// The header lines, as sent.
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The value of the header `name` (case-insensitive), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// A plain `GET` of `path` (with its query) on `addr`.
+pub async fn get(addr: SocketAddr, path: &str) -> HttpResponse {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = Vec::new();
+    timeout(DEADLINE, stream.read_to_end(&mut response))
+        .await
+        .expect("answer in time")
+        .expect("read answer");
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    HttpResponse {
+        status: head
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .expect("status code"),
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
 }
 
 /// Polls `check` until it returns true, failing after [`DEADLINE`].

@@ -1,0 +1,123 @@
+//! The operations server: soketi's second port (9601 by default), kept off the public one so
+//! that metrics need no authentication.
+//!
+//! Routes: `GET /` and `GET /ready` for probes, `GET /usage` for the machine's memory, and
+//! `GET /metrics` (Prometheus text, or prom-client's JSON with `?json=1`) when metrics are
+//! enabled. It serves until the end of shutdown, so that `/ready` can answer 503 while
+//! connections drain.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::error::ApiError;
+use crate::http::{json_response, text};
+use crate::memory;
+use crate::metrics;
+use crate::state::State;
+
+type Body = Full<Bytes>;
+
+/// Accepts connections on the operations port until the task is aborted.
+pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed on the operations port");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(state.clone(), req));
+            let served = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "operations connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let response = match route(&state, &req) {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    };
+    Ok(response)
+}
+
+fn route(state: &State, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    if req.method() != Method::GET {
+        return Err(not_found());
+    }
+    match req.uri().path() {
+        "/" => Ok(text(StatusCode::OK, "OK")),
+        "/ready" if state.is_closing() => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is closing.",
+        )),
+        "/ready" => Ok(text(StatusCode::OK, "OK")),
+        "/usage" => usage(),
+        "/metrics" => metrics(state, req.uri().query()),
+        _ => Err(not_found()),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "Not found.")
+}
+
+/// The machine's memory, as soketi's `/usage` shapes it: bytes, and percent in use.
+fn usage() -> Result<Response<Body>, ApiError> {
+    let memory = memory::machine().map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Could not read the memory usage: {e}."),
+        )
+    })?;
+    Ok(json_response(&json!({
+        "memory": {
+            "free": memory.available,
+            "used": memory.used(),
+            "total": memory.total,
+            "percent": memory.percent_used(),
+        }
+    })))
+}
+
+fn metrics(state: &State, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let metrics = &state.metrics;
+    if !metrics.is_enabled() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Metrics are disabled; set metrics.enabled (SOKETI_METRICS_ENABLED=true).",
+        ));
+    }
+    // soketi answers JSON for any non-empty `json` parameter.
+    let wants_json = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(k, v)| k == "json" && !v.is_empty());
+    if wants_json {
+        return Ok(json_response(&metrics.to_json()));
+    }
+    let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
+    );
+    Ok(response)
+}
