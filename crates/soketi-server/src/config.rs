@@ -97,7 +97,7 @@ drivers!(
         #[default]
         Local = "local", true;
         /// Redis pub/sub.
-        Redis = "redis", false;
+        Redis = "redis", true;
         /// UDP discovery inside a private network.
         Cluster = "cluster", false;
         /// NATS.
@@ -355,6 +355,11 @@ pub struct RedisAdapterConfig {
     pub redis_pub_options: serde_json::Value,
     /// Extra options of the subscribing connection.
     pub redis_sub_options: serde_json::Value,
+    /// Milliseconds between this node's heartbeats (not a soketi option).
+    pub heartbeat_interval: u64,
+    /// Milliseconds of silence after which a node is gone and its members are removed (not a
+    /// soketi option; soketi never removes them).
+    pub node_timeout: u64,
 }
 
 /// The NATS adapter.
@@ -701,6 +706,8 @@ impl Default for Config {
                     requests_timeout: 5000,
                     redis_pub_options: serde_json::json!({}),
                     redis_sub_options: serde_json::json!({}),
+                    heartbeat_interval: 1000,
+                    node_timeout: 3000,
                 },
                 nats: NatsAdapterConfig {
                     prefix: String::new(),
@@ -1048,6 +1055,37 @@ impl Config {
                 )));
             }
         }
+        if self.adapter.driver == AdapterDriver::Redis {
+            if self.adapter.redis.cluster_mode {
+                return Err(ConfigError::new(
+                    "adapter.redis.clusterMode (ADAPTER_REDIS_CLUSTER_MODE) is not supported yet: \
+                     Redis Cluster does not carry pub/sub between shards the way the adapter \
+                     needs; point DB_REDIS_HOST at one Redis",
+                ));
+            }
+            if self
+                .database
+                .redis
+                .sentinels
+                .as_ref()
+                .is_some_and(|s| !s.is_null())
+            {
+                return Err(ConfigError::new(
+                    "database.redis.sentinels (DB_REDIS_SENTINELS) is not supported yet; point \
+                     DB_REDIS_HOST at the current Redis master",
+                ));
+            }
+            if self.adapter.redis.heartbeat_interval == 0
+                || self.adapter.redis.node_timeout <= self.adapter.redis.heartbeat_interval
+            {
+                return Err(ConfigError::new(format!(
+                    "adapter.redis.nodeTimeout (ADAPTER_REDIS_NODE_TIMEOUT, {} ms) must be longer \
+                     than adapter.redis.heartbeatInterval (ADAPTER_REDIS_HEARTBEAT_INTERVAL, {} ms), \
+                     which must be positive",
+                    self.adapter.redis.node_timeout, self.adapter.redis.heartbeat_interval
+                )));
+            }
+        }
         if !self.ssl.passphrase.is_empty() {
             return Err(ConfigError::new(
                 "ssl.passphrase (SSL_PASS) is set, but encrypted private keys are not supported; \
@@ -1060,6 +1098,19 @@ impl Config {
     /// The address to listen on.
     pub fn bind_address(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// The `redis://` URL of `database.redis`.
+    pub fn redis_url(&self) -> String {
+        let redis = &self.database.redis;
+        let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let auth = match (&redis.username, &redis.password) {
+            (Some(user), Some(password)) => format!("{}:{}@", encode(user), encode(password)),
+            (None, Some(password)) => format!(":{}@", encode(password)),
+            (Some(user), None) => format!("{}@", encode(user)),
+            (None, None) => String::new(),
+        };
+        format!("redis://{auth}{}:{}/{}", redis.host, redis.port, redis.db)
     }
 
     /// The address of the operations server.

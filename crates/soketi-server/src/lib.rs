@@ -29,7 +29,8 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use soketi_adapter_core::{LocalAdapter, LocalRateLimiter};
+use soketi_adapter_core::{Adapter, HorizontalAdapter, LocalAdapter, LocalRateLimiter, Transport};
+use soketi_adapter_redis::{RedisTransport, RedisTransportConfig};
 use soketi_channels::{Outbox, Registry};
 use soketi_protocol::CloseCode;
 use tokio::net::TcpListener;
@@ -38,6 +39,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::apps::ArrayAppManager;
+use crate::config::AdapterDriver;
 pub use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::state::State;
@@ -53,6 +55,9 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The adapter could not start.
+    #[error("could not start the adapter: {0}")]
+    Adapter(String),
     /// The TLS certificate or key cannot be used.
     #[error("invalid TLS setting {option}: {message}")]
     Tls {
@@ -77,6 +82,36 @@ pub enum StartError {
     MetricsPrefix(String),
 }
 
+/// The adapter the configuration names, and the transport of a horizontal one.
+fn adapter(config: &Config) -> Result<(Arc<dyn Adapter>, Option<Arc<dyn Transport>>), StartError> {
+    let registry = Arc::new(Registry::new());
+    let cache_ttl = Duration::from_secs(config.channel_limits.cache_ttl);
+    let local = LocalAdapter::new(registry, cache_ttl);
+    match config.adapter.driver {
+        AdapterDriver::Redis => {
+            let redis = &config.adapter.redis;
+            let transport = RedisTransport::start(RedisTransportConfig {
+                url: config.redis_url(),
+                prefix: redis.prefix.clone(),
+                heartbeat_interval: Duration::from_millis(redis.heartbeat_interval),
+                node_timeout: Duration::from_millis(redis.node_timeout),
+                max_buffered: 100_000,
+            })
+            .map_err(|e| StartError::Adapter(e.to_string()))?;
+            tracing::info!(
+                node = transport.node_id(),
+                "joining the fleet through Redis"
+            );
+            let timeout = Duration::from_millis(redis.requests_timeout);
+            let transport: Arc<dyn Transport> = transport;
+            let adapter = HorizontalAdapter::start(local, transport.clone(), timeout);
+            Ok((adapter, Some(transport)))
+        }
+        // `Config::check_runnable` refuses the drivers this build does not provide.
+        _ => Ok((Arc::new(local), None)),
+    }
+}
+
 /// A server that is accepting connections.
 pub struct RunningServer {
     local_addr: SocketAddr,
@@ -84,6 +119,7 @@ pub struct RunningServer {
     state: Arc<State>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    transport: Option<Arc<dyn Transport>>,
 }
 
 /// Binds the configured addresses, the main one and the operations server's, and starts
@@ -113,9 +149,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let metrics = Metrics::new(&config.metrics, local_addr.port())
         .map_err(|e| StartError::MetricsPrefix(e.to_string()))?;
     let apps = Arc::new(ArrayAppManager::new(config.apps()));
-    let registry = Arc::new(Registry::new());
-    let cache_ttl = Duration::from_secs(config.channel_limits.cache_ttl);
-    let adapter = Arc::new(LocalAdapter::new(registry, cache_ttl));
+    let (adapter, transport) = adapter(&config)?;
     let rate_limiter = Arc::new(LocalRateLimiter::new());
     let state = Arc::new(State::new(
         config,
@@ -138,6 +172,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         state,
         stop,
         tasks,
+        transport,
     })
 }
 
@@ -184,6 +219,12 @@ impl RunningServer {
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(transport) = &self.transport {
+            // The others drop this node's members at once instead of after a timeout.
+            if let Err(e) = transport.leave().await {
+                tracing::warn!(error = %e, "could not say goodbye to the fleet");
+            }
         }
         let _ = self.stop.send(true);
         for task in &self.tasks {

@@ -110,6 +110,11 @@ pub const ENV_OPTIONS: &[EnvOption] = &[
     ),
     both("ADAPTER_REDIS_PUB_OPTIONS", "adapter.redis.redisPubOptions"),
     both("ADAPTER_REDIS_SUB_OPTIONS", "adapter.redis.redisSubOptions"),
+    both(
+        "ADAPTER_REDIS_HEARTBEAT_INTERVAL",
+        "adapter.redis.heartbeatInterval",
+    ),
+    both("ADAPTER_REDIS_NODE_TIMEOUT", "adapter.redis.nodeTimeout"),
     both("ADAPTER_NATS_PREFIX", "adapter.nats.prefix"),
     both("ADAPTER_NATS_SERVERS", "adapter.nats.servers"),
     both("ADAPTER_NATS_USER", "adapter.nats.user"),
