@@ -83,7 +83,12 @@ pub enum StartError {
 }
 
 /// The adapter the configuration names, and the transport of a horizontal one.
-fn adapter(config: &Config) -> Result<(Arc<dyn Adapter>, Option<Arc<dyn Transport>>), StartError> {
+struct Adapters {
+    adapter: Arc<dyn Adapter>,
+    transport: Option<Arc<dyn Transport>>,
+}
+
+fn adapter(config: &Config) -> Result<Adapters, StartError> {
     let registry = Arc::new(Registry::new());
     let cache_ttl = Duration::from_secs(config.channel_limits.cache_ttl);
     let local = LocalAdapter::new(registry, cache_ttl);
@@ -105,10 +110,16 @@ fn adapter(config: &Config) -> Result<(Arc<dyn Adapter>, Option<Arc<dyn Transpor
             let timeout = Duration::from_millis(redis.requests_timeout);
             let transport: Arc<dyn Transport> = transport;
             let adapter = HorizontalAdapter::start(local, transport.clone(), timeout);
-            Ok((adapter, Some(transport)))
+            Ok(Adapters {
+                adapter,
+                transport: Some(transport),
+            })
         }
         // `Config::check_runnable` refuses the drivers this build does not provide.
-        _ => Ok((Arc::new(local), None)),
+        _ => Ok(Adapters {
+            adapter: Arc::new(local),
+            transport: None,
+        }),
     }
 }
 
@@ -149,7 +160,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let metrics = Metrics::new(&config.metrics, local_addr.port())
         .map_err(|e| StartError::MetricsPrefix(e.to_string()))?;
     let apps = Arc::new(ArrayAppManager::new(config.apps()));
-    let (adapter, transport) = adapter(&config)?;
+    let Adapters { adapter, transport } = adapter(&config)?;
     let rate_limiter = Arc::new(LocalRateLimiter::new());
     let state = Arc::new(State::new(
         config,
