@@ -23,7 +23,7 @@ use soketi_protocol::message::{self, PresenceMember};
 use soketi_protocol::{ChannelName, SocketId};
 use tokio::sync::Notify;
 
-use crate::local::LocalAdapter;
+use crate::local::{LocalAdapter, Origin};
 use crate::transport::{Transport, TransportEvent};
 use crate::wire::{self, v1};
 use crate::{Adapter, AdapterError};
@@ -235,7 +235,14 @@ impl HorizontalAdapter {
                     .then(|| SocketId::parse(&b.except_socket_id).ok())
                     .flatten();
                 self.local
-                    .deliver(app, &b.channel, &b.message, except.as_ref());
+                    .deliver(
+                        app,
+                        &b.channel,
+                        &b.message,
+                        except.as_ref(),
+                        Origin::OtherNode,
+                    )
+                    .await;
             }
             Body::SendToUser(s) => {
                 self.local.deliver_to_user(app, &s.user_id, &s.message);
@@ -299,7 +306,8 @@ impl HorizontalAdapter {
                     .and_then(|s| RawValue::from_string(s.to_owned()).ok()),
             };
             let added = message::member_added(&channel, &member);
-            self.local.deliver(&app, &channel, added.as_bytes(), None);
+            self.local
+                .deliver_now(&app, &channel, added.as_bytes(), None);
         }
     }
 
@@ -352,7 +360,8 @@ impl HorizontalAdapter {
             if !self.is_local_member(&app, &channel, &user) {
                 // Every surviving node tells its own subscribers, so each hears it once.
                 let removed = message::member_removed(&channel, &user);
-                self.local.deliver(&app, &channel, removed.as_bytes(), None);
+                self.local
+                    .deliver_now(&app, &channel, removed.as_bytes(), None);
             }
         }
         tracing::info!(node, "a node left the fleet");
@@ -494,7 +503,9 @@ impl Adapter for HorizontalAdapter {
         message: Bytes,
         except: Option<&SocketId>,
     ) -> Result<(), AdapterError> {
-        self.local.deliver(app_id, channel, &message, except);
+        self.local
+            .deliver(app_id, channel, &message, except, Origin::ThisNode)
+            .await;
         let body = v1::envelope::Body::Broadcast(v1::Broadcast {
             channel: channel.to_owned(),
             message: message.to_vec(),

@@ -15,6 +15,7 @@
 //! This crate must not depend on any transport; transports depend on it.
 #![warn(missing_docs)]
 
+pub mod cache;
 mod error;
 mod horizontal;
 mod local;
@@ -30,9 +31,10 @@ use soketi_channels::{ChannelCounts, Registry};
 use soketi_protocol::SocketId;
 use soketi_protocol::message::PresenceMember;
 
+pub use cache::{Cache, MemoryCache};
 pub use error::AdapterError;
 pub use horizontal::HorizontalAdapter;
-pub use local::LocalAdapter;
+pub use local::{LocalAdapter, Origin};
 pub use ratelimit::{Budget, Decision, LocalRateLimiter, RateLimiter};
 pub use transport::{MemoryHub, Transport, TransportEvent};
 

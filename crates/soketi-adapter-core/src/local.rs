@@ -1,7 +1,7 @@
 //! The adapter of a single node.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -9,26 +9,67 @@ use soketi_channels::{ChannelCounts, Registry};
 use soketi_protocol::message::PresenceMember;
 use soketi_protocol::{ChannelName, CloseCode, SocketId, ws};
 
+use crate::cache::{self, Cache};
 use crate::{Adapter, AdapterError};
 
 /// Serves every operation from this node's [`Registry`].
 pub struct LocalAdapter {
     registry: Arc<Registry>,
+    cache: Arc<dyn Cache>,
     cache_ttl: Duration,
 }
 
+/// Where a delivered frame comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Published on this node.
+    ThisNode,
+    /// Relayed from another node.
+    OtherNode,
+}
+
 impl LocalAdapter {
-    /// An adapter over `registry` that keeps cache channels' last events for `cache_ttl`.
-    pub fn new(registry: Arc<Registry>, cache_ttl: Duration) -> Self {
+    /// An adapter over `registry` that keeps cache channels' last events in `cache` for
+    /// `cache_ttl`.
+    pub fn new(registry: Arc<Registry>, cache: Arc<dyn Cache>, cache_ttl: Duration) -> Self {
         Self {
             registry,
+            cache,
             cache_ttl,
         }
     }
 
+    /// The cache of cache channels.
+    pub fn cache(&self) -> &Arc<dyn Cache> {
+        &self.cache
+    }
+
     /// Delivers a frame to this node's subscribers; what every adapter does for its own node.
-    /// Returns how many connections it was queued for.
-    pub fn deliver(
+    /// A cache channel's event is also kept: by the node that published it, and by every node
+    /// when the cache is not shared. Returns how many connections it was queued for.
+    pub async fn deliver(
+        &self,
+        app_id: &str,
+        channel: &str,
+        message: &[u8],
+        except: Option<&SocketId>,
+        origin: Origin,
+    ) -> usize {
+        if ChannelName::classify(channel).is_cache()
+            && !is_internal(message)
+            && (origin == Origin::ThisNode || !self.cache.is_shared())
+        {
+            let key = cache::channel_key(app_id, channel);
+            let value = Bytes::copy_from_slice(message);
+            if let Err(e) = self.cache.set(&key, value, self.cache_ttl).await {
+                tracing::warn!(error = %e, channel, "could not keep the event of a cache channel");
+            }
+        }
+        self.deliver_now(app_id, channel, message, except)
+    }
+
+    /// Delivers a frame to this node's subscribers without touching the cache.
+    pub fn deliver_now(
         &self,
         app_id: &str,
         channel: &str,
@@ -37,12 +78,7 @@ impl LocalAdapter {
     ) -> usize {
         // The WebSocket frame is encoded once and the same bytes go to every subscriber.
         let frame = ws::text(message);
-        let app = self.registry.app(app_id);
-        if ChannelName::classify(channel).is_cache() && !is_internal(message) {
-            let expires = now_ms().saturating_add(self.cache_ttl.as_millis() as u64);
-            app.cache_event(channel, frame.clone(), expires);
-        }
-        app.publish(channel, &frame, except)
+        self.registry.app(app_id).publish(channel, &frame, except)
     }
 
     /// Delivers a frame to this node's connections of `user_id`.
@@ -81,13 +117,6 @@ fn is_internal(message: &[u8]) -> bool {
     message.starts_with(br#"{"event":"pusher_internal:"#)
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[async_trait]
 impl Adapter for LocalAdapter {
     fn local(&self) -> &Arc<Registry> {
@@ -101,7 +130,8 @@ impl Adapter for LocalAdapter {
         message: Bytes,
         except: Option<&SocketId>,
     ) -> Result<(), AdapterError> {
-        self.deliver(app_id, channel, &message, except);
+        self.deliver(app_id, channel, &message, except, Origin::ThisNode)
+            .await;
         Ok(())
     }
 

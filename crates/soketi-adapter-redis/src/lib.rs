@@ -12,10 +12,15 @@
 //! away, keeps them (up to a bound) and retries with backoff, so that a Redis restart loses
 //! nothing this node sends.
 //!
+//! [`RedisCache`] is the shared [`soketi_adapter_core::Cache`] of cache channels.
+//!
 //! This crate knows nothing of the Pusher protocol; it carries bytes.
 #![warn(missing_docs)]
 
+mod cache;
 mod frame;
+
+pub use cache::RedisCache;
 
 use std::collections::HashMap;
 use std::sync::Arc;

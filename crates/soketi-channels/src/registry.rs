@@ -111,18 +111,12 @@ impl Channel {
     }
 }
 
-struct CachedEvent {
-    frame: Bytes,
-    expires_at_ms: u64,
-}
-
 /// One app's connections, channels, members and users on this node.
 #[derive(Default)]
 pub struct AppChannels {
     connections: AtomicU64,
     channels: DashMap<Box<str>, Arc<Channel>>,
     users: DashMap<Box<str>, HashMap<SocketId, SocketRef>>,
-    cache: DashMap<Box<str>, CachedEvent>,
 }
 
 impl AppChannels {
@@ -343,36 +337,6 @@ impl AppChannels {
             .get(user_id)
             .map(|s| s.values().cloned().collect())
             .unwrap_or_default()
-    }
-
-    /// Keeps `frame` as the last event of a cache channel until `expires_at_ms`.
-    pub fn cache_event(&self, channel: &str, frame: Bytes, expires_at_ms: u64) {
-        self.cache.insert(
-            channel.into(),
-            CachedEvent {
-                frame,
-                expires_at_ms,
-            },
-        );
-    }
-
-    /// The last event of a cache channel, if it has not expired at `now_ms`.
-    pub fn cached_event(&self, channel: &str, now_ms: u64) -> Option<Bytes> {
-        let hit = self
-            .cache
-            .get(channel)
-            .filter(|c| c.expires_at_ms > now_ms)
-            .map(|c| c.frame.clone());
-        if hit.is_none() {
-            self.cache
-                .remove_if(channel, |_, c| c.expires_at_ms <= now_ms);
-        }
-        hit
-    }
-
-    /// Drops every cached event that expired at `now_ms`.
-    pub fn purge_cache(&self, now_ms: u64) {
-        self.cache.retain(|_, c| c.expires_at_ms > now_ms);
     }
 }
 

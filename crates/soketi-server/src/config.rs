@@ -124,8 +124,8 @@ drivers!(
         /// In this process.
         #[default]
         Memory = "memory", true;
-        /// In Redis.
-        Redis = "redis", false;
+        /// In Redis, shared by every node.
+        Redis = "redis", true;
     }
 );
 

@@ -29,8 +29,10 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use soketi_adapter_core::{Adapter, HorizontalAdapter, LocalAdapter, LocalRateLimiter, Transport};
-use soketi_adapter_redis::{RedisTransport, RedisTransportConfig};
+use soketi_adapter_core::{
+    Adapter, Cache, HorizontalAdapter, LocalAdapter, LocalRateLimiter, MemoryCache, Transport,
+};
+use soketi_adapter_redis::{RedisCache, RedisTransport, RedisTransportConfig};
 use soketi_channels::{Outbox, Registry};
 use soketi_protocol::CloseCode;
 use tokio::net::TcpListener;
@@ -39,8 +41,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::apps::ArrayAppManager;
-use crate::config::AdapterDriver;
 pub use crate::config::Config;
+use crate::config::{AdapterDriver, CacheDriver};
 use crate::metrics::Metrics;
 use crate::state::State;
 
@@ -86,12 +88,25 @@ pub enum StartError {
 struct Adapters {
     adapter: Arc<dyn Adapter>,
     transport: Option<Arc<dyn Transport>>,
+    cache: Arc<dyn Cache>,
 }
 
 fn adapter(config: &Config) -> Result<Adapters, StartError> {
     let registry = Arc::new(Registry::new());
     let cache_ttl = Duration::from_secs(config.channel_limits.cache_ttl);
-    let local = LocalAdapter::new(registry, cache_ttl);
+    let cache: Arc<dyn Cache> = match config.cache.driver {
+        CacheDriver::Redis => Arc::new(
+            RedisCache::new(&config.redis_url(), &config.database.redis.key_prefix)
+                .map_err(|e| StartError::Adapter(e.to_string()))?,
+        ),
+        // `Config::check_runnable` refuses the drivers this build does not provide.
+        _ => {
+            let memory = Arc::new(MemoryCache::new());
+            tokio::spawn(purge_memory_cache(Arc::downgrade(&memory)));
+            memory
+        }
+    };
+    let local = LocalAdapter::new(registry, cache.clone(), cache_ttl);
     match config.adapter.driver {
         AdapterDriver::Redis => {
             let redis = &config.adapter.redis;
@@ -113,13 +128,27 @@ fn adapter(config: &Config) -> Result<Adapters, StartError> {
             Ok(Adapters {
                 adapter,
                 transport: Some(transport),
+                cache,
             })
         }
         // `Config::check_runnable` refuses the drivers this build does not provide.
         _ => Ok(Adapters {
             adapter: Arc::new(local),
             transport: None,
+            cache,
         }),
+    }
+}
+
+/// Drops expired cache entries every minute, for as long as the cache lives.
+async fn purge_memory_cache(cache: std::sync::Weak<MemoryCache>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        ticks.tick().await;
+        match cache.upgrade() {
+            Some(cache) => cache.purge(),
+            None => return,
+        }
     }
 }
 
@@ -160,13 +189,18 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let metrics = Metrics::new(&config.metrics, local_addr.port())
         .map_err(|e| StartError::MetricsPrefix(e.to_string()))?;
     let apps = Arc::new(ArrayAppManager::new(config.apps()));
-    let Adapters { adapter, transport } = adapter(&config)?;
+    let Adapters {
+        adapter,
+        transport,
+        cache,
+    } = adapter(&config)?;
     let rate_limiter = Arc::new(LocalRateLimiter::new());
     let state = Arc::new(State::new(
         config,
         apps,
         adapter,
         rate_limiter,
+        cache,
         Arc::new(metrics),
     ));
     let (stop, stopped) = watch::channel(false);

@@ -5,18 +5,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use soketi_adapter_core::Adapter;
 use soketi_adapter_core::ratelimit::LocalBucket;
+use soketi_adapter_core::{Adapter, cache};
 use soketi_channels::{AppChannels, ChannelsError, Outbox, SocketRef};
 use soketi_protocol::channel::{ChannelKind, server_to_user_channel};
 use soketi_protocol::message::{
     self, ClientMessage, PresenceMember, SigninData, SubscribeData, UnsubscribeData,
 };
-use soketi_protocol::{App, ChannelName, CloseCode, ProtocolError, auth};
+use soketi_protocol::{App, ChannelName, CloseCode, ProtocolError, auth, ws};
 
 use crate::connection::Connection;
 use crate::metrics::AppMetrics;
-use crate::state::{State, unix_now_ms};
+use crate::state::State;
 
 /// Protocol versions this server speaks; pusher-js sends 7.
 const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
@@ -212,9 +212,14 @@ impl Session {
             self.conn.send_json(&message::subscription_succeeded(name));
         }
         if channel.is_cache() {
-            match self.app_channels.cached_event(name, unix_now_ms()) {
-                Some(frame) => self.conn.send(frame),
-                None => self.conn.send_json(&message::cache_miss(name)),
+            let key = cache::channel_key(&self.app.id, name);
+            match self.state.cache.get(&key).await {
+                Ok(Some(event)) => self.conn.send(ws::text(&event)),
+                Ok(None) => self.conn.send_json(&message::cache_miss(name)),
+                Err(e) => {
+                    tracing::warn!(error = %e, channel = name, "cache unreachable; a cache miss");
+                    self.conn.send_json(&message::cache_miss(name));
+                }
             }
         }
     }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use soketi_adapter_core::{Adapter, RateLimiter};
+use soketi_adapter_core::{Adapter, Cache, RateLimiter};
 
 use crate::apps::AppManager;
 use crate::config::Config;
@@ -18,6 +18,8 @@ pub(crate) struct State {
     pub(crate) apps: Arc<dyn AppManager>,
     pub(crate) adapter: Arc<dyn Adapter>,
     pub(crate) rate_limiter: Arc<dyn RateLimiter>,
+    /// The last events of cache channels.
+    pub(crate) cache: Arc<dyn Cache>,
     /// soketi's Prometheus metrics, per app.
     pub(crate) metrics: Arc<Metrics>,
     /// Counts of notable events, for operators.
@@ -36,6 +38,7 @@ impl State {
         apps: Arc<dyn AppManager>,
         adapter: Arc<dyn Adapter>,
         rate_limiter: Arc<dyn RateLimiter>,
+        cache: Arc<dyn Cache>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -43,6 +46,7 @@ impl State {
             apps,
             adapter,
             rate_limiter,
+            cache,
             metrics,
             counters: Arc::default(),
             connections: DashMap::new(),
@@ -105,11 +109,4 @@ pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// Milliseconds since the Unix epoch, for cache expiry.
-pub(crate) fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -32,7 +32,11 @@ fn recorder(n: u64) -> Arc<Recorder> {
 
 #[tokio::test]
 async fn publish_encodes_once_and_caches() {
-    let adapter = LocalAdapter::new(Arc::new(Registry::new()), Duration::from_secs(60));
+    let adapter = LocalAdapter::new(
+        Arc::new(Registry::new()),
+        Arc::new(crate::MemoryCache::new()),
+        Duration::from_secs(60),
+    );
     let (a, b) = (recorder(1), recorder(2));
     let app = adapter.local().app("app");
     app.subscribe("cache-x", a.clone());
@@ -44,7 +48,11 @@ async fn publish_encodes_once_and_caches() {
     let frames = a.frames.lock().unwrap().clone();
     assert_eq!(frames, [ws::text(b"{}")]);
     assert!(b.frames.lock().unwrap().is_empty());
-    assert_eq!(app.cached_event("cache-x", now_ms()), Some(ws::text(b"{}")));
+    let key = crate::cache::channel_key("app", "cache-x");
+    assert_eq!(
+        adapter.cache().get(&key).await.unwrap().as_deref(),
+        Some(&b"{}"[..])
+    );
     assert_eq!(
         adapter.channel_counts("app", "cache-x").await.unwrap(),
         ChannelCounts {
@@ -57,7 +65,11 @@ async fn publish_encodes_once_and_caches() {
 
 #[tokio::test]
 async fn users_receive_and_are_terminated() {
-    let adapter = LocalAdapter::new(Arc::new(Registry::new()), Duration::from_secs(60));
+    let adapter = LocalAdapter::new(
+        Arc::new(Registry::new()),
+        Arc::new(crate::MemoryCache::new()),
+        Duration::from_secs(60),
+    );
     let (a, b) = (recorder(1), recorder(2));
     let app = adapter.local().app("app");
     app.add_user("u", a.clone());
@@ -78,7 +90,11 @@ async fn users_receive_and_are_terminated() {
 
 #[tokio::test]
 async fn internal_events_are_not_cached() {
-    let adapter = LocalAdapter::new(Arc::new(Registry::new()), Duration::from_secs(60));
+    let adapter = LocalAdapter::new(
+        Arc::new(Registry::new()),
+        Arc::new(crate::MemoryCache::new()),
+        Duration::from_secs(60),
+    );
     let m =
         soketi_protocol::message::PresenceMember::from_channel_data(r#"{"user_id":"u"}"#).unwrap();
     let added = soketi_protocol::message::member_added("presence-cache-x", &m);
@@ -86,6 +102,6 @@ async fn internal_events_are_not_cached() {
         .publish("app", "presence-cache-x", Bytes::from(added), None)
         .await
         .unwrap();
-    let app = adapter.local().app("app");
-    assert_eq!(app.cached_event("presence-cache-x", now_ms()), None);
+    let key = crate::cache::channel_key("app", "presence-cache-x");
+    assert_eq!(adapter.cache().get(&key).await.unwrap(), None);
 }

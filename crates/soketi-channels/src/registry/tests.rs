@@ -175,7 +175,7 @@ fn connection_limit() {
 }
 
 #[test]
-fn users_and_cache() {
+fn users() {
     let app = AppChannels::default();
     let (a, b) = (Recorder::new(1), Recorder::new(2));
     app.add_user("u", a.clone());
@@ -184,14 +184,6 @@ fn users_and_cache() {
     app.remove_user("u", &a.id);
     app.remove_user("u", &b.id);
     assert!(app.user_sockets("u").is_empty());
-
-    app.cache_event("cache-a", Bytes::from_static(b"last"), 1_000);
-    assert_eq!(
-        app.cached_event("cache-a", 999).as_deref(),
-        Some(&b"last"[..])
-    );
-    assert_eq!(app.cached_event("cache-a", 1_000), None);
-    assert_eq!(app.cached_event("cache-b", 0), None);
 }
 
 #[test]

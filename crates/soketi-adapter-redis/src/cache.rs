@@ -1,0 +1,75 @@
+//! A [`Cache`] in Redis, shared by every node: a cache channel's last event reaches subscribers
+//! of nodes that joined after it was published.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use soketi_adapter_core::{AdapterError, Cache};
+use tokio::sync::OnceCell;
+
+/// Entries in Redis under `key_prefix`, with Redis's own expiry.
+pub struct RedisCache {
+    client: redis::Client,
+    key_prefix: String,
+    connection: OnceCell<ConnectionManager>,
+}
+
+impl RedisCache {
+    /// A cache at `url`. The connection is made on first use and re-made by itself after
+    /// Redis goes away.
+    pub fn new(url: &str, key_prefix: &str) -> Result<Self, crate::RedisTransportError> {
+        let client =
+            redis::Client::open(url).map_err(|source| crate::RedisTransportError::Url {
+                url: url.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            client,
+            key_prefix: key_prefix.to_owned(),
+            connection: OnceCell::new(),
+        })
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, AdapterError> {
+        self.connection
+            .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
+            .await
+            .cloned()
+            .map_err(|e| AdapterError::Transport(format!("cannot reach the Redis cache: {e}")))
+    }
+}
+
+fn failed(e: redis::RedisError) -> AdapterError {
+    AdapterError::Transport(format!("Redis cache: {e}"))
+}
+
+#[async_trait]
+impl Cache for RedisCache {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, AdapterError> {
+        let mut conn = self.connection().await?;
+        let value: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(format!("{}{key}", self.key_prefix))
+            .query_async(&mut conn)
+            .await
+            .map_err(failed)?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), AdapterError> {
+        let mut conn = self.connection().await?;
+        redis::cmd("SET")
+            .arg(format!("{}{key}", self.key_prefix))
+            .arg(&value[..])
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(failed)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+}
