@@ -51,12 +51,12 @@ function nodeEnv(redis, extra = {}) {
  * Registers suite hooks that start a redis-server and one node per name (`['A', 'B', 'C']`),
  * all sharing it, and wait for the nodes to discover each other. The returned object has a
  * `Scope` per name (`cluster.A`, ...; `scope.label` is the name), `cluster.nodes` (the scopes
- * in order), `cluster.redis` and `cluster.discovery` (null, or the error of the discovery
+ * in order), `cluster.redis`, `cluster.env` (the nodes' environment) and `cluster.discovery` (null, or the error of the discovery
  * wait, which the first test reports). Clients are closed after each test; when a test fails,
  * every node's output during it and the redis-server's output follow the failure.
  */
 function useCluster(names, extraEnv = {}) {
-  const cluster = { redis: null, discovery: null, nodes: [] };
+  const cluster = { redis: null, env: null, discovery: null, nodes: [] };
   for (const name of names) {
     const scope = new Scope();
     scope.label = name;
@@ -68,6 +68,7 @@ function useCluster(names, extraEnv = {}) {
   before(async () => {
     cluster.redis = await startRedis();
     const env = nodeEnv(cluster.redis, extraEnv);
+    cluster.env = env;
     const started = await Promise.allSettled(cluster.nodes.map(() => startServer(env)));
     started.forEach((result, i) => {
       if (result.status === 'fulfilled') cluster.nodes[i].server = result.value;
@@ -183,6 +184,14 @@ async function assertUsers(nodes, channel, expected, when) {
   }
 }
 
+/** `promise`, with `label` in front of its error's message. */
+function labelled(label, promise) {
+  return promise.catch((err) => {
+    err.message = `${label}: ${err.message}`;
+    throw err;
+  });
+}
+
 /** The next frame that is an event for the application, not a protocol frame. */
 function nextAppEvent(client, timeout) {
   return client.next((f) => typeof f.event === 'string' && !f.event.startsWith('pusher'), timeout);
@@ -204,12 +213,17 @@ function memberChanges(frames, channel) {
 
 /**
  * Publishes a `sentinel` event through node `via` and waits until every pusher-js channel in
- * `channels` got it. Frames that a node sent before it published the sentinel reach each
+ * `channels` (an object: a label for messages to the channel) got it. Frames that a node sent before it published the sentinel reach each
  * connection before it.
  */
 async function sentinel(via, channelName, channels) {
   const id = crypto.randomBytes(4).toString('hex');
-  const arrivals = channels.map((channel) => waitFor(channel, 'sentinel', { filter: (data) => data?.id === id }));
+  const arrivals = Object.entries(channels).map(([label, channel]) =>
+    labelled(
+      `${label}, for the sentinel published through node ${via.label}`,
+      waitFor(channel, 'sentinel', { filter: (data) => data?.id === id }),
+    ),
+  );
   await via.sdk().trigger(channelName, 'sentinel', { id });
   await Promise.all(arrivals);
 }
@@ -262,7 +276,9 @@ describe('redis adapter: three nodes', { skip: redisSkip() }, () => {
     for (const scope of [A, B, C]) {
       const client = await scope.connectedPusher();
       const { channel } = await subscribe(client, name);
-      subscribers.push({ label: scope.label, seen: record(channel, 'seq'), done: waitFor(channel, 'done') });
+      const done = labelled(`the subscriber on node ${scope.label}`, waitFor(channel, 'done'));
+      done.catch(() => {});
+      subscribers.push({ label: scope.label, seen: record(channel, 'seq'), done });
     }
 
     const sdk = A.sdk();
@@ -274,7 +290,10 @@ describe('redis adapter: three nodes', { skip: redisSkip() }, () => {
 
     const expected = Array.from({ length: N }, (_, i) => i + 1);
     for (const { label, seen, done } of subscribers) {
-      await done;
+      await done.catch((err) => {
+        err.message += `; the seq events it got: ${JSON.stringify(seen.map(([data]) => data?.n))}`;
+        throw err;
+      });
       seen.stop();
       assert.deepEqual(
         // pusher-js calls channel callbacks with (data, metadata), so `record` keeps both.
@@ -311,15 +330,15 @@ describe('redis adapter: three nodes', { skip: redisSkip() }, () => {
     const { channel: gotC } = await subscribe(onC, name);
 
     const echoes = record(sent, 'client-x');
-    const receivedB = waitFor(gotB, 'client-x');
-    const receivedC = waitFor(gotC, 'client-x');
+    const receivedB = labelled('the subscriber on B', waitFor(gotB, 'client-x'));
+    const receivedC = labelled('the subscriber on C', waitFor(gotC, 'client-x'));
     assert.equal(sent.trigger('client-x', { hello: 'world' }), true);
     assert.deepEqual(await receivedB, { hello: 'world' }, 'the subscriber on B');
     assert.deepEqual(await receivedC, { hello: 'world' }, 'the subscriber on C');
 
     // B's reply (also across nodes) is sent after B got the event, so an echo to the sender
     // would have been published before it.
-    const reply = waitFor(sent, 'client-reply');
+    const reply = labelled('the sender on A, for the reply from B', waitFor(sent, 'client-reply'));
     assert.equal(gotB.trigger('client-reply', { thanks: true }), true);
     assert.deepEqual(await reply, { thanks: true }, 'the reply from B reaches the sender on A');
     echoes.stop();
@@ -334,7 +353,7 @@ describe('redis adapter: three nodes', { skip: redisSkip() }, () => {
     const u1OnA = await loggedPusher(A, { presence: u1 });
     const { channel: chA } = await subscribe(u1OnA, name);
     assert.equal(chA.members.count, 1);
-    const u2Added = waitFor(chA, 'pusher:member_added');
+    const u2Added = labelled('u1 on A', waitFor(chA, 'pusher:member_added'));
 
     const u2OnB = await loggedPusher(B, { presence: u2 });
     const { channel: chB } = await subscribe(u2OnB, name);
@@ -351,7 +370,7 @@ describe('redis adapter: three nodes', { skip: redisSkip() }, () => {
     const counted = await channelInfo(C, name, 'user_count');
     assert.equal(counted.user_count, 2, `GET /channels/${name}?info=user_count on C: ${JSON.stringify(counted)}`);
     await assertUsers([A, B, C], name, ['u1', 'u2'], 'with u1 on A and B, u2 on B');
-    await sentinel(B, name, [chA, chB, chB2]);
+    await sentinel(B, name, { 'u1 on A': chA, 'u2 on B': chB, 'u1 on B': chB2 });
     assert.deepEqual(memberChanges(u1OnA.frames, name), ['added:u2'], 'u1 on A: no member_added for u1 on B');
     assert.deepEqual(memberChanges(u2OnB.frames, name), [], 'u2 on B: no member_added for u1 on B');
     assert.deepEqual(memberChanges(u1OnB.frames, name), [], "u1's second connection: no member changes");
@@ -367,7 +386,7 @@ describe('redis adapter: three nodes', { skip: redisSkip() }, () => {
     // A fleet-wide query through A, then a sentinel through A: a member_removed that A decided
     // to send after asking the others would have been published before it.
     await assertUsers([A], name, ['u1', 'u2'], 'after u1 left A (u1 is still on B)');
-    await sentinel(A, name, [chB, chB2]);
+    await sentinel(A, name, { 'u2 on B': chB, 'u1 on B': chB2 });
     assert.deepEqual(memberChanges(u2OnB.frames, name), [], 'u2 on B: no member_removed while u1 is on B');
     assert.deepEqual(memberChanges(u1OnB.frames, name), [], "u1's connection on B: no member_removed");
     assert.equal((await channelInfo(C, name, 'user_count')).user_count, 2, 'user_count on C after u1 left A');
@@ -375,17 +394,17 @@ describe('redis adapter: three nodes', { skip: redisSkip() }, () => {
 
     // A watcher on C, then u1's last connection leaves: member_removed reaches B and C once.
     const u3OnC = await loggedPusher(C, { presence: u3 });
-    const u3Added = waitFor(chB, 'pusher:member_added');
+    const u3Added = labelled('u2 on B', waitFor(chB, 'pusher:member_added'));
     const { channel: chC } = await subscribe(u3OnC, name);
     assert.equal(chC.members.count, 3, 'u3 on C sees u1, u2 and u3');
     assert.deepEqual(await u3Added, { id: 'u3', info: u3.user_info });
 
-    const removedOnB = waitFor(chB, 'pusher:member_removed');
-    const removedOnC = waitFor(chC, 'pusher:member_removed');
+    const removedOnB = labelled('u2 on B', waitFor(chB, 'pusher:member_removed'));
+    const removedOnC = labelled('u3 on C', waitFor(chC, 'pusher:member_removed'));
     u1OnB.disconnect();
     assert.deepEqual(await removedOnB, { id: 'u1', info: u1.user_info }, 'member_removed for u1 reaches u2 on B');
     assert.deepEqual(await removedOnC, { id: 'u1', info: u1.user_info }, 'member_removed for u1 reaches u3 on C');
-    await sentinel(B, name, [chB, chC]);
+    await sentinel(B, name, { 'u2 on B': chB, 'u3 on C': chC });
     assert.deepEqual(memberChanges(u2OnB.frames, name), ['added:u3', 'removed:u1'], 'u2 on B: every member change, once');
     assert.deepEqual(memberChanges(u3OnC.frames, name), ['removed:u1'], 'u3 on C: member_removed once');
     assert.deepEqual(memberChanges(u1OnA.frames, name), ['added:u2'], 'u1 on A, until it left');
@@ -448,8 +467,8 @@ describe('redis adapter: three nodes', { skip: redisSkip() }, () => {
     const seenC = record(onC.user, 'notice');
     const seenOther = record(other.user, 'notice');
 
-    const firstB = waitFor(onB.user, 'notice');
-    const firstC = waitFor(onC.user, 'notice');
+    const firstB = labelled('v1 on B', waitFor(onB.user, 'notice'));
+    const firstC = labelled('v1 on C', waitFor(onC.user, 'notice'));
     const res = await A.sdk().sendToUser('v1', 'notice', { n: 1 });
     assert.equal(res.status, 200);
     assert.deepEqual(await firstB, { n: 1 }, 'v1 on B');
@@ -521,23 +540,27 @@ describe('redis adapter: a node killed with SIGKILL', { skip: redisSkip() }, () 
     if (cluster.discovery) throw cluster.discovery;
   });
 
-  it('removes the members of a killed node after the node timeout', async () => {
+  it('removes the members of a killed node after the node timeout', async (t) => {
     const name = uniqueChannel('presence-');
     const u9 = member('u9');
     const watcher = await A.connectedPusher({ presence: member('w') });
     const { channel } = await subscribe(watcher, name);
-    const added = waitFor(channel, 'pusher:member_added');
+    const added = labelled('the watcher on A', waitFor(channel, 'pusher:member_added'));
     await B.rawSubscribed(name, u9);
     assert.deepEqual(await added, { id: 'u9', info: u9.user_info }, 'u9 on B is announced on A');
     await assertUsers([A], name, ['u9', 'w'], 'with u9 on B');
 
     const deadline = NODE_TIMEOUT_MS + 4_000;
-    const removed = waitFor(channel, 'pusher:member_removed', { timeout: deadline });
+    const removed = labelled(
+      'the watcher on A after B was killed',
+      waitFor(channel, 'pusher:member_removed', { timeout: deadline }),
+    );
     const killedAt = Date.now();
     const exit = await B.server.kill('SIGKILL');
     assert.equal(exit.signal, 'SIGKILL');
     assert.deepEqual(await removed, { id: 'u9', info: u9.user_info }, `member_removed for u9 within ${deadline} ms`);
     const took = Date.now() - killedAt;
+    t.diagnostic(`member_removed for u9 reached A ${took} ms after B was killed`);
     assert.equal(channel.members.count, 1);
 
     await poll(
@@ -558,7 +581,7 @@ describe('redis adapter: a Redis restart', { skip: redisSkip() }, () => {
     if (cluster.discovery) throw cluster.discovery;
   });
 
-  it('delivers events from A to B again within 5 s of Redis coming back, with both nodes still up', async () => {
+  it('delivers events from A to B again within 5 s of Redis coming back, with both nodes still up', async (t) => {
     const name = uniqueChannel();
     const subscriber = await B.rawSubscribed(name);
     await A.sdk().trigger(name, 'before', {});
@@ -587,6 +610,7 @@ describe('redis adapter: a Redis restart', { skip: redisSkip() }, () => {
       arrived = await subscriber.next('after', 250).catch(() => null);
     }
     const took = Date.now() - backAt;
+    t.diagnostic(`event ${parseData(arrived).n} reached B ${took} ms after Redis was back; publish outcomes: ${outcomes.join(', ')}`);
     assert.ok(took <= 5_000, `the first event (${arrived.data}) reached B ${took} ms after Redis was back; publish outcomes: ${outcomes.join(', ')}`);
     assert.ok(subscriber.isOpen, "B's WebSocket client stayed connected");
 
@@ -605,5 +629,36 @@ describe('redis adapter: a Redis restart', { skip: redisSkip() }, () => {
       () => listChannels(A),
       (channels) => channels[name]?.subscription_count === 1,
     );
+  });
+});
+
+describe('redis adapter: cache channels shared in Redis (SOKETI_CACHE_DRIVER=redis)', { skip: redisSkip() }, () => {
+  const cluster = useCluster(['A'], { SOKETI_CACHE_DRIVER: 'redis' });
+  const { A } = cluster;
+
+  it('gives a subscriber of a node started after the publish the cached event', async () => {
+    const name = uniqueChannel('cache-');
+    const res = await A.sdk().trigger(name, 'cached', { n: 1 });
+    assert.equal(res.status, 200);
+
+    const late = new Scope();
+    late.label = 'B (started after the publish)';
+    late.server = await startServer(cluster.env);
+    try {
+      const client = await late.rawSubscribed(name);
+      const frame = await client.next();
+      assert.deepEqual(
+        { event: frame.event, channel: frame.channel },
+        { event: 'cached', channel: name },
+        `subscriber on the late node: ${client.describeHistory()}`,
+      );
+      assert.deepEqual(parseData(frame), { n: 1 });
+    } catch (err) {
+      late.server.dumpLogs('the late node, for a failed test');
+      throw err;
+    } finally {
+      late.closeClients();
+      await late.server.stop();
+    }
   });
 });
