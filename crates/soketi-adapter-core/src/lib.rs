@@ -36,7 +36,7 @@ pub use error::AdapterError;
 pub use horizontal::HorizontalAdapter;
 pub use local::{LocalAdapter, Origin};
 pub use ratelimit::{Budget, Decision, LocalRateLimiter, RateLimiter};
-pub use transport::{MemoryHub, Transport, TransportEvent};
+pub use transport::{MemoryHub, PeerInfo, Transport, TransportEvent};
 
 /// Publishing and queries across every node that serves the same apps.
 #[async_trait]

@@ -48,6 +48,31 @@ pub trait Transport: Send + Sync {
 
     /// Tells the other nodes that this one leaves, so that they need not wait for a timeout.
     async fn leave(&self) -> Result<(), AdapterError>;
+
+    /// The node the fleet treats as master, when the transport elects one.
+    fn master(&self) -> Option<String> {
+        None
+    }
+
+    /// The other live nodes with the address they are reached at, for operators.
+    fn peers(&self) -> Vec<PeerInfo> {
+        self.live_nodes()
+            .into_iter()
+            .map(|node_id| PeerInfo {
+                node_id,
+                address: None,
+            })
+            .collect()
+    }
+}
+
+/// A live node as a transport knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The node's id.
+    pub node_id: String,
+    /// Where its messages go, when the transport has addresses.
+    pub address: Option<String>,
 }
 
 /// A fleet inside one process: every [`MemoryHub::join`] makes a node whose messages reach

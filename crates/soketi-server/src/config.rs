@@ -99,7 +99,7 @@ drivers!(
         /// Redis pub/sub.
         Redis = "redis", true;
         /// UDP discovery inside a private network.
-        Cluster = "cluster", false;
+        Cluster = "cluster", true;
         /// NATS.
         Nats = "nats", false;
     }
@@ -177,6 +177,9 @@ pub struct Config {
     pub max_backpressure: usize,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// Let several processes of one host share `port` (SO_REUSEPORT); the kernel spreads
+    /// connections between them.
+    pub reuse_port: bool,
     /// The HTTP API.
     pub http_api: HttpApiConfig,
     /// TLS.
@@ -643,6 +646,7 @@ impl Default for Config {
             pong_timeout: 30,
             max_backpressure: 1024 * 1024,
             log_format: LogFormat::Text,
+            reuse_port: false,
             http_api: HttpApiConfig {
                 request_limit_in_mb: 100.0,
                 accept_traffic: AcceptTrafficConfig {
@@ -1086,6 +1090,32 @@ impl Config {
                 )));
             }
         }
+        if self.adapter.driver == AdapterDriver::Cluster {
+            self.cluster_mode()?;
+            self.cluster_host()?;
+            let c = &self.cluster;
+            if c.hello_interval == 0 || c.check_interval == 0 {
+                return Err(ConfigError::new(
+                    "cluster.helloInterval (CLUSTER_KEEPALIVE_INTERVAL) and cluster.checkInterval \
+                     (CLUSTER_CHECK_INTERVAL) must be positive",
+                ));
+            }
+            if c.node_timeout < c.check_interval || c.node_timeout <= c.hello_interval {
+                return Err(ConfigError::new(format!(
+                    "cluster.nodeTimeout (CLUSTER_NODE_TIMEOUT, {} ms) must be at least \
+                     cluster.checkInterval (CLUSTER_CHECK_INTERVAL, {} ms) and longer than \
+                     cluster.helloInterval (CLUSTER_KEEPALIVE_INTERVAL, {} ms)",
+                    c.node_timeout, c.check_interval, c.hello_interval
+                )));
+            }
+            if c.master_timeout < c.node_timeout {
+                return Err(ConfigError::new(format!(
+                    "cluster.masterTimeout (CLUSTER_MASTER_TIMEOUT, {} ms) must be at least \
+                     cluster.nodeTimeout (CLUSTER_NODE_TIMEOUT, {} ms)",
+                    c.master_timeout, c.node_timeout
+                )));
+            }
+        }
         if !self.ssl.passphrase.is_empty() {
             return Err(ConfigError::new(
                 "ssl.passphrase (SSL_PASS) is set, but encrypted private keys are not supported; \
@@ -1098,6 +1128,98 @@ impl Config {
     /// The address to listen on.
     pub fn bind_address(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// How cluster hellos travel: unicast when a list is set, else multicast when a group is
+    /// set, else broadcast (soketi's order).
+    pub fn cluster_mode(&self) -> Result<soketi_adapter_cluster::Mode, ConfigError> {
+        use soketi_adapter_cluster::Mode;
+        let c = &self.cluster;
+        let unicast: Vec<String> = match &c.unicast {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::String(list)) => list
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    serde_json::Value::String(s) => Ok(s.trim().to_owned()),
+                    other => Err(ConfigError::new(format!(
+                        "cluster.unicast (CLUSTER_UNICAST_ADDRESSES) holds {other}; use strings \
+                         such as \"10.0.0.2\" or \"soketi-headless:11002\""
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(ConfigError::new(format!(
+                    "cluster.unicast (CLUSTER_UNICAST_ADDRESSES) is {other}; use a JSON array of \
+                     addresses or a comma-separated list"
+                )));
+            }
+        };
+        if !unicast.is_empty() {
+            return Ok(Mode::Unicast(unicast));
+        }
+        let ipv4 = |option: &str, value: &str| {
+            value.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                ConfigError::new(format!("{option} is {value:?}; use an IPv4 address"))
+            })
+        };
+        match c.multicast.as_deref().filter(|m| !m.is_empty()) {
+            Some(group) => {
+                let group = ipv4("cluster.multicast (CLUSTER_MULTICAST_ADDRESS)", group)?;
+                if !group.is_multicast() {
+                    return Err(ConfigError::new(format!(
+                        "cluster.multicast (CLUSTER_MULTICAST_ADDRESS) is {group}, which is not a \
+                         multicast address (224.0.0.0/4)"
+                    )));
+                }
+                Ok(Mode::Multicast(group))
+            }
+            None => Ok(Mode::Broadcast(ipv4(
+                "cluster.broadcast (CLUSTER_BROADCAST_ADDRESS)",
+                &c.broadcast,
+            )?)),
+        }
+    }
+
+    fn cluster_host(&self) -> Result<std::net::IpAddr, ConfigError> {
+        self.cluster.hostname.parse().map_err(|_| {
+            ConfigError::new(format!(
+                "cluster.hostname (CLUSTER_HOST) is {:?}; use this node's IP address, or 0.0.0.0",
+                self.cluster.hostname
+            ))
+        })
+    }
+
+    /// The settings of the cluster transport. Call after [`Config::check_runnable`].
+    pub fn cluster_transport_config(&self) -> soketi_adapter_cluster::ClusterConfig {
+        let c = &self.cluster;
+        soketi_adapter_cluster::ClusterConfig {
+            prefix: c.prefix.clone(),
+            host: self
+                .cluster_host()
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            port: c.port,
+            mode: self
+                .cluster_mode()
+                .unwrap_or(soketi_adapter_cluster::Mode::Broadcast(
+                    std::net::Ipv4Addr::BROADCAST,
+                )),
+            hello_interval: Duration::from_millis(c.hello_interval),
+            check_interval: Duration::from_millis(c.check_interval),
+            node_timeout: Duration::from_millis(c.node_timeout),
+            master_timeout: Duration::from_millis(c.master_timeout),
+            max_queued_frames: 100_000,
+            // Room for the largest event with its envelope; the payload limits are enforced
+            // where events enter.
+            max_frame_bytes: self
+                .max_request_bytes()
+                .max(kb(self.event_limits.max_payload_in_kb) * 4)
+                + 64 * 1024,
+        }
     }
 
     /// The `redis://` URL of `database.redis`.

@@ -29,6 +29,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use soketi_adapter_cluster::ClusterTransport;
 use soketi_adapter_core::{
     Adapter, Cache, HorizontalAdapter, LocalAdapter, LocalRateLimiter, MemoryCache, Transport,
 };
@@ -91,7 +92,7 @@ struct Adapters {
     cache: Arc<dyn Cache>,
 }
 
-fn adapter(config: &Config) -> Result<Adapters, StartError> {
+async fn adapter(config: &Config) -> Result<Adapters, StartError> {
     let registry = Arc::new(Registry::new());
     let cache_ttl = Duration::from_secs(config.channel_limits.cache_ttl);
     let cache: Arc<dyn Cache> = match config.cache.driver {
@@ -131,6 +132,19 @@ fn adapter(config: &Config) -> Result<Adapters, StartError> {
                 cache,
             })
         }
+        AdapterDriver::Cluster => {
+            let transport = ClusterTransport::start(config.cluster_transport_config())
+                .await
+                .map_err(|e| StartError::Adapter(e.to_string()))?;
+            let timeout = Duration::from_millis(config.adapter.cluster.requests_timeout);
+            let transport: Arc<dyn Transport> = transport;
+            let adapter = HorizontalAdapter::start(local, transport.clone(), timeout);
+            Ok(Adapters {
+                adapter,
+                transport: Some(transport),
+                cache,
+            })
+        }
         // `Config::check_runnable` refuses the drivers this build does not provide.
         _ => Ok(Adapters {
             adapter: Arc::new(local),
@@ -138,6 +152,32 @@ fn adapter(config: &Config) -> Result<Adapters, StartError> {
             cache,
         }),
     }
+}
+
+/// Binds the main port; with `reuse_port`, several processes of one host may share it and the
+/// kernel spreads new connections between them.
+async fn bind_main(address: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
+    if !reuse_port {
+        return TcpListener::bind(address).await;
+    }
+    let addr = tokio::net::lookup_host(address)
+        .await?
+        .next()
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the host resolves to nothing",
+            )
+        })?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// Drops expired cache entries every minute, for as long as the cache lives.
@@ -167,7 +207,7 @@ pub struct RunningServer {
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let tls = tls::acceptor(&config.ssl)?;
     let address = config.bind_address();
-    let listener = TcpListener::bind(&address)
+    let listener = bind_main(&address, config.reuse_port)
         .await
         .map_err(|source| StartError::Bind {
             address: address.clone(),
@@ -193,7 +233,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         adapter,
         transport,
         cache,
-    } = adapter(&config)?;
+    } = adapter(&config).await?;
     let rate_limiter = Arc::new(LocalRateLimiter::new());
     let state = Arc::new(State::new(
         config,
@@ -201,6 +241,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         adapter,
         rate_limiter,
         cache,
+        transport.clone(),
         Arc::new(metrics),
     ));
     let (stop, stopped) = watch::channel(false);

@@ -1,8 +1,8 @@
 //! The operations server: soketi's second port (9601 by default), kept off the public one so
 //! that metrics need no authentication.
 //!
-//! Routes: `GET /` and `GET /ready` for probes, `GET /usage` for the machine's memory, and
-//! `GET /metrics` (Prometheus text, or prom-client's JSON with `?json=1`) when metrics are
+//! Routes: `GET /` and `GET /ready` for probes, `GET /usage` for the machine's memory,
+//! `GET /cluster` for the fleet as this node sees it, and `GET /metrics` (Prometheus text, or prom-client's JSON with `?json=1`) when metrics are
 //! enabled. It serves until the end of shutdown, so that `/ready` can answer 503 while
 //! connections drain.
 
@@ -74,8 +74,37 @@ fn route(state: &State, req: &Request<Incoming>) -> Result<Response<Body>, ApiEr
         "/ready" => Ok(text(StatusCode::OK, "OK")),
         "/usage" => usage(),
         "/metrics" => metrics(state, req.uri().query()),
+        "/cluster" => Ok(cluster(state)),
         _ => Err(not_found()),
     }
+}
+
+/// This node's view of its fleet: its id, the master (for the cluster driver) and the other
+/// live nodes.
+fn cluster(state: &State) -> Response<Body> {
+    let driver = state.config.adapter.driver.as_str();
+    let Some(transport) = &state.transport else {
+        return json_response(&json!({ "driver": driver, "node_id": null, "nodes": [] }));
+    };
+    let master = transport.master();
+    let nodes: Vec<_> = transport
+        .peers()
+        .into_iter()
+        .map(|peer| {
+            json!({
+                "node_id": peer.node_id,
+                "address": peer.address,
+                "is_master": master.as_deref() == Some(peer.node_id.as_str()),
+            })
+        })
+        .collect();
+    json_response(&json!({
+        "driver": driver,
+        "node_id": transport.node_id(),
+        "master_id": master,
+        "is_master": master.as_deref() == Some(transport.node_id()),
+        "nodes": nodes,
+    }))
 }
 
 fn not_found() -> ApiError {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use soketi_adapter_core::{Adapter, Cache, RateLimiter};
+use soketi_adapter_core::{Adapter, Cache, RateLimiter, Transport};
 
 use crate::apps::AppManager;
 use crate::config::Config;
@@ -20,6 +20,8 @@ pub(crate) struct State {
     pub(crate) rate_limiter: Arc<dyn RateLimiter>,
     /// The last events of cache channels.
     pub(crate) cache: Arc<dyn Cache>,
+    /// The transport of a horizontal adapter, for `/cluster` and for leaving at shutdown.
+    pub(crate) transport: Option<Arc<dyn Transport>>,
     /// soketi's Prometheus metrics, per app.
     pub(crate) metrics: Arc<Metrics>,
     /// Counts of notable events, for operators.
@@ -39,6 +41,7 @@ impl State {
         adapter: Arc<dyn Adapter>,
         rate_limiter: Arc<dyn RateLimiter>,
         cache: Arc<dyn Cache>,
+        transport: Option<Arc<dyn Transport>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -47,6 +50,7 @@ impl State {
             adapter,
             rate_limiter,
             cache,
+            transport,
             metrics,
             counters: Arc::default(),
             connections: DashMap::new(),

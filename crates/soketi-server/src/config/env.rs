@@ -42,6 +42,7 @@ pub const ENV_OPTIONS: &[EnvOption] = &[
     both("PONG_TIMEOUT", "pongTimeout"),
     both("MAX_BACKPRESSURE", "maxBackpressure"),
     both("LOG_FORMAT", "logFormat"),
+    both("REUSE_PORT", "reusePort"),
     both(
         "HTTP_ACCEPT_TRAFFIC_MEMORY_THRESHOLD",
         "httpApi.acceptTraffic.memoryThreshold",

@@ -86,8 +86,8 @@ fn seed_variables_in_both_spellings() {
         let driver = format!("{prefix}ADAPTER_DRIVER");
         let port = format!("{prefix}CLUSTER_PORT");
         let limiter = format!("{prefix}RATE_LIMITER_DRIVER");
-        // The cluster drivers are accepted by the configuration; start-up refuses them until
-        // this build provides them, which `validate` reports.
+        // The cluster rate limiter is accepted by the configuration; start-up refuses it until
+        // this build provides it, which `check_runnable` reports.
         let e = load(
             None,
             &[
@@ -98,7 +98,10 @@ fn seed_variables_in_both_spellings() {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("adapter.driver") && e.contains("cluster"), "{e}");
+        assert!(
+            e.contains("rateLimiter.driver") && e.contains("cluster"),
+            "{e}"
+        );
         let c = load_only(
             None,
             &[

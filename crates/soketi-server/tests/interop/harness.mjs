@@ -92,7 +92,7 @@ export const OPTION_ENV_NAMES = Object.freeze([
   // Server
   'HOST', 'PORT', 'DEBUG', 'MODE', 'PATH_PREFIX', 'SHUTDOWN_GRACE_PERIOD', 'USER_AUTHENTICATION_TIMEOUT',
   'HTTP_ACCEPT_TRAFFIC_MEMORY_THRESHOLD', 'HTTP_MAX_REQUEST_SIZE', 'SSL_CERT', 'SSL_KEY', 'SSL_PASS', 'SSL_CA',
-  'ACTIVITY_TIMEOUT', 'PONG_TIMEOUT', 'LOG_FORMAT', 'MAX_BACKPRESSURE',
+  'ACTIVITY_TIMEOUT', 'PONG_TIMEOUT', 'LOG_FORMAT', 'MAX_BACKPRESSURE', 'REUSE_PORT',
   // Apps
   'APP_MANAGER_DRIVER', 'APP_MANAGER_CACHE_ENABLED', 'APP_MANAGER_CACHE_TTL',
   'DEFAULT_APP_ID', 'DEFAULT_APP_KEY', 'DEFAULT_APP_SECRET', 'DEFAULT_APP_MAX_CONNS',
@@ -195,11 +195,19 @@ export function writeConfig(name, content) {
  * Options:
  * - `args`: the command line (for example `['start', '--config', file]`); none by default;
  * - `waitReady`: `false` to return as soon as the process is spawned;
- * - `tls`: `{ ca }` (PEM) when the server serves https/wss with a certificate signed by `ca`.
+ * - `tls`: `{ ca }` (PEM) when the server serves https/wss with a certificate signed by `ca`;
+ * - `host`: the address the test reaches the server at (readiness, URLs, SDK, pusher-js) and
+ *   the default SOKETI_HOST/SOKETI_METRICS_HOST; `127.0.0.1` by default;
+ * - `wrap`: a command the binary runs under, for example `['ip', 'netns', 'exec', ns]` (it must
+ *   exec the binary, so that the child's pid and signals are the server's);
+ * - `readyOn: 'metrics'`: poll `/ready` on the metrics port instead of the main port, for
+ *   servers that share their main port (SOKETI_REUSE_PORT), where another process may answer.
  */
-export async function startServer(env = {}, { args = [], waitReady: shouldWait = true, tls = null } = {}) {
+export async function startServer(
+  env = {},
+  { args = [], waitReady: shouldWait = true, tls = null, host = '127.0.0.1', wrap = [], readyOn = 'main' } = {},
+) {
   const bin = serverBinary();
-  const host = '127.0.0.1';
   const port = await freePort();
 
   const defaults = { SOKETI_HOST: host, SOKETI_PORT: String(port) };
@@ -211,7 +219,8 @@ export async function startServer(env = {}, { args = [], waitReady: shouldWait =
   const metricsHost = envOption(childEnv, 'METRICS_HOST');
   const pathPrefix = envOption(env, 'PATH_PREFIX') ?? '';
 
-  const child = spawn(bin, args, { env: childEnv, cwd: scratch(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, ...commandArgs] = [...wrap, bin, ...args];
+  const child = spawn(command, commandArgs, { env: childEnv, cwd: scratch(), stdio: ['ignore', 'pipe', 'pipe'] });
   liveChildren.add(child);
 
   // `log` keeps the tail of the output; `logTotal` counts every character ever appended, so
@@ -326,7 +335,7 @@ export async function startServer(env = {}, { args = [], waitReady: shouldWait =
 
   if (!shouldWait) return server;
   try {
-    await Promise.race([waitReady(server), spawnError, earlyExit]);
+    await Promise.race([waitReady(server, readyOn), spawnError, earlyExit]);
   } catch (err) {
     stopping = true;
     child.kill('SIGKILL');
@@ -411,15 +420,17 @@ function failEarlyExit({ code, signal }) {
   throw new Error(`it exited before answering /ready (code ${code}, signal ${signal})`);
 }
 
-async function waitReady(server) {
+async function waitReady(server, readyOn = 'main') {
   const deadline = Date.now() + READY_DEADLINE_MS;
   // soketi serves every route under the path prefix; accept /ready at either place.
   const paths = [...new Set([`${server.pathPrefix}/ready`, '/ready'])];
+  const base = readyOn === 'metrics' ? server.metricsUrl : server.baseUrl;
+  const ca = readyOn === 'metrics' ? undefined : server.tls?.ca;
   let lastError = 'no answer yet';
   while (Date.now() < deadline) {
     for (const readyPath of paths) {
       try {
-        const res = await httpRequest(`${server.baseUrl}${readyPath}`, { ca: server.tls?.ca, timeout: 1_000 });
+        const res = await httpRequest(`${base}${readyPath}`, { ca, timeout: 1_000 });
         if (res.status === 200) return;
         lastError = `GET ${readyPath} answered ${res.status}`;
       } catch (err) {

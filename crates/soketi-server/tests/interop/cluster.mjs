@@ -1,0 +1,255 @@
+// Helpers for the tests of the cluster adapter (SOKETI_ADAPTER_DRIVER=cluster): nodes that find
+// each other over UDP (broadcast, multicast or unicast) and exchange data over TCP.
+//
+// A node's view of the fleet is `GET /cluster` on its metrics (operations) port:
+//   {"driver":"cluster","node_id":"…","master_id":"…","is_master":bool,
+//    "nodes":[{"node_id":"…","address":"ip:port","is_master":bool}, …]}
+// where `nodes` lists the OTHER live nodes. `useFleet` starts nodes one after the other (so
+// that the first is the longest-running one, the master), and waits until every node lists
+// every other one.
+
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { after, afterEach, before, beforeEach } from 'node:test';
+
+import { Scope, connected, httpRequest, parseData, startServer, waitFor } from './harness.mjs';
+
+/** A UDP port for the cluster's discovery, random in 20000-40000 (one per test file or suite). */
+export function randomClusterPort() {
+  return 20_000 + crypto.randomInt(20_000);
+}
+
+/** A multicast group in the administratively scoped 239.255.0.0/16, random. */
+export function randomMulticastGroup() {
+  return `239.255.${crypto.randomInt(1, 255)}.${crypto.randomInt(1, 255)}`;
+}
+
+/**
+ * Calls `fetch` until `accept` holds for its value, and resolves with that value. An error
+ * thrown by `fetch` counts as a value that is not accepted; the last value or error is in the
+ * timeout's message.
+ */
+export async function poll(what, fetch, accept = Boolean, { timeout = 5_000, interval = 50 } = {}) {
+  const deadline = Date.now() + timeout;
+  let last = 'nothing yet';
+  for (;;) {
+    try {
+      const value = await fetch();
+      if (accept(value)) return value;
+      last = `last value: ${JSON.stringify(value)}`;
+    } catch (err) {
+      last = `last error: ${describeError(err)}`;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what} (${last})`);
+    await new Promise((resolve) => setTimeout(resolve, interval));
+  }
+}
+
+export function describeError(err) {
+  return err.status === undefined ? err.message : `${err.message} (status ${err.status}: ${err.body})`;
+}
+
+/** `GET /cluster` on the node's metrics port, parsed; throws unless 200 with JSON. */
+export async function clusterView(scope) {
+  const res = await httpRequest(`${scope.server.metricsUrl}/cluster`, { timeout: 1_000 });
+  if (res.status !== 200 || res.json === undefined) {
+    throw new Error(`GET /cluster on node ${scope.label} answered ${res.status}: ${res.text.slice(0, 300)}`);
+  }
+  return res.json;
+}
+
+/** The ids of the other nodes a `/cluster` view lists, sorted. */
+export function peerIds(view) {
+  return (view.nodes ?? []).map((n) => n.node_id).sort();
+}
+
+/** Whether a node's view lists exactly the nodes `expectedIds` (sorted ids) as its peers. */
+function listsExactly(view, expectedIds) {
+  const ids = peerIds(view);
+  return ids.length === expectedIds.length && ids.every((id, i) => id === expectedIds[i]);
+}
+
+/**
+ * Reads each node's own id (`node_id` of its `/cluster`) into `scope.nodeId`, then polls
+ * `/cluster` on every node until each lists exactly the others. Resolves with the views, by
+ * label, and how long the mesh took from the call.
+ */
+export async function awaitMesh(nodes, { timeout = 10_000, interval = 25 } = {}) {
+  const started = Date.now();
+  for (const scope of nodes) {
+    const view = await poll(`GET /cluster on node ${scope.label} to answer`, () => clusterView(scope), (v) => typeof v?.node_id === 'string', {
+      timeout,
+      interval,
+    });
+    scope.nodeId = view.node_id;
+  }
+  const ids = nodes.map((s) => s.nodeId);
+  assert.equal(new Set(ids).size, ids.length, `every node has its own node_id: ${JSON.stringify(ids)}`);
+  const views = {};
+  await Promise.all(
+    nodes.map(async (scope) => {
+      const others = nodes.filter((n) => n !== scope).map((n) => n.nodeId).sort();
+      const names = nodes.filter((n) => n !== scope).map((n) => `${n.label}=${n.nodeId}`).join(', ');
+      views[scope.label] = await poll(
+        `GET /cluster on node ${scope.label} (${scope.nodeId}) to list exactly ${names || 'nobody'}`,
+        () => clusterView(scope),
+        (view) => listsExactly(view, others),
+        { timeout: Math.max(0, timeout - (Date.now() - started)), interval },
+      );
+    }),
+  );
+  return { views, took: Date.now() - started };
+}
+
+/**
+ * Polls until every node in `nodes` agrees on one master that is one of them, and resolves
+ * with its id. `accept(masterId)` can demand a particular one.
+ */
+export async function awaitMasterAgreement(nodes, { timeout = 5_000, interval = 25, accept = () => true } = {}) {
+  const live = new Set(nodes.map((n) => n.nodeId));
+  const views = await poll(
+    `nodes ${nodes.map((n) => n.label).join(', ')} to agree on a master among them`,
+    () => Promise.all(nodes.map((n) => clusterView(n))),
+    (vs) => {
+      const master = vs[0].master_id;
+      return live.has(master) && vs.every((v) => v.master_id === master) && accept(master);
+    },
+    { timeout, interval },
+  );
+  return { masterId: views[0].master_id, views };
+}
+
+/**
+ * Asserts that the views (by scope) agree that `masterId` is the master: `master_id`,
+ * `is_master` of the node itself, and `is_master` of each listed peer.
+ */
+export function assertMaster(nodes, views, masterId, when) {
+  nodes.forEach((scope, i) => {
+    const view = views[i];
+    assert.equal(view.master_id, masterId, `master_id on node ${scope.label} ${when}: ${JSON.stringify(view)}`);
+    assert.equal(view.is_master, scope.nodeId === masterId, `is_master of node ${scope.label} itself ${when}: ${JSON.stringify(view)}`);
+    for (const peer of view.nodes) {
+      assert.equal(peer.is_master, peer.node_id === masterId, `is_master of peer ${peer.node_id} in the view of node ${scope.label} ${when}: ${JSON.stringify(view)}`);
+    }
+  });
+}
+
+/**
+ * Registers suite hooks that start one node per spec (`[{ label, env, options }]`, in order,
+ * each once the previous one is ready), then wait until every node's `/cluster` lists every
+ * other node. The returned fleet has a `Scope` per label (`fleet.h1`, ...; `scope.label`,
+ * `scope.spec`, `scope.nodeId` once known), `fleet.nodes`, `fleet.discovery` (null, or the error of
+ * the wait, which the first test reports), `fleet.mesh` (`{ views, took }`, `took` counted from
+ * the moment the last node was ready) and `fleet.restart(scope)` (starts a stopped node again
+ * with its spec). `specs` may be a function, called in `before`, for specs known only then.
+ * Clients are closed after each test; when a test fails, every node's output during it follows.
+ */
+export function useFleet(specs, { meshTimeout = 10_000, setup } = {}) {
+  const fleet = { nodes: [], discovery: null, mesh: null };
+  const marks = new Map();
+
+  fleet.restart = async (scope) => {
+    scope.closeClients();
+    scope.previous = [...(scope.previous ?? []), scope.server];
+    scope.server = await startServer(scope.spec.env, scope.spec.options);
+    return scope;
+  };
+
+  before(async () => {
+    if (setup) await setup(fleet);
+    const list = typeof specs === 'function' ? specs(fleet) : specs;
+    for (const spec of list) {
+      const scope = new Scope();
+      scope.label = spec.label;
+      scope.spec = spec;
+      fleet[spec.label] = scope;
+      fleet.nodes.push(scope);
+    }
+    for (const scope of fleet.nodes) {
+      scope.server = await startServer(scope.spec.env, scope.spec.options);
+    }
+    fleet.mesh = await awaitMesh(fleet.nodes, { timeout: meshTimeout }).catch((err) => {
+      fleet.discovery = err;
+      return null;
+    });
+  });
+  beforeEach(() => {
+    for (const scope of fleet.nodes) marks.set(scope, scope.server?.logMark() ?? 0);
+  });
+  afterEach((t) => {
+    if (t.passed === false) {
+      for (const scope of fleet.nodes) {
+        for (const old of scope.previous ?? []) old.dumpLogs(`node ${scope.label} (an earlier run of it), test "${t.name}" failed`);
+        scope.previous = [];
+        scope.server?.dumpLogs(`node ${scope.label}, test "${t.name}" failed`, marks.get(scope));
+      }
+    }
+    for (const scope of fleet.nodes) scope.closeClients();
+  });
+  after(async () => {
+    for (const scope of fleet.nodes) scope.closeClients();
+    await Promise.all(fleet.nodes.map((scope) => scope.server?.stop()));
+  });
+  return fleet;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients and channels (as in redis-adapter.test.mjs)
+// ---------------------------------------------------------------------------------------------
+
+/** `promise`, with `label` in front of its error's message. */
+export function labelled(label, promise) {
+  return promise.catch((err) => {
+    err.message = `${label}: ${err.message}`;
+    throw err;
+  });
+}
+
+export const member = (id) => ({ user_id: id, user_info: { name: id.toUpperCase() } });
+
+/** Every frame a pusher-js client receives, as `{ event, channel, data }` (bind before connecting). */
+export function wireLog(client) {
+  const frames = [];
+  client.connection.bind('message', (frame) => frames.push(frame));
+  return frames;
+}
+
+/** The member_added/member_removed frames of `channel` in a wire log, as `added:<id>`/`removed:<id>`. */
+export function memberChanges(frames, channel) {
+  return frames
+    .filter((f) => f.channel === channel && /^pusher_internal:member_(added|removed)$/.test(f.event))
+    .map((f) => `${f.event.slice('pusher_internal:member_'.length)}:${parseData(f).user_id}`);
+}
+
+/** A pusher-js client on `scope`'s node with a wire log in `client.frames`, once connected. */
+export async function loggedPusher(scope, opts) {
+  const client = scope.pusher(opts);
+  client.frames = wireLog(client);
+  await connected(client);
+  return client;
+}
+
+/**
+ * Publishes a `sentinel` event through node `via` and waits until every pusher-js channel in
+ * `channels` (an object: a label for messages to the channel) got it.
+ */
+export async function sentinel(via, channelName, channels) {
+  const id = crypto.randomBytes(4).toString('hex');
+  const arrivals = Object.entries(channels).map(([label, channel]) =>
+    labelled(`${label}, for the sentinel published through node ${via.label}`, waitFor(channel, 'sentinel', { filter: (data) => data?.id === id })),
+  );
+  await via.sdk().trigger(channelName, 'sentinel', { id });
+  await Promise.all(arrivals);
+}
+
+/** `GET /apps/<id>/channels/<channel>` through a node's SDK. */
+export async function channelInfo(scope, channel, info) {
+  const res = await scope.sdk().get({ path: `/channels/${channel}`, params: info ? { info } : {} });
+  return res.json();
+}
+
+/** `GET /apps/<id>/channels/<channel>/users` through a node's SDK: the user ids, sorted. */
+export async function userIds(scope, channel) {
+  const res = await scope.sdk().get({ path: `/channels/${channel}/users` });
+  return (await res.json()).users.map((u) => u.id).sort();
+}
