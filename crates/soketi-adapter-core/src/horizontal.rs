@@ -135,6 +135,16 @@ impl Pending {
     }
 }
 
+/// Something built on the fleet's channel, such as the cluster rate limiter: it receives the
+/// [`v1::Extension`] messages of its kind, and may greet nodes that join.
+pub trait Extension: Send + Sync {
+    /// A message of this extension from another node.
+    fn on_message(&self, from: &str, payload: &[u8]);
+    /// A node joined; the returned payload, if any, is sent to it alone. `is_master` says
+    /// whether this node is the one that greets newcomers (always true without a master).
+    fn on_node_joined(&self, node: &str, is_master: bool) -> Option<Bytes>;
+}
+
 /// An adapter for a fleet: local delivery plus a [`Transport`] to the other nodes.
 pub struct HorizontalAdapter {
     local: LocalAdapter,
@@ -143,6 +153,7 @@ pub struct HorizontalAdapter {
     next_request: AtomicU64,
     pending: DashMap<u64, Arc<Pending>>,
     replica: Mutex<Replica>,
+    extensions: parking_lot::RwLock<HashMap<String, Arc<dyn Extension>>>,
 }
 
 impl HorizontalAdapter {
@@ -161,6 +172,7 @@ impl HorizontalAdapter {
             next_request: AtomicU64::new(1),
             pending: DashMap::new(),
             replica: Mutex::default(),
+            extensions: parking_lot::RwLock::default(),
         });
         if let Some(mut events) = transport.events() {
             let weak: Weak<Self> = Arc::downgrade(&adapter);
@@ -179,6 +191,38 @@ impl HorizontalAdapter {
     /// The transport, for its node id and for leaving the fleet at shutdown.
     pub fn transport(&self) -> &Arc<dyn Transport> {
         &self.transport
+    }
+
+    /// Whether this node greets newcomers: the master, or every node without one.
+    pub fn is_master(&self) -> bool {
+        self.transport
+            .master()
+            .is_none_or(|m| m == self.transport.node_id())
+    }
+
+    /// Routes the extension messages of `kind` to `extension`.
+    pub fn register_extension(&self, kind: &str, extension: Arc<dyn Extension>) {
+        self.extensions.write().insert(kind.to_owned(), extension);
+    }
+
+    /// Sends an extension message to every other node, or to one.
+    pub async fn send_extension(
+        &self,
+        kind: &str,
+        payload: Bytes,
+        to: Option<&str>,
+    ) -> Result<(), AdapterError> {
+        let envelope = self.envelope(
+            "",
+            v1::envelope::Body::Extension(v1::Extension {
+                kind: kind.to_owned(),
+                payload: payload.to_vec(),
+            }),
+        );
+        match to {
+            Some(node) => self.transport.send_to(node, envelope).await,
+            None => self.transport.publish(envelope).await,
+        }
     }
 
     fn envelope(&self, app_id: &str, body: v1::envelope::Body) -> Bytes {
@@ -271,6 +315,13 @@ impl HorizontalAdapter {
                 }
             }
             Body::PresenceSnapshot(snapshot) => self.on_snapshot(from, snapshot),
+            Body::Extension(extension) => {
+                let handler = self.extensions.read().get(&extension.kind).cloned();
+                match handler {
+                    Some(handler) => handler.on_message(from, &extension.payload),
+                    None => tracing::debug!(kind = extension.kind, "no extension of this kind"),
+                }
+            }
         }
     }
 
@@ -348,6 +399,21 @@ impl HorizontalAdapter {
         );
         if let Err(e) = self.transport.send_to(node, snapshot).await {
             tracing::warn!(node, error = %e, "could not send the presence snapshot to a new node");
+        }
+        let is_master = self.is_master();
+        let greetings: Vec<(String, Bytes)> = self
+            .extensions
+            .read()
+            .iter()
+            .filter_map(|(kind, ext)| {
+                ext.on_node_joined(node, is_master)
+                    .map(|payload| (kind.clone(), payload))
+            })
+            .collect();
+        for (kind, payload) in greetings {
+            if let Err(e) = self.send_extension(&kind, payload, Some(node)).await {
+                tracing::warn!(node, kind, error = %e, "could not greet a new node");
+            }
         }
     }
 

@@ -33,7 +33,7 @@ use soketi_protocol::message::PresenceMember;
 
 pub use cache::{Cache, MemoryCache};
 pub use error::AdapterError;
-pub use horizontal::HorizontalAdapter;
+pub use horizontal::{Extension, HorizontalAdapter};
 pub use local::{LocalAdapter, Origin};
 pub use ratelimit::{Budget, Decision, LocalRateLimiter, RateLimiter};
 pub use transport::{MemoryHub, PeerInfo, Transport, TransportEvent};

@@ -19,8 +19,10 @@
 
 mod cache;
 mod frame;
+mod ratelimit;
 
 pub use cache::RedisCache;
+pub use ratelimit::RedisRateLimiter;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -112,9 +112,9 @@ drivers!(
         #[default]
         Local = "local", true;
         /// In Redis.
-        Redis = "redis", false;
+        Redis = "redis", true;
         /// Shared by the nodes of the cluster adapter.
-        Cluster = "cluster", false;
+        Cluster = "cluster", true;
     }
 );
 
@@ -1089,6 +1089,15 @@ impl Config {
                     self.adapter.redis.node_timeout, self.adapter.redis.heartbeat_interval
                 )));
             }
+        }
+        if self.rate_limiter.driver == RateLimiterDriver::Cluster
+            && self.adapter.driver == AdapterDriver::Local
+        {
+            return Err(ConfigError::new(
+                "rateLimiter.driver (RATE_LIMITER_DRIVER) is cluster, which shares budgets \
+                 through the adapter; set adapter.driver (ADAPTER_DRIVER) to cluster or redis, \
+                 or use the local or redis rate limiter",
+            ));
         }
         if self.adapter.driver == AdapterDriver::Cluster {
             self.cluster_mode()?;

@@ -31,11 +31,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use soketi_adapter_cluster::ClusterTransport;
 use soketi_adapter_core::{
-    Adapter, Cache, HorizontalAdapter, LocalAdapter, LocalRateLimiter, MemoryCache, Transport,
+    Adapter, Cache, HorizontalAdapter, LocalAdapter, LocalRateLimiter, MemoryCache, RateLimiter,
+    Transport,
 };
-use soketi_adapter_redis::{RedisCache, RedisTransport, RedisTransportConfig};
+use soketi_adapter_redis::{RedisCache, RedisRateLimiter, RedisTransport, RedisTransportConfig};
 use soketi_channels::{Outbox, Registry};
 use soketi_protocol::CloseCode;
+use soketi_ratelimit_cluster::ClusterRateLimiter;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -43,7 +45,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::apps::ArrayAppManager;
 pub use crate::config::Config;
-use crate::config::{AdapterDriver, CacheDriver};
+use crate::config::{AdapterDriver, CacheDriver, RateLimiterDriver};
 use crate::metrics::Metrics;
 use crate::state::State;
 
@@ -88,6 +90,7 @@ pub enum StartError {
 /// The adapter the configuration names, and the transport of a horizontal one.
 struct Adapters {
     adapter: Arc<dyn Adapter>,
+    horizontal: Option<Arc<HorizontalAdapter>>,
     transport: Option<Arc<dyn Transport>>,
     cache: Arc<dyn Cache>,
 }
@@ -127,7 +130,8 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
             let transport: Arc<dyn Transport> = transport;
             let adapter = HorizontalAdapter::start(local, transport.clone(), timeout);
             Ok(Adapters {
-                adapter,
+                adapter: adapter.clone(),
+                horizontal: Some(adapter),
                 transport: Some(transport),
                 cache,
             })
@@ -140,7 +144,8 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
             let transport: Arc<dyn Transport> = transport;
             let adapter = HorizontalAdapter::start(local, transport.clone(), timeout);
             Ok(Adapters {
-                adapter,
+                adapter: adapter.clone(),
+                horizontal: Some(adapter),
                 transport: Some(transport),
                 cache,
             })
@@ -148,9 +153,30 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
         // `Config::check_runnable` refuses the drivers this build does not provide.
         _ => Ok(Adapters {
             adapter: Arc::new(local),
+            horizontal: None,
             transport: None,
             cache,
         }),
+    }
+}
+
+/// The rate limiter the configuration names.
+fn rate_limiter(
+    config: &Config,
+    horizontal: Option<&Arc<HorizontalAdapter>>,
+) -> Result<Arc<dyn RateLimiter>, StartError> {
+    match (config.rate_limiter.driver, horizontal) {
+        (RateLimiterDriver::Cluster, Some(adapter)) => Ok(ClusterRateLimiter::new(adapter)),
+        (RateLimiterDriver::Cluster, None) => Err(StartError::Adapter(
+            "rateLimiter.driver (RATE_LIMITER_DRIVER) is cluster, which shares budgets through \
+             the adapter; set adapter.driver (ADAPTER_DRIVER) to cluster or redis"
+                .into(),
+        )),
+        (RateLimiterDriver::Redis, _) => Ok(Arc::new(
+            RedisRateLimiter::new(&config.redis_url(), &config.database.redis.key_prefix)
+                .map_err(|e| StartError::Adapter(e.to_string()))?,
+        )),
+        (RateLimiterDriver::Local, _) => Ok(Arc::new(LocalRateLimiter::new())),
     }
 }
 
@@ -231,10 +257,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let apps = Arc::new(ArrayAppManager::new(config.apps()));
     let Adapters {
         adapter,
+        horizontal,
         transport,
         cache,
     } = adapter(&config).await?;
-    let rate_limiter = Arc::new(LocalRateLimiter::new());
+    let rate_limiter = rate_limiter(&config, horizontal.as_ref())?;
     let state = Arc::new(State::new(
         config,
         apps,

@@ -23,9 +23,11 @@ import { describe, it } from 'node:test';
 import {
   freePort,
   httpRequest,
+  parseData,
   record,
   signRequest,
   subscribe,
+  subscribeData,
   uniqueChannel,
   waitFor,
 } from './harness.mjs';
@@ -66,6 +68,7 @@ function loopbackSpecs(sharedPort) {
     SOKETI_CLUSTER_NODE_TIMEOUT: String(NODE_TIMEOUT_MS),
     SOKETI_CLUSTER_MASTER_TIMEOUT: String(MASTER_TIMEOUT_MS),
     SOKETI_ADAPTER_CLUSTER_REQUESTS_TIMEOUT: '1000',
+    SOKETI_EVENT_MAX_SIZE_IN_KB: '2048',
   };
   // /ready on the shared port may be answered by a process started earlier: poll the metrics port.
   return ['P1', 'P2', 'P3'].map((label) => ({ label, env, options: { readyOn: 'metrics' } }));
@@ -165,19 +168,25 @@ describe('cluster adapter on loopback: three processes sharing one port (SO_REUS
     const { channel: watched } = await subscribe(watcher, name);
 
     // Three connections per user, subscribed one at a time.
+    // Presence is replicated between the processes (each tells the others of a join), so a
+    // user's first join is awaited (member_added at the watcher) before its next connections.
     const connections = Object.fromEntries(users.map((u) => [u, []]));
     for (let round = 0; round < 3; round += 1) {
       for (const u of users) {
         const client = await loggedPusher(fleet.P1, { presence: member(u) });
+        const added = round === 0 ? labelled(`the watcher, member_added for ${u}`, waitFor(watched, 'pusher:member_added', { filter: (m) => m?.id === u })) : null;
         const { channel } = await subscribe(client, name);
         connections[u].push({ client, channel });
+        await added;
       }
     }
     const counts = await spread(fleet, 1 + 3 * users.length);
     t.diagnostic(`connections per process: ${JSON.stringify(counts)}`);
     assert.ok(Object.values(counts).filter((n) => n > 0).length >= 2, `connections on at least two processes: ${JSON.stringify(counts)}`);
 
-    await sentinel(fleet.P1, name, { watcher: watched });
+    const everyone = { watcher: watched };
+    for (const u of users) connections[u].forEach(({ channel }, k) => (everyone[`connection ${k} of ${u}`] = channel));
+    await sentinel(fleet.P1, name, everyone);
     assert.deepEqual(memberChanges(watcher.frames, name), ['added:u1', 'added:u2', 'added:u3'], 'the watcher: member_added once per user');
     assert.equal(watched.members.count, 4, "the watcher's member list");
     for (const u of users) {
@@ -231,11 +240,15 @@ describe('cluster adapter on loopback: three processes sharing one port (SO_REUS
     }
   });
 
-  it('carries a large event (200 KB) to clients on every process intact', async () => {
+  it('carries a 1 MB event to clients on every process intact', async () => {
     const name = uniqueChannel();
     const receivers = [];
     for (let i = 0; i < 6; i += 1) receivers.push(await fleet.P1.rawSubscribed(name));
-    const payload = { blob: crypto.randomBytes(100 * 1024).toString('hex'), end: 'the end' };
+    const counts = await spread(fleet, receivers.length);
+    assert.ok(Object.values(counts).filter((n) => n > 0).length >= 2, `connections on at least two processes: ${JSON.stringify(counts)}`);
+    // 10^6 bytes: a frame of a little more than 1 MiB would pass the default per-connection
+    // queue limit (SOKETI_MAX_BACKPRESSURE, 1 MiB as in soketi) and close the client with 4100.
+    const payload = { blob: crypto.randomBytes(500_000).toString('hex'), end: 'the end' };
     const res = await fleet.P1.sdk().trigger(name, 'big', payload);
     assert.equal(res.status, 200);
     const text = JSON.stringify(payload);
@@ -244,5 +257,101 @@ describe('cluster adapter on loopback: three processes sharing one port (SO_REUS
       assert.equal(frame.data.length, text.length, `receiver ${i}: the data arrives at full length`);
       assert.ok(frame.data === text, `receiver ${i}: the data arrives byte for byte`);
     }
+  });
+});
+
+/**
+ * Opens a raw connection to the shared port and finds the process it landed on, by which
+ * process's soketi_connected grew. Resolves with `{ client, on }` (`on` a scope).
+ */
+async function rawConnectedWhere(fleet) {
+  const live = fleet.nodes.filter((s) => !s.server.exitInfo());
+  const before = await Promise.all(live.map(connectedOn));
+  const client = await live[0].rawConnected();
+  const after = await poll(
+    `a process's soketi_connected to count a new connection (before: ${JSON.stringify(before)})`,
+    () => Promise.all(live.map(connectedOn)),
+    (c) => c.some((n, i) => n > before[i]),
+    { timeout: 2_000, interval: 20 },
+  );
+  return { client, on: live[after.findIndex((n, i) => n > before[i])] };
+}
+
+/**
+ * Raw connections, opened until one is on process `target` and one is on another process;
+ * the others are closed. Resolves with `{ onTarget, elsewhere }`.
+ */
+async function connectionsAround(fleet, target, tries = 40) {
+  let onTarget = null;
+  let elsewhere = null;
+  for (let i = 0; i < tries && !(onTarget && elsewhere); i += 1) {
+    const { client, on } = await rawConnectedWhere(fleet);
+    if (on === target && !onTarget) onTarget = client;
+    else if (on !== target && !elsewhere) elsewhere = client;
+    else client.terminate();
+  }
+  if (!(onTarget && elsewhere)) throw new Error(`${tries} connections to the shared port did not give one on ${target.label} and one elsewhere`);
+  return { onTarget, elsewhere };
+}
+
+describe('cluster adapter on loopback: processes killed with SIGKILL', () => {
+  let sharedPort;
+  const fleet = useFleet(() => loopbackSpecs(sharedPort), {
+    setup: async () => {
+      sharedPort = await freePort();
+    },
+  });
+  const dropDeadline = NODE_TIMEOUT_MS + CHECK_MS + 700;
+  const masterDeadline = MASTER_TIMEOUT_MS + CHECK_MS + 700;
+
+  it('the three processes list each other', () => {
+    if (fleet.discovery) throw fleet.discovery;
+  });
+
+  it(`drops a killed process within ${dropDeadline} ms and sends member_removed for its user`, async (t) => {
+    const { P1, P2, P3 } = fleet;
+    const name = uniqueChannel('presence-');
+    const { onTarget: onP3, elsewhere: watcher } = await connectionsAround(fleet, P3);
+    // The watcher first: presence is replicated between nodes, so it waits for member_added.
+    await watcher.subscribeOk(name, subscribeData(P1.server, watcher.socketId, name, member('w')));
+    await onP3.subscribeOk(name, subscribeData(P3.server, onP3.socketId, name, member('k')));
+    const added = await watcher.next((f) => f.event === 'pusher_internal:member_added' && f.channel === name);
+    assert.equal(parseData(added).user_id, 'k', 'the watcher hears of k (on P3)');
+
+    const killedAt = Date.now();
+    assert.equal((await P3.server.kill('SIGKILL')).signal, 'SIGKILL');
+    await Promise.all(
+      [P1, P2].map((scope) =>
+        poll(`GET /cluster on ${scope.label} to drop P3 (${P3.nodeId})`, () => clusterView(scope), (v) => !v.nodes.some((n) => n.node_id === P3.nodeId), {
+          timeout: 5_000,
+          interval: 20,
+        }),
+      ),
+    );
+    const dropped = Date.now() - killedAt;
+    const removed = await watcher.next((f) => f.event === 'pusher_internal:member_removed' && f.channel === name, 5_000);
+    const removedAfter = Date.now() - killedAt;
+    t.diagnostic(`P1 and P2 dropped P3 ${dropped} ms after the kill; member_removed after ${removedAfter} ms`);
+    assert.ok(dropped <= dropDeadline, `P3 dropped after ${dropped} ms (limit ${dropDeadline})`);
+    assert.equal(parseData(removed).user_id, 'k');
+    assert.ok(removedAfter <= dropDeadline + 500, `member_removed after ${removedAfter} ms`);
+    for (const scope of [P1, P2]) {
+      const view = await clusterView(scope);
+      assert.deepEqual(view.nodes.map((n) => n.node_id), [scope === P1 ? P2.nodeId : P1.nodeId], `GET /cluster on ${scope.label}`);
+    }
+  });
+
+  it(`elects the next longest-running process when the master is killed, within ${masterDeadline} ms`, async (t) => {
+    const { P1, P2 } = fleet;
+    const view = await clusterView(P2);
+    assert.equal(view.master_id, P1.nodeId, `P1 is the master before the kill: ${JSON.stringify(view)}`);
+    const killedAt = Date.now();
+    await P1.server.kill('SIGKILL');
+    const { masterId, views: after } = await awaitMasterAgreement([P2], { timeout: 5_000, interval: 20, accept: (id) => id !== P1.nodeId });
+    const took = Date.now() - killedAt;
+    t.diagnostic(`P2 became the master ${took} ms after P1 was killed`);
+    assert.equal(masterId, P2.nodeId);
+    assertMaster([P2], after, P2.nodeId, 'after P1 was killed');
+    assert.ok(took <= masterDeadline, `new master after ${took} ms (limit ${masterDeadline})`);
   });
 });

@@ -138,13 +138,14 @@ export function assertMaster(nodes, views, masterId, when) {
  * Registers suite hooks that start one node per spec (`[{ label, env, options }]`, in order,
  * each once the previous one is ready), then wait until every node's `/cluster` lists every
  * other node. The returned fleet has a `Scope` per label (`fleet.h1`, ...; `scope.label`,
- * `scope.spec`, `scope.nodeId` once known), `fleet.nodes`, `fleet.discovery` (null, or the error of
+ * `scope.spec`, `scope.nodeId` once known), `fleet.nodes`, `groups(fleet)` (the lists of nodes that
+ * must list exactly each other, all the nodes by default), `fleet.discovery` (null, or the error of
  * the wait, which the first test reports), `fleet.mesh` (`{ views, took }`, `took` counted from
  * the moment the last node was ready) and `fleet.restart(scope)` (starts a stopped node again
  * with its spec). `specs` may be a function, called in `before`, for specs known only then.
  * Clients are closed after each test; when a test fails, every node's output during it follows.
  */
-export function useFleet(specs, { meshTimeout = 10_000, setup } = {}) {
+export function useFleet(specs, { meshTimeout = 10_000, setup, groups = (f) => [f.nodes] } = {}) {
   const fleet = { nodes: [], discovery: null, mesh: null };
   const marks = new Map();
 
@@ -168,10 +169,12 @@ export function useFleet(specs, { meshTimeout = 10_000, setup } = {}) {
     for (const scope of fleet.nodes) {
       scope.server = await startServer(scope.spec.env, scope.spec.options);
     }
-    fleet.mesh = await awaitMesh(fleet.nodes, { timeout: meshTimeout }).catch((err) => {
+    // Each group must list exactly its own members (all the nodes, unless `groups` says otherwise).
+    const meshes = await Promise.all(groups(fleet).map((group) => awaitMesh(group, { timeout: meshTimeout }))).catch((err) => {
       fleet.discovery = err;
       return null;
     });
+    fleet.mesh = meshes && { views: Object.assign({}, ...meshes.map((m) => m.views)), took: Math.max(...meshes.map((m) => m.took)) };
   });
   beforeEach(() => {
     for (const scope of fleet.nodes) marks.set(scope, scope.server?.logMark() ?? 0);

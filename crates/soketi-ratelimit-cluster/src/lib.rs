@@ -1,0 +1,169 @@
+//! A [`RateLimiter`] whose budgets are one for the whole fleet of a
+//! [`HorizontalAdapter`] (cluster or Redis adapter), with no network round trip per check.
+//!
+//! Every node keeps a copy of each budget as a token bucket that holds a second's worth of
+//! points and refills at the budget's rate. A node decides alone, from its copy; when it admits
+//! points it tells the others, which take the same points from their copies. So the fleet admits
+//! about one budget per second in all, not one per node. The master sends its buckets to a node
+//! that joins; a node that leaves takes nothing with it, since the others already counted what
+//! it admitted.
+//!
+//! The bound is not exact: two nodes that admit at the same instant, before either hears the
+//! other, may together pass the budget by what arrives within one message's travel time (well
+//! under a millisecond on a LAN). Refused requests are not broadcast.
+
+mod bucket;
+mod proto;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use prost::Message as _;
+use soketi_adapter_core::{
+    AdapterError, Budget, Decision, Extension, HorizontalAdapter, RateLimiter,
+};
+
+pub use crate::bucket::TokenBucket;
+
+/// The extension kind of this limiter's messages.
+const KIND: &str = "ratelimit";
+
+fn budget_code(budget: Budget) -> u32 {
+    match budget {
+        Budget::BackendEvents => 0,
+        Budget::ReadRequests => 1,
+    }
+}
+
+fn budget_of(code: u32) -> Option<Budget> {
+    match code {
+        0 => Some(Budget::BackendEvents),
+        1 => Some(Budget::ReadRequests),
+        _ => None,
+    }
+}
+
+type Key = (String, Budget);
+
+/// Budgets shared by the fleet of a horizontal adapter.
+pub struct ClusterRateLimiter {
+    adapter: Weak<HorizontalAdapter>,
+    buckets: Mutex<HashMap<Key, TokenBucket>>,
+}
+
+impl ClusterRateLimiter {
+    /// A limiter that talks through `adapter`'s transport.
+    pub fn new(adapter: &Arc<HorizontalAdapter>) -> Arc<Self> {
+        let limiter = Arc::new(Self {
+            adapter: Arc::downgrade(adapter),
+            buckets: Mutex::default(),
+        });
+        adapter.register_extension(KIND, limiter.clone());
+        limiter
+    }
+
+    fn with_bucket<T>(
+        &self,
+        key: Key,
+        per_second: u64,
+        f: impl FnOnce(&mut TokenBucket) -> T,
+    ) -> T {
+        let mut buckets = self.buckets.lock();
+        let bucket = buckets
+            .entry(key)
+            .or_insert_with(|| TokenBucket::new(per_second));
+        if bucket.per_second() != per_second {
+            // The app's limit changed: a fresh bucket at the new rate.
+            *bucket = TokenBucket::new(per_second);
+        }
+        f(bucket)
+    }
+}
+
+#[async_trait]
+impl RateLimiter for ClusterRateLimiter {
+    async fn consume(
+        &self,
+        app_id: &str,
+        budget: Budget,
+        points: u64,
+        per_second: u64,
+    ) -> Result<Decision, AdapterError> {
+        let decision =
+            self.with_bucket((app_id.to_owned(), budget), per_second, |b| b.take(points));
+        if decision.allowed
+            && points > 0
+            && let Some(adapter) = self.adapter.upgrade()
+        {
+            let message = proto::Message {
+                body: Some(proto::message::Body::Consume(proto::Consume {
+                    app_id: app_id.to_owned(),
+                    budget: budget_code(budget),
+                    points,
+                    per_second,
+                })),
+            };
+            // Queued for the others, not awaited on the network: no round trip per check.
+            if let Err(e) = adapter
+                .send_extension(KIND, Bytes::from(message.encode_to_vec()), None)
+                .await
+            {
+                tracing::warn!(error = %e, "could not share a rate limit consumption");
+            }
+        }
+        Ok(decision)
+    }
+}
+
+impl Extension for ClusterRateLimiter {
+    fn on_message(&self, from: &str, payload: &[u8]) {
+        let Ok(message) = proto::Message::decode(payload) else {
+            tracing::warn!(from, "dropping a rate limit message that does not decode");
+            return;
+        };
+        match message.body {
+            Some(proto::message::Body::Consume(c)) => {
+                if let Some(budget) = budget_of(c.budget) {
+                    self.with_bucket((c.app_id, budget), c.per_second, |b| b.force(c.points));
+                }
+            }
+            Some(proto::message::Body::Snapshot(snapshot)) => {
+                for b in snapshot.buckets {
+                    if let Some(budget) = budget_of(b.budget) {
+                        self.with_bucket((b.app_id, budget), b.per_second, |bucket| {
+                            bucket.lower_to(b.milli_tokens);
+                        });
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn on_node_joined(&self, _node: &str, is_master: bool) -> Option<Bytes> {
+        if !is_master {
+            return None;
+        }
+        let buckets = self
+            .buckets
+            .lock()
+            .iter_mut()
+            .map(|((app_id, budget), bucket)| proto::Bucket {
+                app_id: app_id.clone(),
+                budget: budget_code(*budget),
+                per_second: bucket.per_second(),
+                milli_tokens: bucket.milli_tokens(),
+            })
+            .collect();
+        let message = proto::Message {
+            body: Some(proto::message::Body::Snapshot(proto::Snapshot { buckets })),
+        };
+        Some(Bytes::from(message.encode_to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests;
