@@ -21,6 +21,7 @@ mod horizontal;
 mod local;
 pub mod ratelimit;
 mod transport;
+mod window;
 pub mod wire;
 
 use std::sync::Arc;
@@ -35,7 +36,7 @@ pub use cache::{Cache, MemoryCache};
 pub use error::AdapterError;
 pub use horizontal::{Extension, HorizontalAdapter};
 pub use local::{LocalAdapter, Origin};
-pub use ratelimit::{Budget, Decision, LocalRateLimiter, RateLimiter};
+pub use ratelimit::{Budget, Decision, LocalRateLimiter, RateLimiter, SlidingWindow};
 pub use transport::{MemoryHub, PeerInfo, Transport, TransportEvent};
 
 /// Publishing and queries across every node that serves the same apps.

@@ -2,10 +2,10 @@
 //!
 //! Budgets are per second, as soketi's: an app may publish `max_backend_events_per_sec` points
 //! per second through the HTTP API (one point per event and channel) and read
-//! `max_read_req_per_sec` times per second. The limit is a bucket that holds a second's worth of
-//! points and refills continuously (GCRA), so a burst of a full second is allowed, then the
-//! rate. Client events are limited per connection by the server itself: a connection lives on
-//! one node, so that budget never needs sharing.
+//! `max_read_req_per_sec` times per second, counted in a [`SlidingWindow`]: no second ever
+//! holds more than the budget. Client events are limited per connection by the server itself,
+//! with a [`LocalBucket`] (GCRA, from governor): a connection lives on one node, so that budget
+//! never needs sharing.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter as Gcra};
 
 use crate::AdapterError;
+pub use crate::window::SlidingWindow;
 
 /// Which of an app's budgets a request draws from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -107,7 +108,7 @@ impl LocalBucket {
 /// Budgets kept in this process: each node counts alone.
 #[derive(Default)]
 pub struct LocalRateLimiter {
-    buckets: DashMap<(String, Budget), LocalBucket>,
+    windows: DashMap<(String, Budget), SlidingWindow>,
 }
 
 impl LocalRateLimiter {
@@ -126,17 +127,15 @@ impl RateLimiter for LocalRateLimiter {
         points: u64,
         per_second: u64,
     ) -> Result<Decision, AdapterError> {
-        let key = (app_id.to_owned(), budget);
-        if let Some(bucket) = self.buckets.get(&key)
-            && bucket.per_second == per_second
-        {
-            return Ok(bucket.take(points));
+        let mut window = self
+            .windows
+            .entry((app_id.to_owned(), budget))
+            .or_insert_with(|| SlidingWindow::new(per_second));
+        if window.per_second() != per_second {
+            // The app's limit changed: a fresh window at the new rate.
+            *window = SlidingWindow::new(per_second);
         }
-        // First use, or the app's limit changed: a fresh bucket at the new rate.
-        let bucket = LocalBucket::new(per_second);
-        let decision = bucket.take(points);
-        self.buckets.insert(key, bucket);
-        Ok(decision)
+        Ok(window.take(points))
     }
 }
 

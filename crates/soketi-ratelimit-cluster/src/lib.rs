@@ -1,18 +1,16 @@
 //! A [`RateLimiter`] whose budgets are one for the whole fleet of a
 //! [`HorizontalAdapter`] (cluster or Redis adapter), with no network round trip per check.
 //!
-//! Every node keeps a copy of each budget as a token bucket that holds a second's worth of
-//! points and refills at the budget's rate. A node decides alone, from its copy; when it admits
-//! points it tells the others, which take the same points from their copies. So the fleet admits
-//! about one budget per second in all, not one per node. The master sends its buckets to a node
-//! that joins; a node that leaves takes nothing with it, since the others already counted what
-//! it admitted.
+//! Every node keeps a copy of each budget as a [`SlidingWindow`] of the last second. A node
+//! decides alone, from its copy; when it admits points it tells the others, which count the
+//! same points in their copies. So the fleet admits one budget per second in all, not one per
+//! node. The master sends its windows to a node that joins; a node that leaves takes nothing
+//! with it, since the others already counted what it admitted.
 //!
 //! The bound is not exact: two nodes that admit at the same instant, before either hears the
 //! other, may together pass the budget by what arrives within one message's travel time (well
 //! under a millisecond on a LAN). Refused requests are not broadcast.
 
-mod bucket;
 mod proto;
 
 use std::collections::HashMap;
@@ -23,10 +21,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use prost::Message as _;
 use soketi_adapter_core::{
-    AdapterError, Budget, Decision, Extension, HorizontalAdapter, RateLimiter,
+    AdapterError, Budget, Decision, Extension, HorizontalAdapter, RateLimiter, SlidingWindow,
 };
-
-pub use crate::bucket::TokenBucket;
 
 /// The extension kind of this limiter's messages.
 const KIND: &str = "ratelimit";
@@ -51,7 +47,7 @@ type Key = (String, Budget);
 /// Budgets shared by the fleet of a horizontal adapter.
 pub struct ClusterRateLimiter {
     adapter: Weak<HorizontalAdapter>,
-    buckets: Mutex<HashMap<Key, TokenBucket>>,
+    buckets: Mutex<HashMap<Key, SlidingWindow>>,
 }
 
 impl ClusterRateLimiter {
@@ -69,15 +65,15 @@ impl ClusterRateLimiter {
         &self,
         key: Key,
         per_second: u64,
-        f: impl FnOnce(&mut TokenBucket) -> T,
+        f: impl FnOnce(&mut SlidingWindow) -> T,
     ) -> T {
         let mut buckets = self.buckets.lock();
         let bucket = buckets
             .entry(key)
-            .or_insert_with(|| TokenBucket::new(per_second));
+            .or_insert_with(|| SlidingWindow::new(per_second));
         if bucket.per_second() != per_second {
-            // The app's limit changed: a fresh bucket at the new rate.
-            *bucket = TokenBucket::new(per_second);
+            // The app's limit changed: a fresh window at the new rate.
+            *bucket = SlidingWindow::new(per_second);
         }
         f(bucket)
     }
@@ -133,8 +129,10 @@ impl Extension for ClusterRateLimiter {
             Some(proto::message::Body::Snapshot(snapshot)) => {
                 for b in snapshot.buckets {
                     if let Some(budget) = budget_of(b.budget) {
-                        self.with_bucket((b.app_id, budget), b.per_second, |bucket| {
-                            bucket.lower_to(b.milli_tokens);
+                        let slots: Vec<(u32, u64)> =
+                            b.slots.iter().map(|s| (s.age, s.points)).collect();
+                        self.with_bucket((b.app_id, budget), b.per_second, |window| {
+                            window.merge(&slots);
                         });
                     }
                 }
@@ -155,7 +153,11 @@ impl Extension for ClusterRateLimiter {
                 app_id: app_id.clone(),
                 budget: budget_code(*budget),
                 per_second: bucket.per_second(),
-                milli_tokens: bucket.milli_tokens(),
+                slots: bucket
+                    .snapshot()
+                    .into_iter()
+                    .map(|(age, points)| proto::Slot { age, points })
+                    .collect(),
             })
             .collect();
         let message = proto::Message {
