@@ -283,10 +283,10 @@ function modeSuite(title, mode, { full }) {
 }
 
 describe('cluster adapter between network namespaces (root)', { skip: netnsSkip() }, () => {
-  before(() => {
+  before(async () => {
     const reason = netnsUnavailable();
     if (reason) throw new Error(`SOKETI_TEST_REQUIRE_ALL=1, but ${reason}`);
-    const created = createNetwork({ hosts: 3 });
+    const created = await createNetwork({ hosts: 3 });
     if (created.leftovers.length) process.stderr.write(`removed what an earlier run left: ${created.leftovers.join(', ')}\n`);
     Object.assign(network, created);
   });

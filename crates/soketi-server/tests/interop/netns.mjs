@@ -155,17 +155,19 @@ export function removeLeftovers() {
 }
 
 /**
- * Creates the bridge and `hosts` namespaces (h1..hN at 198.18.0.1..N). Resolves with:
+ * Creates the bridge and `hosts` namespaces (h1..hN at 198.18.0.1..N), once no other live run
+ * holds 198.18.0.0/24 (it waits up to `busyTimeout` ms for that). Resolves with:
  * - `hosts`: `[{ name: 'h1', ns, address, wrap }]`, where `wrap` is the `startServer` option
  *   that runs a server in that namespace;
  * - `leftovers`: what a crashed earlier run had left and was removed first;
  * - `destroy()`: kills whatever still runs in the namespaces and removes them, the veths and the
  *   bridge (safe to call twice; also runs at process exit).
  */
-export function createNetwork({ hosts = 3 } = {}) {
+export async function createNetwork({ hosts = 3, busyTimeout = 120_000 } = {}) {
   const reason = netnsUnavailable();
   if (reason) throw new Error(reason);
   const leftovers = removeLeftovers();
+  await awaitSubnetFree(busyTimeout);
 
   const bridge = `${NAME_PREFIX}br`;
   const list = [];
@@ -210,6 +212,34 @@ export function createNetwork({ hosts = 3 } = {}) {
   }
 
   return { hosts: list, bridge, leftovers, destroy };
+}
+
+/** Interfaces of the root namespace that hold an address in 198.18.0.0/24. */
+function subnetHolders() {
+  return ipQuiet('-o', '-4', 'addr', 'show', 'to', `${SUBNET}.0/24`)
+    .split('\n')
+    .map((line) => line.split(/\s+/)[1])
+    .filter(Boolean);
+}
+
+/**
+ * Waits while another live run (another test process, say a second checkout's suite) holds
+ * the subnet on its bridge: two bridges with 198.18.0.0/24 would make the root namespace's
+ * route ambiguous. Stale holders were removed by `removeLeftovers`.
+ */
+async function awaitSubnetFree(timeout) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const holders = subnetHolders();
+    if (holders.length === 0) return;
+    if (Date.now() > deadline) {
+      throw new Error(
+        `${SUBNET}.0/24 is still in use in the root namespace by ${holders.join(', ')} after ${timeout} ms ` +
+          '(another run of the namespace tests?); these tests need it for their bridge',
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
 }
 
 /** What is left of this process's network (namespaces and links named `skt<pid>`), for checks. */

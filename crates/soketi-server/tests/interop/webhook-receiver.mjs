@@ -1,0 +1,202 @@
+// A webhook receiver for the webhook tests: an `http.createServer` on a free loopback port that
+// records every request (`{ path, method, headers, rawBody, json, status, at }`) and answers
+// 200, or 500 while `failing` is set, or nothing at all while it is `down()` (the port is
+// closed, so the server's POST is refused). Several webhooks can share one receiver through
+// different paths (`receiver.url('/a')`, `receiver.url('/b')`).
+//
+// Every wait has a deadline. `waitFor(n)` waits for n accepted (2xx) requests; `waitForEvents`
+// waits for events (flattened out of the bodies' `events`) that match a predicate.
+
+import http from 'node:http';
+
+import { freePort, withTimeout } from './harness.mjs';
+
+const DEFAULT_WAIT_MS = 5_000;
+const MAX_BODY_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Starts a receiver on a free loopback port (or `port`). Resolves once it listens with:
+ * - `port`, `url(path = '/hook')`;
+ * - `requests`: every request received, in order of arrival, each
+ *   `{ seq, path, method, headers, rawBody, json, status, at }` (`status` is what it answered);
+ * - `accepted()`: the requests answered 2xx; `failed()`: the others;
+ * - `failing`: set to true to answer 500 (`failStatus`) to every request, or to a number n to
+ *   answer 500 to the next n requests only;
+ * - `down()` / `up()`: close the port (connections too) and listen again on the same port;
+ * - `events({ path, accepted })`: the events of the bodies, each `{ ...event, request }`;
+ * - `waitFor(n, { timeout, path })`: resolves with the accepted requests once there are n;
+ * - `waitForEvents(match, n, { timeout, path, since })`: resolves with the first n events
+ *   (of accepted requests) that match, once there are n;
+ * - `mark()`: the number of requests so far, for `since`;
+ * - `describe(since)`: the requests as text, for assertion messages;
+ * - `close()`.
+ */
+export async function startReceiver({ port: wantedPort } = {}) {
+  const port = wantedPort ?? (await freePort());
+  const requests = [];
+  const waiters = new Set();
+  const sockets = new Set();
+  let isUp = false;
+
+  const receiver = {
+    port,
+    requests,
+    failing: false,
+    failStatus: 500,
+    url: (path = '/hook') => `http://127.0.0.1:${port}${path}`,
+    mark: () => requests.length,
+    accepted: (since = 0) => requests.slice(since).filter((r) => r.status >= 200 && r.status < 300),
+    failed: (since = 0) => requests.slice(since).filter((r) => !(r.status >= 200 && r.status < 300)),
+    /** The events of the requests since `since`, accepted ones only unless `accepted: false`. */
+    events({ path, since = 0, accepted = true } = {}) {
+      const out = [];
+      for (const request of requests.slice(since)) {
+        if (path !== undefined && request.path !== path) continue;
+        if (accepted && !(request.status >= 200 && request.status < 300)) continue;
+        const events = Array.isArray(request.json?.events) ? request.json.events : [];
+        for (const event of events) out.push({ ...event, request });
+      }
+      return out;
+    },
+    waitFor(n, { timeout = DEFAULT_WAIT_MS, path, since = 0 } = {}) {
+      const check = () => {
+        const got = receiver.accepted(since).filter((r) => path === undefined || r.path === path);
+        return got.length >= n ? got : null;
+      };
+      return wait(check, timeout, () => `${n} accepted webhook requests${path ? ` on ${path}` : ''}; received: ${receiver.describe(since)}`);
+    },
+    waitForEvents(match, n = 1, { timeout = DEFAULT_WAIT_MS, path, since = 0, what } = {}) {
+      const matches = toPredicate(match);
+      const check = () => {
+        const got = receiver.events({ path, since }).filter(matches);
+        return got.length >= n ? got.slice(0, n) : null;
+      };
+      const label = what ?? (typeof match === 'function' ? match.toString() : JSON.stringify(match));
+      return wait(check, timeout, () => `${n} webhook event(s) matching ${label}; received: ${receiver.describe(since)}`);
+    },
+    /** Waits until some request (accepted or not) matches `fn`. */
+    waitForRequest(fn, { timeout = DEFAULT_WAIT_MS, since = 0, what = 'a request' } = {}) {
+      const check = () => requests.slice(since).find(fn) ?? null;
+      return wait(check, timeout, () => `${what}; received: ${receiver.describe(since)}`);
+    },
+    describe(since = 0) {
+      const list = requests.slice(since);
+      if (list.length === 0) return '(no requests)';
+      return list
+        .map((r) => `#${r.seq} ${r.method} ${r.path} -> ${r.status} key=${r.headers['x-pusher-key']} ${truncate(r.rawBody)}`)
+        .join('\n  ');
+    },
+    down: () => stop(),
+    up: () => listen(),
+    async close() {
+      await stop();
+      for (const waiter of waiters) waiter.cancel();
+    },
+  };
+
+  const notify = () => {
+    for (const waiter of waiters) waiter.poke();
+  };
+
+  function wait(check, timeout, describe) {
+    const found = check();
+    if (found) return Promise.resolve(found);
+    let waiter;
+    const promise = new Promise((resolve, reject) => {
+      waiter = {
+        poke() {
+          const value = check();
+          if (value) {
+            waiters.delete(waiter);
+            resolve(value);
+          }
+        },
+        cancel() {
+          waiters.delete(waiter);
+          reject(new Error('the webhook receiver was closed'));
+        },
+      };
+      waiters.add(waiter);
+    });
+    return withTimeout(promise, timeout, describe).finally(() => waiters.delete(waiter));
+  }
+
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    let size = 0;
+    req.on('data', (chunk) => {
+      size += chunk.length;
+      if (size <= MAX_BODY_BYTES) chunks.push(chunk);
+    });
+    req.on('end', () => {
+      const rawBody = Buffer.concat(chunks).toString('utf8');
+      let json;
+      try {
+        json = JSON.parse(rawBody);
+      } catch {
+        json = undefined;
+      }
+      let status = 200;
+      if (receiver.failing === true) {
+        status = receiver.failStatus;
+      } else if (typeof receiver.failing === 'number' && receiver.failing > 0) {
+        receiver.failing -= 1;
+        status = receiver.failStatus;
+      }
+      const record = {
+        seq: requests.length,
+        path: req.url,
+        method: req.method,
+        headers: req.headers,
+        rawBody,
+        json,
+        status,
+        at: Date.now(),
+      };
+      requests.push(record);
+      res.writeHead(status, { 'content-type': 'text/plain' });
+      res.end(status === 200 ? 'ok' : 'failing on purpose');
+      notify();
+    });
+  });
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+
+  function listen() {
+    if (isUp) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onError = (err) => reject(err);
+      server.once('error', onError);
+      server.listen(port, '127.0.0.1', () => {
+        server.off('error', onError);
+        isUp = true;
+        resolve();
+      });
+    });
+  }
+
+  function stop() {
+    if (!isUp) return Promise.resolve();
+    isUp = false;
+    return new Promise((resolve) => {
+      server.close(() => resolve());
+      // Keep-alive connections would otherwise keep taking requests.
+      server.closeAllConnections();
+      for (const socket of sockets) socket.destroy();
+    });
+  }
+
+  await listen();
+  return receiver;
+}
+
+function toPredicate(match) {
+  if (typeof match === 'function') return match;
+  return (event) => Object.entries(match).every(([k, v]) => event[k] === v);
+}
+
+function truncate(text, max = 400) {
+  return text.length > max ? `${text.slice(0, max)}…` : text;
+}
