@@ -179,7 +179,9 @@ impl Outbox for Connection {
         }
         let cost = frame.len() + FRAME_OVERHEAD;
         let before = self.queued_bytes.fetch_add(cost, Ordering::AcqRel);
-        if before + cost > self.max_queued_bytes {
+        // One frame always fits an empty queue, however large: the budget bounds a backlog,
+        // not the size of an event the app was allowed to publish.
+        if before > 0 && before + cost > self.max_queued_bytes {
             self.queued_bytes.fetch_sub(cost, Ordering::AcqRel);
             if !self.is_closing() {
                 self.counters.slow_closes.fetch_add(1, Ordering::Relaxed);
