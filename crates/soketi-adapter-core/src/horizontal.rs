@@ -153,6 +153,10 @@ pub struct HorizontalAdapter {
     next_request: AtomicU64,
     pending: DashMap<u64, Arc<Pending>>,
     replica: Mutex<Replica>,
+    /// Channels occupied on other nodes, by (app, channel), with the nodes.
+    occupancy: Mutex<HashMap<(String, String), HashSet<String>>>,
+    /// Channels this node reported occupied, for the snapshot a new node receives.
+    occupied_here: Mutex<HashSet<(String, String)>>,
     extensions: parking_lot::RwLock<HashMap<String, Arc<dyn Extension>>>,
 }
 
@@ -172,6 +176,8 @@ impl HorizontalAdapter {
             next_request: AtomicU64::new(1),
             pending: DashMap::new(),
             replica: Mutex::default(),
+            occupancy: Mutex::default(),
+            occupied_here: Mutex::default(),
             extensions: parking_lot::RwLock::default(),
         });
         if let Some(mut events) = transport.events() {
@@ -315,6 +321,18 @@ impl HorizontalAdapter {
                 }
             }
             Body::PresenceSnapshot(snapshot) => self.on_snapshot(from, snapshot),
+            Body::OccupancyChange(change) => {
+                let mut occupancy = self.occupancy.lock();
+                let key = (app.to_owned(), change.channel);
+                if change.occupied {
+                    occupancy.entry(key).or_default().insert(from.to_owned());
+                } else if let Some(nodes) = occupancy.get_mut(&key) {
+                    nodes.remove(from);
+                    if nodes.is_empty() {
+                        occupancy.remove(&key);
+                    }
+                }
+            }
             Body::Extension(extension) => {
                 let handler = self.extensions.read().get(&extension.kind).cloned();
                 match handler {
@@ -328,6 +346,15 @@ impl HorizontalAdapter {
     /// Takes in the presence members of a node. Users that nobody knew of are announced to
     /// this node's subscribers: after a partition heals, they would otherwise stay unseen.
     fn on_snapshot(&self, from: &str, snapshot: v1::PresenceSnapshot) {
+        {
+            let mut occupancy = self.occupancy.lock();
+            for c in snapshot.occupied {
+                occupancy
+                    .entry((c.app_id, c.channel))
+                    .or_default()
+                    .insert(from.to_owned());
+            }
+        }
         let mut announce = Vec::new();
         {
             let mut replica = self.replica.lock();
@@ -393,9 +420,18 @@ impl HorizontalAdapter {
                 });
             }
         }
+        let occupied = self
+            .occupied_here
+            .lock()
+            .iter()
+            .map(|(app_id, channel)| v1::OccupiedChannel {
+                app_id: app_id.clone(),
+                channel: channel.clone(),
+            })
+            .collect();
         let snapshot = self.envelope(
             "",
-            v1::envelope::Body::PresenceSnapshot(v1::PresenceSnapshot { channels }),
+            v1::envelope::Body::PresenceSnapshot(v1::PresenceSnapshot { channels, occupied }),
         );
         if let Err(e) = self.transport.send_to(node, snapshot).await {
             tracing::warn!(node, error = %e, "could not send the presence snapshot to a new node");
@@ -418,6 +454,10 @@ impl HorizontalAdapter {
     }
 
     fn on_node_left(&self, node: &str) {
+        self.occupancy.lock().retain(|_, nodes| {
+            nodes.remove(node);
+            !nodes.is_empty()
+        });
         let gone = self.replica.lock().drop_node(node);
         for pending in self.pending.iter() {
             pending.settle(node, None);
@@ -701,6 +741,35 @@ impl Adapter for HorizontalAdapter {
             tracing::warn!(error = %e, channel, "could not tell the other nodes of a presence join");
         }
         Ok(first)
+    }
+
+    async fn occupancy_changed(
+        &self,
+        app_id: &str,
+        channel: &str,
+        occupied: bool,
+    ) -> Result<bool, AdapterError> {
+        let key = (app_id.to_owned(), channel.to_owned());
+        if occupied {
+            self.occupied_here.lock().insert(key);
+        } else {
+            self.occupied_here.lock().remove(&key);
+        }
+        let changed = !self.occupied_elsewhere(app_id, channel);
+        let body = v1::envelope::Body::OccupancyChange(v1::OccupancyChange {
+            channel: channel.to_owned(),
+            occupied,
+        });
+        if let Err(e) = self.tell_others(app_id, body).await {
+            tracing::warn!(error = %e, channel, "could not tell the other nodes of an occupancy change");
+        }
+        Ok(changed)
+    }
+
+    fn occupied_elsewhere(&self, app_id: &str, channel: &str) -> bool {
+        self.occupancy
+            .lock()
+            .contains_key(&(app_id.to_owned(), channel.to_owned()))
     }
 
     async fn presence_left(

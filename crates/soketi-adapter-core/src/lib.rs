@@ -19,6 +19,7 @@ pub mod cache;
 mod error;
 mod horizontal;
 mod local;
+pub mod queue;
 pub mod ratelimit;
 mod transport;
 mod window;
@@ -36,6 +37,7 @@ pub use cache::{Cache, MemoryCache};
 pub use error::AdapterError;
 pub use horizontal::{Extension, HorizontalAdapter};
 pub use local::{LocalAdapter, Origin};
+pub use queue::{JobHandler, Queue, RetryPolicy, SyncQueue};
 pub use ratelimit::{Budget, Decision, LocalRateLimiter, RateLimiter, SlidingWindow};
 pub use transport::{MemoryHub, PeerInfo, Transport, TransportEvent};
 
@@ -99,6 +101,19 @@ pub trait Adapter: Send + Sync {
         channel: &str,
         member: &PresenceMember,
     ) -> Result<bool, AdapterError>;
+
+    /// Tells the other nodes that `channel` became occupied (`true`) or empty (`false`) on
+    /// this node. Returns whether the whole fleet changed with it: the first subscriber
+    /// anywhere, or the last one gone everywhere, in which case the caller fires the webhook.
+    async fn occupancy_changed(
+        &self,
+        app_id: &str,
+        channel: &str,
+        occupied: bool,
+    ) -> Result<bool, AdapterError>;
+
+    /// Whether `channel` has subscribers on another node, as far as this node knows.
+    fn occupied_elsewhere(&self, app_id: &str, channel: &str) -> bool;
 
     /// Tells the other nodes that `user_id` left `channel` here (its last connection on this
     /// node). Returns whether the user is gone from the whole fleet, in which case the caller

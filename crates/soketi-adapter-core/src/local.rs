@@ -205,6 +205,19 @@ impl Adapter for LocalAdapter {
         Ok(true)
     }
 
+    async fn occupancy_changed(
+        &self,
+        _app_id: &str,
+        _channel: &str,
+        _occupied: bool,
+    ) -> Result<bool, AdapterError> {
+        Ok(true)
+    }
+
+    fn occupied_elsewhere(&self, _app_id: &str, _channel: &str) -> bool {
+        false
+    }
+
     async fn socket_count(&self, app_id: &str) -> Result<u64, AdapterError> {
         Ok(self
             .registry

@@ -19,9 +19,11 @@
 
 mod cache;
 mod frame;
+mod queue;
 mod ratelimit;
 
 pub use cache::RedisCache;
+pub use queue::RedisQueue;
 pub use ratelimit::RedisRateLimiter;
 
 use std::collections::HashMap;

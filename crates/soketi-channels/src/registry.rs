@@ -75,6 +75,8 @@ pub struct Joined {
     /// Whether this is the user's first connection on the channel, so that the others must
     /// hear `member_added`.
     pub first_for_user: bool,
+    /// Whether the channel had no connection before, on this node.
+    pub first_on_channel: bool,
     /// The members after the join, for `subscription_succeeded`.
     pub members: Vec<PresenceMember>,
 }
@@ -145,13 +147,16 @@ impl AppChannels {
         self.connections.load(Ordering::Acquire)
     }
 
-    /// Adds `socket` to a channel without presence. Returns whether it was not there before.
-    pub fn subscribe(&self, channel: &str, socket: SocketRef) -> bool {
+    /// Adds `socket` to a channel without presence. Returns `None` when it was there already,
+    /// else whether it is the channel's first connection on this node.
+    pub fn subscribe(&self, channel: &str, socket: SocketRef) -> Option<bool> {
         // The insertion happens while the map entry is held, so that a concurrent removal of
         // the emptied channel cannot orphan this subscriber.
         let entry = self.channels.entry(channel.into()).or_default();
         let id = socket.socket_id().clone();
-        entry.subscribers.write().insert(id, socket).is_none()
+        let mut subscribers = entry.subscribers.write();
+        let first = subscribers.is_empty();
+        subscribers.insert(id, socket).is_none().then_some(first)
     }
 
     /// Adds `socket` to a presence channel as `member`. A user already present is not counted
@@ -170,6 +175,7 @@ impl AppChannels {
             // A repeated subscribe from the same connection changes nothing.
             return Ok(Joined {
                 first_for_user: false,
+                first_on_channel: false,
                 members: members_of(&presence),
             });
         }
@@ -195,9 +201,12 @@ impl AppChannels {
             }
         };
         presence.by_socket.insert(id.clone(), member.user_id);
-        entry.subscribers.write().insert(id, socket);
+        let mut subscribers = entry.subscribers.write();
+        let first_on_channel = subscribers.is_empty();
+        subscribers.insert(id, socket);
         Ok(Joined {
             first_for_user,
+            first_on_channel,
             members: members_of(presence),
         })
     }

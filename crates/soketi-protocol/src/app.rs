@@ -34,6 +34,36 @@ impl Default for AppLimits {
     }
 }
 
+/// A webhook of an app: where its events go, which ones, and for which channels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Webhook {
+    /// Where the events are posted.
+    pub url: String,
+    /// The event names sent (`channel_occupied`, `member_added`, ...).
+    pub event_types: Vec<String>,
+    /// Extra HTTP headers.
+    pub headers: Vec<(String, String)>,
+    /// Only channels whose name starts with this.
+    pub channel_name_starts_with: Option<String>,
+    /// Only channels whose name ends with this.
+    pub channel_name_ends_with: Option<String>,
+}
+
+impl Webhook {
+    /// Whether this webhook takes `event` on `channel`: a listed type, and both filters match.
+    pub fn wants(&self, event: &str, channel: &str) -> bool {
+        self.event_types.iter().any(|t| t == event)
+            && self
+                .channel_name_starts_with
+                .as_deref()
+                .is_none_or(|p| channel.starts_with(p))
+            && self
+                .channel_name_ends_with
+                .as_deref()
+                .is_none_or(|s| channel.ends_with(s))
+    }
+}
+
 /// One app. Limits of `None` are unlimited (soketi writes them as -1).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct App {
@@ -59,6 +89,8 @@ pub struct App {
     pub max_read_req_per_sec: Option<u64>,
     /// Size and count limits.
     pub limits: AppLimits,
+    /// Webhooks.
+    pub webhooks: Vec<Webhook>,
 }
 
 impl App {
@@ -76,6 +108,27 @@ impl App {
             max_client_events_per_sec: None,
             max_read_req_per_sec: None,
             limits: AppLimits::default(),
+            webhooks: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_filters() {
+        let hook = Webhook {
+            url: "http://x".into(),
+            event_types: vec!["channel_occupied".into()],
+            channel_name_starts_with: Some("presence-".into()),
+            channel_name_ends_with: Some("-room".into()),
+            ..Webhook::default()
+        };
+        assert!(hook.wants("channel_occupied", "presence-a-room"));
+        assert!(!hook.wants("channel_vacated", "presence-a-room"));
+        assert!(!hook.wants("channel_occupied", "private-a-room"));
+        assert!(!hook.wants("channel_occupied", "presence-a"));
     }
 }

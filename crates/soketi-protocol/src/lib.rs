@@ -19,7 +19,7 @@ pub mod message;
 pub mod socket_id;
 pub mod ws;
 
-pub use app::{App, AppLimits};
+pub use app::{App, AppLimits, Webhook};
 pub use channel::{ChannelKind, ChannelName};
 pub use error::{CloseCode, ProtocolError};
 pub use socket_id::SocketId;

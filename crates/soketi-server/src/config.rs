@@ -136,7 +136,7 @@ drivers!(
         #[default]
         Sync = "sync", true;
         /// A durable queue in Redis.
-        Redis = "redis", false;
+        Redis = "redis", true;
         /// Amazon SQS.
         Sqs = "sqs", false;
     }
@@ -455,6 +455,10 @@ pub struct QueueConfig {
     pub redis: RedisQueueConfig,
     /// The SQS driver.
     pub sqs: SqsQueueConfig,
+    /// Attempts of a job in all, the first included.
+    pub max_attempts: u32,
+    /// Milliseconds before the second attempt; each later one waits twice as long.
+    pub backoff: u64,
 }
 
 /// The Redis queue.
@@ -514,11 +518,25 @@ pub struct PrometheusConfig {
 }
 
 /// Webhooks.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct WebhooksConfig {
     /// Batching.
     pub batching: BatchingConfig,
+    /// Milliseconds `channel_vacated` and `member_removed` wait, cancelled by a return.
+    pub vacated_delay: u64,
+    /// Milliseconds a webhook's receiver has to answer.
+    pub timeout: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            batching: BatchingConfig::default(),
+            vacated_delay: 3000,
+            timeout: 10_000,
+        }
+    }
 }
 
 /// Webhook batching.
@@ -752,6 +770,8 @@ impl Default for Config {
                     redis_options: serde_json::json!({}),
                     cluster_mode: false,
                 },
+                max_attempts: 6,
+                backoff: 1000,
                 sqs: SqsQueueConfig {
                     region: "us-east-1".into(),
                     queue_url: String::new(),

@@ -21,6 +21,7 @@ mod ops;
 mod session;
 mod state;
 mod tls;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,10 +32,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use soketi_adapter_cluster::ClusterTransport;
 use soketi_adapter_core::{
-    Adapter, Cache, HorizontalAdapter, LocalAdapter, LocalRateLimiter, MemoryCache, RateLimiter,
-    Transport,
+    Adapter, Cache, HorizontalAdapter, LocalAdapter, LocalRateLimiter, MemoryCache, Queue,
+    RateLimiter, RetryPolicy, SyncQueue, Transport,
 };
-use soketi_adapter_redis::{RedisCache, RedisRateLimiter, RedisTransport, RedisTransportConfig};
+use soketi_adapter_redis::{
+    RedisCache, RedisQueue, RedisRateLimiter, RedisTransport, RedisTransportConfig,
+};
 use soketi_channels::{Outbox, Registry};
 use soketi_protocol::CloseCode;
 use soketi_ratelimit_cluster::ClusterRateLimiter;
@@ -45,9 +48,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::apps::ArrayAppManager;
 pub use crate::config::Config;
-use crate::config::{AdapterDriver, CacheDriver, RateLimiterDriver};
+use crate::config::{AdapterDriver, CacheDriver, Mode, QueueDriver, RateLimiterDriver};
 use crate::metrics::Metrics;
-use crate::state::State;
+use crate::state::{Services, State};
+use crate::webhooks::{WebhookSettings, Webhooks};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +164,43 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
     }
 }
 
+/// The webhook queue the configuration names, started with the sender, unless this process
+/// is a server without queue processing.
+fn webhooks(config: &Config, adapter: Arc<dyn Adapter>) -> Result<Arc<Webhooks>, StartError> {
+    let policy = RetryPolicy {
+        max_attempts: config.queue.max_attempts.max(1),
+        backoff: Duration::from_millis(config.queue.backoff),
+    };
+    let queue: Arc<dyn Queue> = match config.queue.driver {
+        QueueDriver::Redis => Arc::new(
+            RedisQueue::new(
+                &config.redis_url(),
+                &config.database.redis.key_prefix,
+                "webhooks",
+                policy,
+                config.queue.redis.concurrency as usize,
+            )
+            .map_err(|e| StartError::Adapter(e.to_string()))?,
+        ),
+        // `Config::check_runnable` refuses the drivers this build does not provide.
+        _ => Arc::new(SyncQueue::new(policy)),
+    };
+    if config.mode != Mode::Server || config.queue.driver == QueueDriver::Sync {
+        let sender = webhooks::Sender::new(Duration::from_millis(config.webhooks.timeout))
+            .map_err(|e| StartError::Adapter(format!("the webhook client: {e}")))?;
+        queue.start(Arc::new(sender));
+    }
+    let settings = WebhookSettings {
+        batching: config
+            .webhooks
+            .batching
+            .enabled
+            .then(|| Duration::from_millis(config.webhooks.batching.duration.max(1))),
+        vacated_delay: Duration::from_millis(config.webhooks.vacated_delay),
+    };
+    Ok(Webhooks::new(queue, adapter, settings))
+}
+
 /// The rate limiter the configuration names.
 fn rate_limiter(
     config: &Config,
@@ -262,14 +303,18 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         cache,
     } = adapter(&config).await?;
     let rate_limiter = rate_limiter(&config, horizontal.as_ref())?;
+    let webhooks = webhooks(&config, adapter.clone())?;
     let state = Arc::new(State::new(
         config,
-        apps,
-        adapter,
-        rate_limiter,
-        cache,
-        transport.clone(),
-        Arc::new(metrics),
+        Services {
+            apps,
+            adapter,
+            rate_limiter,
+            cache,
+            transport: transport.clone(),
+            webhooks,
+            metrics: Arc::new(metrics),
+        },
     ));
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![

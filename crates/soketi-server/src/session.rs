@@ -17,6 +17,7 @@ use soketi_protocol::{App, ChannelName, CloseCode, ProtocolError, auth, ws};
 use crate::connection::Connection;
 use crate::metrics::AppMetrics;
 use crate::state::State;
+use crate::webhooks::{Event, Webhooks};
 
 /// Protocol versions this server speaks; pusher-js sends 7.
 const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
@@ -207,18 +208,21 @@ impl Session {
                 return;
             }
         } else {
-            self.app_channels.subscribe(name, self.socket());
+            let first_here = self.app_channels.subscribe(name, self.socket());
             self.channels.insert(name.to_owned(), None);
             self.conn.send_json(&message::subscription_succeeded(name));
+            if first_here == Some(true) {
+                self.occupancy(name, true).await;
+            }
         }
         if channel.is_cache() {
             let key = cache::channel_key(&self.app.id, name);
             match self.state.cache.get(&key).await {
                 Ok(Some(event)) => self.conn.send(ws::text(&event)),
-                Ok(None) => self.conn.send_json(&message::cache_miss(name)),
+                Ok(None) => self.cache_miss(name),
                 Err(e) => {
                     tracing::warn!(error = %e, channel = name, "cache unreachable; a cache miss");
-                    self.conn.send_json(&message::cache_miss(name));
+                    self.cache_miss(name);
                 }
             }
         }
@@ -283,6 +287,9 @@ impl Session {
         };
         self.conn
             .send_json(&message::presence_subscription_succeeded(name, &members));
+        if joined.first_on_channel {
+            self.occupancy(name, true).await;
+        }
         if joined.first_for_user {
             let first_anywhere = self
                 .adapter()
@@ -292,9 +299,43 @@ impl Session {
             if first_anywhere {
                 let added = message::member_added(name, &member);
                 self.publish_to_others(name, added, "member_added").await;
+                self.webhook(Event::MemberAdded {
+                    channel: name.to_owned(),
+                    user_id: member.user_id.clone(),
+                });
             }
         }
         true
+    }
+
+    /// Queues a webhook event when the app has webhooks.
+    fn webhook(&self, event: Event) {
+        if !self.app.webhooks.is_empty() {
+            self.state.webhooks.fire(&self.app, event);
+        }
+    }
+
+    /// Tells the fleet that a channel became occupied or empty here, and fires the webhook
+    /// when the whole fleet changed. Only apps with webhooks pay for it.
+    async fn occupancy(&self, name: &str, occupied: bool) {
+        if self.app.webhooks.is_empty() {
+            return;
+        }
+        match self
+            .adapter()
+            .occupancy_changed(&self.app.id, name, occupied)
+            .await
+        {
+            Ok(true) if occupied => self.webhook(Event::Occupied(name.to_owned())),
+            Ok(true) => self.webhook(Event::Vacated(name.to_owned())),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, channel = name, "occupancy not shared"),
+        }
+    }
+
+    fn cache_miss(&self, name: &str) {
+        self.conn.send_json(&message::cache_miss(name));
+        self.webhook(Event::CacheMiss(name.to_owned()));
     }
 
     /// Publishes a frame to a channel's other subscribers; `what` names it in the log.
@@ -321,9 +362,10 @@ impl Session {
     }
 
     async fn leave(&self, name: &str) {
-        if let Some(left) = self.app_channels.unsubscribe(name, self.conn.socket_id())
-            && let Some(user_id) = left.user_removed
-        {
+        let Some(left) = self.app_channels.unsubscribe(name, self.conn.socket_id()) else {
+            return;
+        };
+        if let Some(user_id) = left.user_removed {
             let last_anywhere = self
                 .adapter()
                 .presence_left(&self.app.id, name, &user_id)
@@ -333,7 +375,14 @@ impl Session {
                 let removed = message::member_removed(name, &user_id);
                 self.publish_to_others(name, removed, "member_removed")
                     .await;
+                self.webhook(Event::MemberRemoved {
+                    channel: name.to_owned(),
+                    user_id,
+                });
             }
+        }
+        if left.channel_empty {
+            self.occupancy(name, false).await;
         }
     }
 
@@ -415,6 +464,15 @@ impl Session {
         }
         let json = message::channel_event(&msg.event, channel, data, member.as_deref());
         self.publish_to_others(channel, json, "client event").await;
+        if Webhooks::wanted(&self.app, "client_event") {
+            self.webhook(Event::Client {
+                channel: channel.to_owned(),
+                event: msg.event.clone(),
+                data: data.to_owned(),
+                socket_id: self.conn.socket_id().as_str().to_owned(),
+                user_id: member.clone(),
+            });
+        }
     }
 
     /// Leaves every channel and forgets the connection.

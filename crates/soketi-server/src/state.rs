@@ -11,6 +11,7 @@ use crate::apps::AppManager;
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::metrics::Metrics;
+use crate::webhooks::Webhooks;
 
 /// The server's shared state.
 pub(crate) struct State {
@@ -22,6 +23,8 @@ pub(crate) struct State {
     pub(crate) cache: Arc<dyn Cache>,
     /// The transport of a horizontal adapter, for `/cluster` and for leaving at shutdown.
     pub(crate) transport: Option<Arc<dyn Transport>>,
+    /// Webhooks of every app.
+    pub(crate) webhooks: Arc<Webhooks>,
     /// soketi's Prometheus metrics, per app.
     pub(crate) metrics: Arc<Metrics>,
     /// Counts of notable events, for operators.
@@ -34,16 +37,28 @@ pub(crate) struct State {
     started: Instant,
 }
 
+/// The drivers a server runs with, as `start` picks them from the configuration.
+pub(crate) struct Services {
+    pub(crate) apps: Arc<dyn AppManager>,
+    pub(crate) adapter: Arc<dyn Adapter>,
+    pub(crate) rate_limiter: Arc<dyn RateLimiter>,
+    pub(crate) cache: Arc<dyn Cache>,
+    pub(crate) transport: Option<Arc<dyn Transport>>,
+    pub(crate) webhooks: Arc<Webhooks>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
 impl State {
-    pub(crate) fn new(
-        config: Config,
-        apps: Arc<dyn AppManager>,
-        adapter: Arc<dyn Adapter>,
-        rate_limiter: Arc<dyn RateLimiter>,
-        cache: Arc<dyn Cache>,
-        transport: Option<Arc<dyn Transport>>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub(crate) fn new(config: Config, services: Services) -> Self {
+        let Services {
+            apps,
+            adapter,
+            rate_limiter,
+            cache,
+            transport,
+            webhooks,
+            metrics,
+        } = services;
         Self {
             config,
             apps,
@@ -51,6 +66,7 @@ impl State {
             rate_limiter,
             cache,
             transport,
+            webhooks,
             metrics,
             counters: Arc::default(),
             connections: DashMap::new(),

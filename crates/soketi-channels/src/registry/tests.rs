@@ -50,12 +50,17 @@ fn member(user_id: &str) -> PresenceMember {
 fn publish_reaches_subscribers_except_one() {
     let app = AppChannels::default();
     let (a, b, c) = (Recorder::new(1), Recorder::new(2), Recorder::new(3));
-    assert!(app.subscribe("ch", a.clone()));
-    assert!(
-        !app.subscribe("ch", a.clone()),
+    assert_eq!(
+        app.subscribe("ch", a.clone()),
+        Some(true),
+        "the channel's first"
+    );
+    assert_eq!(
+        app.subscribe("ch", a.clone()),
+        None,
         "second subscribe is a no-op"
     );
-    app.subscribe("ch", b.clone());
+    assert_eq!(app.subscribe("ch", b.clone()), Some(false));
     app.subscribe("other", c.clone());
     let sent = app.publish("ch", &Bytes::from_static(b"x"), Some(&b.id));
     assert_eq!(sent, 1);

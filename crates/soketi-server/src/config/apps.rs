@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use soketi_protocol::{App, AppLimits};
+use soketi_protocol::{App, AppLimits, Webhook};
 
 use super::ConfigError;
 
@@ -242,8 +242,25 @@ impl AppConfig {
         )
     }
 
-    /// Checks that the app at `index` has credentials.
+    /// Checks that the app at `index` has credentials, and webhooks this build can send.
     pub(super) fn check(&self, index: usize) -> Result<(), ConfigError> {
+        for (i, hook) in self.webhooks.iter().flatten().enumerate() {
+            match &hook.url {
+                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {}
+                Some(url) => {
+                    return Err(ConfigError::new(format!(
+                        "appManager.array.apps.{index}.webhooks.{i}.url is {url:?}; use an \
+                         http:// or https:// URL"
+                    )));
+                }
+                None => {
+                    return Err(ConfigError::new(format!(
+                        "appManager.array.apps.{index}.webhooks.{i} has no url (AWS Lambda \
+                         webhooks are not supported by this build)"
+                    )));
+                }
+            }
+        }
         for (field, value) in [
             ("id", &self.id),
             ("key", &self.key),
@@ -279,6 +296,26 @@ impl AppConfig {
             v.filter(|v| *v >= 0.0)
                 .map_or(default, |v| (v * 1024.0) as usize)
         };
+        app.webhooks = self
+            .webhooks
+            .iter()
+            .flatten()
+            .filter_map(|w| {
+                Some(Webhook {
+                    url: w.url.clone()?,
+                    event_types: w.event_types.clone(),
+                    headers: w.headers.clone().into_iter().collect(),
+                    channel_name_starts_with: w
+                        .filter
+                        .as_ref()
+                        .and_then(|f| f.channel_name_starts_with.clone()),
+                    channel_name_ends_with: w
+                        .filter
+                        .as_ref()
+                        .and_then(|f| f.channel_name_ends_with.clone()),
+                })
+            })
+            .collect();
         app.limits = AppLimits {
             max_presence_members_per_channel: count(
                 self.max_presence_members_per_channel,

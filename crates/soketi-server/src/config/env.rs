@@ -172,6 +172,10 @@ pub const ENV_OPTIONS: &[EnvOption] = &[
     both("METRICS_PROMETHEUS_PREFIX", "metrics.prometheus.prefix"),
     both("WEBHOOKS_BATCHING", "webhooks.batching.enabled"),
     both("WEBHOOKS_BATCHING_DURATION", "webhooks.batching.duration"),
+    both("WEBHOOKS_VACATED_DELAY", "webhooks.vacatedDelay"),
+    both("WEBHOOKS_TIMEOUT", "webhooks.timeout"),
+    both("QUEUE_MAX_ATTEMPTS", "queue.maxAttempts"),
+    both("QUEUE_BACKOFF", "queue.backoff"),
     both(
         "CHANNEL_LIMITS_MAX_NAME_LENGTH",
         "channelLimits.maxNameLength",

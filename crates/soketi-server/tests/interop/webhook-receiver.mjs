@@ -9,7 +9,7 @@
 
 import http from 'node:http';
 
-import { freePort, withTimeout } from './harness.mjs';
+import { freePort } from './harness.mjs';
 
 const DEFAULT_WAIT_MS = 5_000;
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
@@ -20,8 +20,9 @@ const MAX_BODY_BYTES = 8 * 1024 * 1024;
  * - `requests`: every request received, in order of arrival, each
  *   `{ seq, path, method, headers, rawBody, json, status, at }` (`status` is what it answered);
  * - `accepted()`: the requests answered 2xx; `failed()`: the others;
- * - `failing`: set to true to answer 500 (`failStatus`) to every request, or to a number n to
- *   answer 500 to the next n requests only;
+ * - `failing`: set to true to answer 500 (`failStatus`) to every request, to a number n to
+ *   answer 500 to the next n requests only, or to a function of the request record (`path`,
+ *   `json`, ...) that says whether to answer 500;
  * - `down()` / `up()`: close the port (connections too) and listen again on the same port;
  * - `events({ path, accepted })`: the events of the bodies, each `{ ...event, request }`;
  * - `waitFor(n, { timeout, path })`: resolves with the accepted requests once there are n;
@@ -98,27 +99,29 @@ export async function startReceiver({ port: wantedPort } = {}) {
     for (const waiter of waiters) waiter.poke();
   };
 
+  // `describe` is called at the deadline, so that the message lists what did arrive.
   function wait(check, timeout, describe) {
     const found = check();
     if (found) return Promise.resolve(found);
-    let waiter;
-    const promise = new Promise((resolve, reject) => {
-      waiter = {
+    return new Promise((resolve, reject) => {
+      const waiter = {
         poke() {
           const value = check();
-          if (value) {
-            waiters.delete(waiter);
-            resolve(value);
-          }
+          if (value) finish(null, value);
         },
         cancel() {
-          waiters.delete(waiter);
-          reject(new Error('the webhook receiver was closed'));
+          finish(new Error(`the webhook receiver was closed while waiting for ${describe()}`));
         },
       };
+      const timer = setTimeout(() => finish(new Error(`timed out after ${timeout} ms waiting for ${describe()}`)), timeout);
+      function finish(err, value) {
+        clearTimeout(timer);
+        waiters.delete(waiter);
+        if (err) reject(err);
+        else resolve(value);
+      }
       waiters.add(waiter);
     });
-    return withTimeout(promise, timeout, describe).finally(() => waiters.delete(waiter));
   }
 
   const server = http.createServer((req, res) => {
@@ -136,13 +139,6 @@ export async function startReceiver({ port: wantedPort } = {}) {
       } catch {
         json = undefined;
       }
-      let status = 200;
-      if (receiver.failing === true) {
-        status = receiver.failStatus;
-      } else if (typeof receiver.failing === 'number' && receiver.failing > 0) {
-        receiver.failing -= 1;
-        status = receiver.failStatus;
-      }
       const record = {
         seq: requests.length,
         path: req.url,
@@ -150,9 +146,18 @@ export async function startReceiver({ port: wantedPort } = {}) {
         headers: req.headers,
         rawBody,
         json,
-        status,
+        status: 200,
         at: Date.now(),
       };
+      if (receiver.failing === true) {
+        record.status = receiver.failStatus;
+      } else if (typeof receiver.failing === 'number' && receiver.failing > 0) {
+        receiver.failing -= 1;
+        record.status = receiver.failStatus;
+      } else if (typeof receiver.failing === 'function' && receiver.failing(record)) {
+        record.status = receiver.failStatus;
+      }
+      const { status } = record;
       requests.push(record);
       res.writeHead(status, { 'content-type': 'text/plain' });
       res.end(status === 200 ? 'ok' : 'failing on purpose');

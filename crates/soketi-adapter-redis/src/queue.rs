@@ -1,0 +1,274 @@
+//! A durable [`Queue`] in Redis: a job stays in Redis until its handler succeeds, through
+//! failures and restarts.
+//!
+//! Jobs wait in a list; a worker moves one to the processing list (`BLMOVE`), runs it, and
+//! removes it on success. A failed job goes to a sorted set of delayed jobs, scored by when it
+//! may run again, with its attempt count; past the last attempt it is dropped with a log line.
+//! At start-up, jobs left in the processing list by a process that stopped are queued again, so
+//! delivery is at least once: a job whose success was not recorded before a crash runs twice.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::{BufMut, Bytes, BytesMut};
+use redis::aio::ConnectionManager;
+use soketi_adapter_core::{AdapterError, JobHandler, Queue, RetryPolicy};
+use tokio::sync::OnceCell;
+
+/// A queue in Redis under `<key prefix>queue:<name>:`.
+pub struct RedisQueue {
+    client: redis::Client,
+    waiting: String,
+    processing: String,
+    delayed: String,
+    policy: RetryPolicy,
+    concurrency: usize,
+    connection: OnceCell<ConnectionManager>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A job as stored: its attempts so far (4 bytes) and its bytes.
+fn wrap(attempts: u32, job: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(4 + job.len());
+    out.put_u32(attempts);
+    out.put_slice(job);
+    out.freeze()
+}
+
+fn unwrap(stored: &[u8]) -> Option<(u32, &[u8])> {
+    let (head, job) = stored.split_at_checked(4)?;
+    Some((u32::from_be_bytes(head.try_into().ok()?), job))
+}
+
+impl RedisQueue {
+    /// A queue named `name` at `url`; `concurrency` workers run jobs at once.
+    pub fn new(
+        url: &str,
+        key_prefix: &str,
+        name: &str,
+        policy: RetryPolicy,
+        concurrency: usize,
+    ) -> Result<Self, crate::RedisTransportError> {
+        let client =
+            redis::Client::open(url).map_err(|source| crate::RedisTransportError::Url {
+                url: url.to_owned(),
+                source,
+            })?;
+        let base = format!("{key_prefix}queue:{name}:");
+        Ok(Self {
+            client,
+            waiting: format!("{base}waiting"),
+            processing: format!("{base}processing"),
+            delayed: format!("{base}delayed"),
+            policy,
+            concurrency: concurrency.max(1),
+            connection: OnceCell::new(),
+        })
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, AdapterError> {
+        self.connection
+            .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
+            .await
+            .cloned()
+            .map_err(|e| AdapterError::Transport(format!("cannot reach the Redis queue: {e}")))
+    }
+}
+
+fn failed(e: redis::RedisError) -> String {
+    format!("Redis queue: {e}")
+}
+
+#[async_trait]
+impl Queue for RedisQueue {
+    async fn push(&self, job: Bytes) -> Result<(), AdapterError> {
+        let mut conn = self.connection().await?;
+        redis::cmd("LPUSH")
+            .arg(&self.waiting)
+            .arg(&wrap(0, &job)[..])
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| AdapterError::Transport(failed(e)))
+    }
+
+    fn start(&self, handler: Arc<dyn JobHandler>) {
+        let keys = Keys {
+            client: self.client.clone(),
+            waiting: self.waiting.clone(),
+            processing: self.processing.clone(),
+            delayed: self.delayed.clone(),
+            policy: self.policy,
+        };
+        let keys = Arc::new(keys);
+        tokio::spawn({
+            let keys = keys.clone();
+            let concurrency = self.concurrency;
+            async move {
+                keys.recover().await;
+                for _ in 0..concurrency {
+                    tokio::spawn(keys.clone().work(handler.clone()));
+                }
+                keys.promote_delayed().await;
+            }
+        });
+    }
+}
+
+struct Keys {
+    client: redis::Client,
+    waiting: String,
+    processing: String,
+    delayed: String,
+    policy: RetryPolicy,
+}
+
+impl Keys {
+    async fn connect(&self) -> ConnectionManager {
+        let mut attempt = 0u32;
+        loop {
+            match ConnectionManager::new(self.client.clone()).await {
+                Ok(conn) => return conn,
+                Err(e) => {
+                    if attempt == 0 {
+                        tracing::warn!(error = %e, "cannot reach the Redis queue; retrying");
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(10))))
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Queues again the jobs a stopped process left half done.
+    async fn recover(&self) {
+        let mut conn = self.connect().await;
+        loop {
+            let moved: Result<Option<Vec<u8>>, _> = redis::cmd("LMOVE")
+                .arg(&self.processing)
+                .arg(&self.waiting)
+                .arg("RIGHT")
+                .arg("RIGHT")
+                .query_async(&mut conn)
+                .await;
+            match moved {
+                Ok(Some(_)) => {}
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not recover the Redis queue's jobs");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn work(self: Arc<Self>, handler: Arc<dyn JobHandler>) {
+        let mut conn = self.connect().await;
+        loop {
+            let taken: Result<Option<Vec<u8>>, _> = redis::cmd("BLMOVE")
+                .arg(&self.waiting)
+                .arg(&self.processing)
+                .arg("RIGHT")
+                .arg("LEFT")
+                .arg(1)
+                .query_async(&mut conn)
+                .await;
+            let stored = match taken {
+                Ok(Some(stored)) => stored,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "the Redis queue is unreachable; waiting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let Some((attempts, job)) = unwrap(&stored) else {
+                let _ = self.remove_processing(&mut conn, &stored).await;
+                continue;
+            };
+            let outcome = handler.run(job).await;
+            if let Err(why) = &outcome {
+                let attempts = attempts + 1;
+                if attempts < self.policy.max_attempts {
+                    let due = now_ms() + self.policy.delay(attempts).as_millis() as u64;
+                    tracing::debug!(attempts, why, "a queued job failed; it will run again");
+                    let _ = redis::cmd("ZADD")
+                        .arg(&self.delayed)
+                        .arg(due)
+                        .arg(&wrap(attempts, job)[..])
+                        .query_async::<()>(&mut conn)
+                        .await;
+                } else {
+                    tracing::warn!(
+                        attempts,
+                        why,
+                        "a queued job failed for the last time; dropped"
+                    );
+                }
+            }
+            if let Err(e) = self.remove_processing(&mut conn, &stored).await {
+                tracing::warn!(
+                    error = e,
+                    "could not remove a finished job from the Redis queue"
+                );
+            }
+        }
+    }
+
+    async fn remove_processing(
+        &self,
+        conn: &mut ConnectionManager,
+        stored: &[u8],
+    ) -> Result<(), String> {
+        redis::cmd("LREM")
+            .arg(&self.processing)
+            .arg(1)
+            .arg(stored)
+            .query_async::<()>(conn)
+            .await
+            .map_err(failed)
+    }
+
+    /// Moves delayed jobs whose time has come back to the waiting list.
+    async fn promote_delayed(self: Arc<Self>) {
+        let mut conn = self.connect().await;
+        let mut ticks = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            ticks.tick().await;
+            let due: Result<Vec<Vec<u8>>, _> = redis::cmd("ZRANGEBYSCORE")
+                .arg(&self.delayed)
+                .arg("-inf")
+                .arg(now_ms())
+                .arg("LIMIT")
+                .arg(0)
+                .arg(100)
+                .query_async(&mut conn)
+                .await;
+            let Ok(due) = due else {
+                continue;
+            };
+            for job in due {
+                // Only the process that removes the job from the set moves it.
+                let removed: i64 = redis::cmd("ZREM")
+                    .arg(&self.delayed)
+                    .arg(&job[..])
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or(0);
+                if removed == 1 {
+                    let _ = redis::cmd("LPUSH")
+                        .arg(&self.waiting)
+                        .arg(&job[..])
+                        .query_async::<()>(&mut conn)
+                        .await;
+                }
+            }
+        }
+    }
+}

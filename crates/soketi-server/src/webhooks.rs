@@ -1,0 +1,367 @@
+//! Webhooks: Pusher's events about channels, members and client events, posted to each app's
+//! webhook URLs, signed, through a [`Queue`].
+//!
+//! What fires: `channel_occupied` on a channel's first subscriber anywhere in the fleet and
+//! `channel_vacated` after its last leaves everywhere; `member_added` and `member_removed` on a
+//! user's first and last connection anywhere; `client_event`; `cache_miss`. Vacated and
+//! removed wait `webhooks.vacatedDelay` and are dropped, with the occupied or added that would
+//! follow, when the channel or user comes back in time: a quick reconnect is invisible.
+//!
+//! Each webhook gets only its event types and the channels its filter matches; the body is
+//! `{"time_ms", "events"}` and `X-Pusher-Signature` signs exactly that body. With batching,
+//! the events of one app and one webhook are collected for the batching duration.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use dashmap::DashMap;
+use http_body_util::Full;
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use soketi_adapter_core::{Adapter, JobHandler, Queue};
+use soketi_protocol::App;
+use soketi_protocol::auth::hmac_sha256_hex;
+
+/// An event a webhook may carry.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The first subscriber anywhere.
+    Occupied(String),
+    /// The last subscriber gone everywhere.
+    Vacated(String),
+    /// A user's first connection anywhere on a presence channel.
+    MemberAdded { channel: String, user_id: String },
+    /// A user's last connection gone everywhere.
+    MemberRemoved { channel: String, user_id: String },
+    /// A client event.
+    Client {
+        channel: String,
+        event: String,
+        data: Box<RawValue>,
+        socket_id: String,
+        user_id: Option<String>,
+    },
+    /// A cache channel's subscriber found nothing cached.
+    CacheMiss(String),
+}
+
+impl Event {
+    fn name(&self) -> &'static str {
+        match self {
+            Event::Occupied(_) => "channel_occupied",
+            Event::Vacated(_) => "channel_vacated",
+            Event::MemberAdded { .. } => "member_added",
+            Event::MemberRemoved { .. } => "member_removed",
+            Event::Client { .. } => "client_event",
+            Event::CacheMiss(_) => "cache_miss",
+        }
+    }
+
+    fn channel(&self) -> &str {
+        match self {
+            Event::Occupied(c) | Event::Vacated(c) | Event::CacheMiss(c) => c,
+            Event::MemberAdded { channel, .. }
+            | Event::MemberRemoved { channel, .. }
+            | Event::Client { channel, .. } => channel,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let mut out = json!({ "name": self.name(), "channel": self.channel() });
+        match self {
+            Event::MemberAdded { user_id, .. } | Event::MemberRemoved { user_id, .. } => {
+                out["user_id"] = json!(user_id);
+            }
+            Event::Client {
+                event,
+                data,
+                socket_id,
+                user_id,
+                ..
+            } => {
+                out["event"] = json!(event);
+                out["data"] = serde_json::from_str(data.get()).unwrap_or(Value::Null);
+                out["socket_id"] = json!(socket_id);
+                if let Some(user_id) = user_id {
+                    out["user_id"] = json!(user_id);
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
+/// What a queued webhook job holds: everything needed to post it, already signed.
+#[derive(Serialize, Deserialize)]
+struct Job {
+    url: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// Settings of webhooks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WebhookSettings {
+    /// Collect events this long per app and webhook; `None` sends each at once.
+    pub(crate) batching: Option<Duration>,
+    /// How long `channel_vacated` and `member_removed` wait.
+    pub(crate) vacated_delay: Duration,
+}
+
+type BatchKey = (String, usize);
+
+/// Turns events into queued webhook jobs.
+pub(crate) struct Webhooks {
+    queue: Arc<dyn Queue>,
+    adapter: Arc<dyn Adapter>,
+    settings: WebhookSettings,
+    batches: Mutex<HashMap<BatchKey, Vec<Value>>>,
+    /// Vacated and removed events waiting out the delay, by app and what they are about.
+    pending: DashMap<(String, String), u64>,
+    generation: AtomicU64,
+}
+
+impl Webhooks {
+    pub(crate) fn new(
+        queue: Arc<dyn Queue>,
+        adapter: Arc<dyn Adapter>,
+        settings: WebhookSettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            queue,
+            adapter,
+            settings,
+            batches: Mutex::default(),
+            pending: DashMap::new(),
+            generation: AtomicU64::new(1),
+        })
+    }
+
+    /// Whether `app` has a webhook for `event` on any channel; the cheap check callers make
+    /// before doing any work for webhooks.
+    pub(crate) fn wanted(app: &App, event: &str) -> bool {
+        app.webhooks
+            .iter()
+            .any(|w| w.event_types.iter().any(|t| t == event))
+    }
+
+    /// Handles one event: delays, cancels, filters, batches and queues it.
+    pub(crate) fn fire(self: &Arc<Self>, app: &Arc<App>, event: Event) {
+        if !Self::wanted(app, event.name())
+            && !matches!(event, Event::Occupied(_) | Event::MemberAdded { .. })
+        {
+            return;
+        }
+        match &event {
+            // A channel or user back within the delay: the pending event is dropped, and so is
+            // this one.
+            Event::Occupied(channel) if self.cancel(app, &format!("vacated:{channel}")) => {
+                return;
+            }
+            Event::MemberAdded { channel, user_id }
+                if self.cancel(app, &format!("removed:{channel}:{user_id}")) =>
+            {
+                return;
+            }
+            Event::Vacated(channel) => {
+                let key = format!("vacated:{channel}");
+                return self.delay(app, key, event);
+            }
+            Event::MemberRemoved { channel, user_id } => {
+                let key = format!("removed:{channel}:{user_id}");
+                return self.delay(app, key, event);
+            }
+            _ => {}
+        }
+        self.emit(app, &event);
+    }
+
+    fn cancel(&self, app: &App, key: &str) -> bool {
+        self.pending
+            .remove(&(app.id.clone(), key.to_owned()))
+            .is_some()
+    }
+
+    fn delay(self: &Arc<Self>, app: &Arc<App>, key: String, event: Event) {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let pending_key = (app.id.clone(), key);
+        self.pending.insert(pending_key.clone(), generation);
+        let (this, app) = (self.clone(), app.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(this.settings.vacated_delay).await;
+            if this
+                .pending
+                .remove_if(&pending_key, |_, g| *g == generation)
+                .is_none()
+            {
+                return;
+            }
+            if this.came_back(&app, &event).await {
+                return;
+            }
+            this.emit(&app, &event);
+        });
+    }
+
+    /// Whether the channel or user of a delayed event is back, anywhere.
+    async fn came_back(&self, app: &App, event: &Event) -> bool {
+        match event {
+            Event::Vacated(channel) => {
+                let here = self
+                    .adapter
+                    .local()
+                    .get_app(&app.id)
+                    .is_some_and(|a| a.channel_counts(channel).subscription_count > 0);
+                here || self.adapter.occupied_elsewhere(&app.id, channel)
+            }
+            Event::MemberRemoved { channel, user_id } => self
+                .adapter
+                .presence_members(&app.id, channel)
+                .await
+                .is_ok_and(|members| members.iter().any(|m| &m.user_id == user_id)),
+            _ => false,
+        }
+    }
+
+    fn emit(self: &Arc<Self>, app: &Arc<App>, event: &Event) {
+        let (name, channel) = (event.name(), event.channel());
+        let json = event.to_json();
+        for (index, hook) in app.webhooks.iter().enumerate() {
+            if !hook.wants(name, channel) {
+                continue;
+            }
+            match self.settings.batching {
+                None => self.queue_job(app, index, vec![json.clone()]),
+                Some(duration) => {
+                    let key = (app.id.clone(), index);
+                    let first = {
+                        let mut batches = self.batches.lock();
+                        let batch = batches.entry(key.clone()).or_default();
+                        batch.push(json.clone());
+                        batch.len() == 1
+                    };
+                    if first {
+                        let (this, app) = (self.clone(), app.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(duration).await;
+                            let events = this.batches.lock().remove(&key).unwrap_or_default();
+                            if !events.is_empty() {
+                                this.queue_job(&app, index, events);
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn queue_job(self: &Arc<Self>, app: &App, index: usize, events: Vec<Value>) {
+        let Some(hook) = app.webhooks.get(index) else {
+            return;
+        };
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let body = json!({ "time_ms": time_ms, "events": events }).to_string();
+        let signature = hmac_sha256_hex(&app.secret, body.as_bytes());
+        // Custom headers first: the key and the signature cannot be overridden.
+        let mut headers: Vec<(String, String)> = hook
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                !name.eq_ignore_ascii_case("x-pusher-key")
+                    && !name.eq_ignore_ascii_case("x-pusher-signature")
+            })
+            .cloned()
+            .collect();
+        headers.push(("X-Pusher-Key".into(), app.key.clone()));
+        headers.push(("X-Pusher-Signature".into(), signature));
+        let job = Job {
+            url: hook.url.clone(),
+            headers,
+            body,
+        };
+        let Ok(job) = serde_json::to_vec(&job) else {
+            return;
+        };
+        let queue = self.queue.clone();
+        tokio::spawn(async move {
+            if let Err(e) = queue.push(Bytes::from(job)).await {
+                tracing::warn!(error = %e, "could not queue a webhook");
+            }
+        });
+    }
+}
+
+/// Posts queued webhooks.
+pub(crate) struct Sender {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+    user_agent: HeaderValue,
+}
+
+impl Sender {
+    pub(crate) fn new(timeout: Duration) -> Result<Self, String> {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(Arc::new(
+                tokio_rustls::rustls::crypto::ring::default_provider(),
+            ))
+            .map_err(|e| e.to_string())?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let user_agent = HeaderValue::from_str(&format!(
+            "SoketiWebhooksClient/{} (Process: {})",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id()
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("SoketiWebhooksClient"));
+        Ok(Self {
+            client: Client::builder(TokioExecutor::new()).build(https),
+            timeout,
+            user_agent,
+        })
+    }
+}
+
+#[async_trait]
+impl JobHandler for Sender {
+    async fn run(&self, job: &[u8]) -> Result<(), String> {
+        let job: Job =
+            serde_json::from_slice(job).map_err(|e| format!("not a webhook job: {e}"))?;
+        let mut request = hyper::Request::post(&job.url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(USER_AGENT, self.user_agent.clone());
+        for (name, value) in &job.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                request = request.header(name, value);
+            }
+        }
+        let request = request
+            .body(Full::new(Bytes::from(job.body)))
+            .map_err(|e| format!("bad webhook request for {}: {e}", job.url))?;
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| format!("{} did not answer within {:?}", job.url, self.timeout))?
+            .map_err(|e| format!("{} failed: {e}", job.url))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("{} answered {}", job.url, response.status()))
+        }
+    }
+}
