@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use crate::local::{LocalAdapter, Origin};
 use crate::transport::{Transport, TransportEvent};
 use crate::wire::{self, v1};
-use crate::{Adapter, AdapterError};
+use crate::{Adapter, AdapterError, OccupancyQuestion};
 
 /// A presence member seen on other nodes.
 struct RemoteMember {
@@ -154,7 +154,9 @@ pub struct HorizontalAdapter {
     pending: DashMap<u64, Arc<Pending>>,
     replica: Mutex<Replica>,
     /// Channels occupied on other nodes, by (app, channel), with the nodes.
-    occupancy: Mutex<HashMap<(String, String), HashSet<String>>>,
+    occupancy: Mutex<HashMap<(String, String), HashMap<String, Instant>>>,
+    /// When other nodes reported a channel empty, for the choice of the node that announces it.
+    vacated: Mutex<HashMap<(String, String), HashMap<String, Instant>>>,
     /// Channels this node reported occupied, for the snapshot a new node receives.
     occupied_here: Mutex<HashSet<(String, String)>>,
     extensions: parking_lot::RwLock<HashMap<String, Arc<dyn Extension>>>,
@@ -177,6 +179,7 @@ impl HorizontalAdapter {
             pending: DashMap::new(),
             replica: Mutex::default(),
             occupancy: Mutex::default(),
+            vacated: Mutex::default(),
             occupied_here: Mutex::default(),
             extensions: parking_lot::RwLock::default(),
         });
@@ -322,15 +325,28 @@ impl HorizontalAdapter {
             }
             Body::PresenceSnapshot(snapshot) => self.on_snapshot(from, snapshot),
             Body::OccupancyChange(change) => {
-                let mut occupancy = self.occupancy.lock();
                 let key = (app.to_owned(), change.channel);
+                let now = Instant::now();
+                let mut occupancy = self.occupancy.lock();
                 if change.occupied {
-                    occupancy.entry(key).or_default().insert(from.to_owned());
-                } else if let Some(nodes) = occupancy.get_mut(&key) {
-                    nodes.remove(from);
-                    if nodes.is_empty() {
-                        occupancy.remove(&key);
+                    occupancy
+                        .entry(key)
+                        .or_default()
+                        .insert(from.to_owned(), now);
+                } else {
+                    if let Some(nodes) = occupancy.get_mut(&key) {
+                        nodes.remove(from);
+                        if nodes.is_empty() {
+                            occupancy.remove(&key);
+                        }
                     }
+                    let mut vacated = self.vacated.lock();
+                    // Reports older than a minute can no longer matter.
+                    vacated.retain(|_, nodes| {
+                        nodes.retain(|_, at| now.duration_since(*at) < Duration::from_secs(60));
+                        !nodes.is_empty()
+                    });
+                    vacated.entry(key).or_default().insert(from.to_owned(), now);
                 }
             }
             Body::Extension(extension) => {
@@ -348,11 +364,15 @@ impl HorizontalAdapter {
     fn on_snapshot(&self, from: &str, snapshot: v1::PresenceSnapshot) {
         {
             let mut occupancy = self.occupancy.lock();
+            // Occupied before this node knew: as good as long ago.
+            let long_ago = Instant::now()
+                .checked_sub(Duration::from_secs(3600))
+                .unwrap_or_else(Instant::now);
             for c in snapshot.occupied {
                 occupancy
                     .entry((c.app_id, c.channel))
                     .or_default()
-                    .insert(from.to_owned());
+                    .insert(from.to_owned(), long_ago);
             }
         }
         let mut announce = Vec::new();
@@ -455,6 +475,10 @@ impl HorizontalAdapter {
 
     fn on_node_left(&self, node: &str) {
         self.occupancy.lock().retain(|_, nodes| {
+            nodes.remove(node);
+            !nodes.is_empty()
+        });
+        self.vacated.lock().retain(|_, nodes| {
             nodes.remove(node);
             !nodes.is_empty()
         });
@@ -770,6 +794,60 @@ impl Adapter for HorizontalAdapter {
         self.occupancy
             .lock()
             .contains_key(&(app_id.to_owned(), channel.to_owned()))
+    }
+
+    fn settle_time(&self) -> Duration {
+        // Far longer than an envelope takes between nodes of one network.
+        Duration::from_millis(100)
+    }
+
+    fn announces(&self, app_id: &str, channel: &str, q: &OccupancyQuestion) -> bool {
+        let key = (app_id.to_owned(), channel.to_owned());
+        let me = self.transport.node_id();
+        let near = |at: Instant| {
+            let gap = if at > q.since {
+                at - q.since
+            } else {
+                q.since - at
+            };
+            gap <= q.tolerance
+        };
+        let occupancy = self.occupancy.lock();
+        let vacated = self.vacated.lock();
+        let vacated = vacated.get(&key);
+        if q.occupied {
+            // A node that emptied it just before (or had it still, its report arriving after):
+            // this is a move within the vacated delay, which cancels the vacated; nothing is
+            // announced.
+            if vacated.is_some_and(|nodes| {
+                nodes
+                    .values()
+                    .any(|at| q.since.saturating_duration_since(*at) < q.vacated_delay)
+            }) {
+                return false;
+            }
+            // A node that had it before spoke already; of nodes that took it at the same
+            // moment, the smallest id speaks.
+            occupancy.get(&key).is_none_or(|nodes| {
+                nodes
+                    .iter()
+                    .all(|(n, at)| (*at >= q.since || near(*at)) && me < n.as_str())
+            })
+        } else if occupancy.contains_key(&key) {
+            false
+        } else {
+            // A node that emptied it later speaks; of nodes that emptied it at the same moment,
+            // the smallest id speaks.
+            vacated.is_none_or(|nodes| {
+                nodes.iter().all(|(n, at)| {
+                    if near(*at) {
+                        me < n.as_str()
+                    } else {
+                        *at < q.since
+                    }
+                })
+            })
+        }
     }
 
     async fn presence_left(

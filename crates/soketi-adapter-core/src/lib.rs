@@ -41,6 +41,20 @@ pub use queue::{JobHandler, Queue, RetryPolicy, SyncQueue};
 pub use ratelimit::{Budget, Decision, LocalRateLimiter, RateLimiter, SlidingWindow};
 pub use transport::{MemoryHub, PeerInfo, Transport, TransportEvent};
 
+/// A node's question before it announces `channel_occupied` or `channel_vacated`.
+#[derive(Clone, Copy, Debug)]
+pub struct OccupancyQuestion {
+    /// `channel_occupied` when true, else `channel_vacated`.
+    pub occupied: bool,
+    /// When this node saw the change.
+    pub since: std::time::Instant,
+    /// Changes of other nodes this close to `since` count as simultaneous.
+    pub tolerance: std::time::Duration,
+    /// How long a vacated channel waits before it is announced; a channel taken again within
+    /// it was never vacated.
+    pub vacated_delay: std::time::Duration,
+}
+
 /// Publishing and queries across every node that serves the same apps.
 #[async_trait]
 pub trait Adapter: Send + Sync {
@@ -114,6 +128,18 @@ pub trait Adapter: Send + Sync {
 
     /// Whether `channel` has subscribers on another node, as far as this node knows.
     fn occupied_elsewhere(&self, app_id: &str, channel: &str) -> bool;
+
+    /// How long a fleet-wide change should settle before a node decides to announce it: the
+    /// time the other nodes' reports take to arrive. Zero on one node.
+    fn settle_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
+    /// Whether this node is the one that announces a change of `channel`'s occupancy that it
+    /// saw at `question.since`, so that the fleet announces it once. Always true on one node.
+    fn announces(&self, _app_id: &str, _channel: &str, _question: &OccupancyQuestion) -> bool {
+        true
+    }
 
     /// Tells the other nodes that `user_id` left `channel` here (its last connection on this
     /// node). Returns whether the user is gone from the whole fleet, in which case the caller

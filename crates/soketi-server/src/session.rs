@@ -315,22 +315,26 @@ impl Session {
         }
     }
 
-    /// Tells the fleet that a channel became occupied or empty here, and fires the webhook
-    /// when the whole fleet changed. Only apps with webhooks pay for it.
+    /// Tells the fleet that a channel became occupied or empty here, and hands the event to
+    /// the webhooks, which announce it once for the fleet. Only apps with webhooks pay for it.
     async fn occupancy(&self, name: &str, occupied: bool) {
         if self.app.webhooks.is_empty() {
             return;
         }
-        match self
+        if let Err(e) = self
             .adapter()
             .occupancy_changed(&self.app.id, name, occupied)
             .await
         {
-            Ok(true) if occupied => self.webhook(Event::Occupied(name.to_owned())),
-            Ok(true) => self.webhook(Event::Vacated(name.to_owned())),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, channel = name, "occupancy not shared"),
+            tracing::warn!(error = %e, channel = name, "occupancy not shared");
         }
+        // Whether this node speaks for the fleet is decided once the other nodes' reports are
+        // in: after a short settle for occupied, after the vacated delay for vacated.
+        self.webhook(if occupied {
+            Event::Occupied(name.to_owned())
+        } else {
+            Event::Vacated(name.to_owned())
+        });
     }
 
     fn cache_miss(&self, name: &str) {

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use soketi_adapter_core::{Adapter, JobHandler, Queue};
+use soketi_adapter_core::{Adapter, JobHandler, OccupancyQuestion, Queue};
 use soketi_protocol::App;
 use soketi_protocol::auth::hmac_sha256_hex;
 
@@ -174,6 +174,9 @@ impl Webhooks {
             {
                 return;
             }
+            Event::Occupied(channel) if !self.adapter.settle_time().is_zero() => {
+                return self.settle(app, channel.clone(), event);
+            }
             Event::Vacated(channel) => {
                 let key = format!("vacated:{channel}");
                 return self.delay(app, key, event);
@@ -187,6 +190,28 @@ impl Webhooks {
         self.emit(app, &event);
     }
 
+    /// Waits for the other nodes' reports, then announces `channel_occupied` if this node is
+    /// the one the fleet agrees on (see `Adapter::announces`).
+    fn settle(self: &Arc<Self>, app: &Arc<App>, channel: String, event: Event) {
+        let (this, app) = (self.clone(), app.clone());
+        let question = self.question(true);
+        tokio::spawn(async move {
+            tokio::time::sleep(this.adapter.settle_time()).await;
+            if this.adapter.announces(&app.id, &channel, &question) {
+                this.emit(&app, &event);
+            }
+        });
+    }
+
+    fn question(&self, occupied: bool) -> OccupancyQuestion {
+        OccupancyQuestion {
+            occupied,
+            since: Instant::now(),
+            tolerance: self.adapter.settle_time(),
+            vacated_delay: self.settings.vacated_delay,
+        }
+    }
+
     fn cancel(&self, app: &App, key: &str) -> bool {
         self.pending
             .remove(&(app.id.clone(), key.to_owned()))
@@ -198,6 +223,7 @@ impl Webhooks {
         let pending_key = (app.id.clone(), key);
         self.pending.insert(pending_key.clone(), generation);
         let (this, app) = (self.clone(), app.clone());
+        let question = self.question(false);
         tokio::spawn(async move {
             tokio::time::sleep(this.settings.vacated_delay).await;
             if this
@@ -208,6 +234,12 @@ impl Webhooks {
                 return;
             }
             if this.came_back(&app, &event).await {
+                return;
+            }
+            if let Event::Vacated(channel) = &event
+                && !this.adapter.announces(&app.id, channel, &question)
+            {
+                // Another node speaks for the fleet.
                 return;
             }
             this.emit(&app, &event);

@@ -10,6 +10,9 @@
 // SOKETI_WEBHOOKS_VACATED_DELAY=200 ms here. To show that something does NOT arrive, a test
 // makes a sentinel event that must arrive after it (a sentinel channel left at the same moment,
 // whose channel_vacated comes when the unwanted one would have), then checks what arrived.
+// Three waits are fixed instead: a receiver that is down cannot see the refused attempts it
+// waits out, and a duplicate from the Redis queue's retries (or an attempt after the last one)
+// has no sentinel to come before, so those tests watch a short window (at most 1.5 s).
 
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -866,7 +869,10 @@ describe('webhooks: the Redis queue (SOKETI_QUEUE_DRIVER=redis)', { skip: redisS
       scope.closeClients();
       await scope.server.stop();
     }
-    if (receiver) receiver.failing = false;
+    if (receiver) {
+      receiver.failing = false;
+      await receiver.up();
+    }
   });
   after(async () => {
     await receiver?.close();
@@ -892,43 +898,54 @@ describe('webhooks: the Redis queue (SOKETI_QUEUE_DRIVER=redis)', { skip: redisS
     return scope;
   }
 
-  it('jobs survive a server restart: 5 webhooks refused with 500, then each delivered exactly once by the next process', async (t) => {
-    const since = receiver.mark();
-    // More attempts than the default 6, so that the time the restart takes cannot use them up.
-    const env = queueEnv('/durable', { SOKETI_QUEUE_MAX_ATTEMPTS: '10' });
-    receiver.failing = (r) => r.path === '/durable';
+  for (const mode of ['answers 500', 'is down']) {
+    it(`jobs survive a server restart: 5 webhooks while the receiver ${mode}, then each delivered exactly once by the next process`, async (t) => {
+      const since = receiver.mark();
+      const path = mode === 'is down' ? '/durable-down' : '/durable-500';
+      // More attempts than the default 6, so that the time the restart takes cannot use them up.
+      const env = queueEnv(path, { SOKETI_QUEUE_MAX_ATTEMPTS: '10' });
+      const first = await start('the first server', env);
+      if (mode === 'is down') await receiver.down();
+      else receiver.failing = (r) => r.path === path;
 
-    const first = await start('the first server', env);
-    const names = Array.from({ length: 5 }, (_, i) => uniqueChannel(`durable-${i}-`));
-    const client = await first.rawConnected();
-    await subscribeMany(client, names);
-    // Every job has been tried (and refused) at least once before the server goes.
-    await until(
-      () => names.every((channel) => receiver.events({ path: '/durable', since, accepted: false }).some((e) => e.channel === channel)),
-      { timeout: 10_000, what: `a failed attempt for each of ${names.join(', ')}; received: ${receiver.describe(since)}` },
-    );
-    const exit = await first.server.stop();
-    t.diagnostic(`the first server exited with ${JSON.stringify(exit)} after ${receiver.failed(since).length} refused attempts`);
-    assert.equal(exit.code, 0, 'the first server exits cleanly on SIGTERM');
+      const names = Array.from({ length: 5 }, (_, i) => uniqueChannel(`durable-${i}-`));
+      const client = await first.rawConnected();
+      await subscribeMany(client, names);
+      if (mode === 'is down') {
+        // Refused connections leave no trace here: give the first attempts time to fail.
+        await sleep(500);
+      } else {
+        // Every job has been tried (and refused) at least once before the server goes.
+        await until(
+          () => names.every((channel) => receiver.events({ path, since, accepted: false }).some((e) => e.channel === channel)),
+          { timeout: 10_000, what: `a failed attempt for each of ${names.join(', ')}; received: ${receiver.describe(since)}` },
+        );
+      }
+      const exit = await first.server.stop();
+      t.diagnostic(`the first server exited with ${JSON.stringify(exit)} after ${receiver.failed(since).length} refused attempts`);
+      assert.equal(exit.code, 0, 'the first server exits cleanly on SIGTERM');
+      assert.equal(receiver.accepted(since).length, 0, `nothing was accepted yet: ${receiver.describe(since)}`);
 
-    const second = await start('the second server', env);
-    const healthyAt = Date.now();
-    receiver.failing = false;
-    for (const channel of names) {
-      await receiver.waitForEvents({ name: 'channel_occupied', channel }, 1, { path: '/durable', since, timeout: 10_000 });
-    }
-    t.diagnostic(`all 5 delivered within ${Date.now() - healthyAt} ms of the second server being ready`);
+      const second = await start('the second server', env);
+      const healthyAt = Date.now();
+      receiver.failing = false;
+      await receiver.up();
+      for (const channel of names) {
+        await receiver.waitForEvents({ name: 'channel_occupied', channel }, 1, { path, since, timeout: 10_000 });
+      }
+      t.diagnostic(`all 5 delivered within ${Date.now() - healthyAt} ms of the second server being ready`);
 
-    // A sentinel through the second server, then a short observation window: a duplicate would
-    // come from a job retried after it was delivered, within the backoff of the last attempts.
-    const sentinel = uniqueChannel('durable-sentinel-');
-    await second.rawSubscribed(sentinel);
-    await receiver.waitForEvents({ name: 'channel_occupied', channel: sentinel }, 1, { path: '/durable', since, timeout: 10_000 });
-    await sleep(1_500);
-    const delivered = receiver.events({ path: '/durable', since }).filter((e) => names.includes(e.channel));
-    assert.deepEqual(countBy(delivered.map((e) => e.channel)), Object.fromEntries(names.map((c) => [c, 1])), 'each exactly once');
-    for (const event of delivered) assertWebhookRequest(event.request);
-  });
+      // A sentinel through the second server, then a short observation window: a duplicate would
+      // come from a job retried after it was delivered, within the backoff of the last attempts.
+      const sentinel = uniqueChannel('durable-sentinel-');
+      await second.rawSubscribed(sentinel);
+      await receiver.waitForEvents({ name: 'channel_occupied', channel: sentinel }, 1, { path, since, timeout: 10_000 });
+      await sleep(1_500);
+      const delivered = receiver.events({ path, since }).filter((e) => names.includes(e.channel));
+      assert.deepEqual(countBy(delivered.map((e) => e.channel)), Object.fromEntries(names.map((c) => [c, 1])), 'each exactly once');
+      for (const event of delivered) assertWebhookRequest(event.request);
+    });
+  }
 
   it(`a webhook that keeps failing is tried SOKETI_QUEUE_MAX_ATTEMPTS times with exponential backoff from SOKETI_QUEUE_BACKOFF, then dropped with a log line`, async (t) => {
     const since = receiver.mark();
@@ -941,7 +958,11 @@ describe('webhooks: the Redis queue (SOKETI_QUEUE_DRIVER=redis)', { skip: redisS
 
     const mark = scope.server.logMark();
     await until(
-      () => scope.server.logs().split('\n').some((line) => /webhook/i.test(line) && /(drop|gave up|giving up|discard|exhaust|abandon)/i.test(line)),
+      () =>
+        scope.server
+          .logs()
+          .split('\n')
+          .some((line) => (/webhook/i.test(line) || line.includes(receiver.url('/drop'))) && /(drop|gave up|giving up|discard|exhaust|abandon)/i.test(line)),
       { timeout: 5_000, what: `a log line about the dropped webhook; the output: ${scope.server.logs().slice(-4000)}` },
     );
     // A sentinel posted after the drop, then a window as long as the next backoff would be.
@@ -1050,17 +1071,28 @@ describe('webhooks: two nodes with the Redis adapter send each fleet-wide event 
     for (const event of receiver.events({ path: '/fleet' }).filter((e) => e.channel === name)) assertSingle(event);
   });
 
-  it('first subscriptions on both nodes at the same moment: channel_occupied once; both leave at once: channel_vacated once', async () => {
-    const name = uniqueChannel('fleet-race-');
+  it('first subscriptions on both nodes at the same moment: channel_occupied once', async () => {
+    const name = uniqueChannel('fleet-race-in-');
     const [onA, onB] = await Promise.all([A.rawConnected(), B.rawConnected()]);
     await Promise.all([onA.subscribeOk(name), onB.subscribeOk(name)]);
     await receiver.waitForEvents({ name: 'channel_occupied', channel: name });
     const sentinel = await sentinelChannel(B);
+    sentinel.leave();
+    await sentinel.vacated();
+    assert.deepEqual(channelTags(receiver, name, { path: '/fleet' }), [`channel_occupied:${name}`]);
+  });
+
+  it('the last subscribers on both nodes leave at the same moment: channel_vacated once', async () => {
+    const name = uniqueChannel('fleet-race-out-');
+    const onA = await A.rawSubscribed(name);
+    await receiver.waitForEvents({ name: 'channel_occupied', channel: name });
+    const onB = await B.rawSubscribed(name);
+    const sentinel = await sentinelChannel(B);
     onA.terminate();
     onB.terminate();
     sentinel.leave();
-    await receiver.waitForEvents({ name: 'channel_vacated', channel: name });
     await sentinel.vacated();
+    await receiver.waitForEvents({ name: 'channel_vacated', channel: name }, 1, { timeout: 3_000 });
     const later = await sentinelChannel(A);
     later.leave();
     await later.vacated();
