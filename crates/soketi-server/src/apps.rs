@@ -1,19 +1,32 @@
 //! Where apps come from. The server asks an [`AppManager`] by id (HTTP API) or by key
-//! (WebSocket); drivers for databases plug in behind the same trait.
+//! (WebSocket): [`ArrayAppManager`] serves the configured apps, [`SqlAppManager`] reads
+//! soketi's `apps` table in PostgreSQL or MySQL, and [`CachedAppManager`] keeps lookups for a
+//! while so that a connection storm does not become a query storm.
+
+mod sql;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use dashmap::DashMap;
 use soketi_protocol::App;
 
-/// Finds apps by id or key.
+pub use self::sql::{SqlAppManager, SqlBackend};
+
+/// The store of apps could not answer (a database that is down or misconfigured).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the app store is unavailable: {0}")]
+pub struct AppStoreError(pub String);
+
+/// Finds apps by id or key. `Ok(None)` means there is no such app.
 #[async_trait]
 pub trait AppManager: Send + Sync {
     /// The app with this id.
-    async fn find_by_id(&self, id: &str) -> Option<Arc<App>>;
+    async fn find_by_id(&self, id: &str) -> Result<Option<Arc<App>>, AppStoreError>;
     /// The app with this key.
-    async fn find_by_key(&self, key: &str) -> Option<Arc<App>>;
+    async fn find_by_key(&self, key: &str) -> Result<Option<Arc<App>>, AppStoreError>;
 }
 
 /// Apps from the configuration, held in memory.
@@ -38,11 +51,75 @@ impl ArrayAppManager {
 
 #[async_trait]
 impl AppManager for ArrayAppManager {
-    async fn find_by_id(&self, id: &str) -> Option<Arc<App>> {
-        self.by_id.get(id).cloned()
+    async fn find_by_id(&self, id: &str) -> Result<Option<Arc<App>>, AppStoreError> {
+        Ok(self.by_id.get(id).cloned())
     }
 
-    async fn find_by_key(&self, key: &str) -> Option<Arc<App>> {
-        self.by_key.get(key).cloned()
+    async fn find_by_key(&self, key: &str) -> Result<Option<Arc<App>>, AppStoreError> {
+        Ok(self.by_key.get(key).cloned())
     }
 }
+
+type Entry = (Option<Arc<App>>, Instant);
+
+/// Keeps the answers of another manager, found or not found, for `ttl` (or for the life of the
+/// process); errors are never kept, so a store that comes back is asked again at once.
+pub struct CachedAppManager {
+    inner: Arc<dyn AppManager>,
+    ttl: Option<Duration>,
+    by_id: DashMap<String, Entry>,
+    by_key: DashMap<String, Entry>,
+}
+
+impl CachedAppManager {
+    /// Caches `inner` for `ttl`; `None` keeps answers as long as the process runs.
+    pub fn new(inner: Arc<dyn AppManager>, ttl: Option<Duration>) -> Self {
+        Self {
+            inner,
+            ttl,
+            by_id: DashMap::new(),
+            by_key: DashMap::new(),
+        }
+    }
+
+    fn fresh(&self, map: &DashMap<String, Entry>, name: &str) -> Option<Option<Arc<App>>> {
+        let entry = map.get(name)?;
+        let fresh = self.ttl.is_none_or(|ttl| entry.1.elapsed() < ttl);
+        fresh.then(|| entry.0.clone())
+    }
+
+    fn keep(&self, app: &Option<Arc<App>>, by: &DashMap<String, Entry>, name: &str) {
+        let now = Instant::now();
+        by.insert(name.to_owned(), (app.clone(), now));
+        // An app found one way is found the other way too.
+        if let Some(app) = app {
+            self.by_id.insert(app.id.clone(), (Some(app.clone()), now));
+            self.by_key
+                .insert(app.key.clone(), (Some(app.clone()), now));
+        }
+    }
+}
+
+#[async_trait]
+impl AppManager for CachedAppManager {
+    async fn find_by_id(&self, id: &str) -> Result<Option<Arc<App>>, AppStoreError> {
+        if let Some(hit) = self.fresh(&self.by_id, id) {
+            return Ok(hit);
+        }
+        let app = self.inner.find_by_id(id).await?;
+        self.keep(&app, &self.by_id, id);
+        Ok(app)
+    }
+
+    async fn find_by_key(&self, key: &str) -> Result<Option<Arc<App>>, AppStoreError> {
+        if let Some(hit) = self.fresh(&self.by_key, key) {
+            return Ok(hit);
+        }
+        let app = self.inner.find_by_key(key).await?;
+        self.keep(&app, &self.by_key, key);
+        Ok(app)
+    }
+}
+
+#[cfg(test)]
+mod tests;

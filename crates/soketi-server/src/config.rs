@@ -82,9 +82,9 @@ drivers!(
         #[default]
         Array = "array", true;
         /// A MySQL table.
-        Mysql = "mysql", false;
+        Mysql = "mysql", true;
         /// A PostgreSQL table.
-        Postgres = "postgres", false;
+        Postgres = "postgres", true;
         /// A DynamoDB table.
         Dynamodb = "dynamodb", false;
     }
@@ -1145,6 +1145,28 @@ impl Config {
                 )));
             }
         }
+        for (driver, option, table) in [
+            (
+                AppManagerDriver::Postgres,
+                "appManager.postgres.table (APP_MANAGER_POSTGRES_TABLE)",
+                &self.app_manager.postgres.table,
+            ),
+            (
+                AppManagerDriver::Mysql,
+                "appManager.mysql.table (APP_MANAGER_MYSQL_TABLE)",
+                &self.app_manager.mysql.table,
+            ),
+        ] {
+            let identifier = !table.is_empty()
+                && table
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if self.app_manager.driver == driver && !identifier {
+                return Err(ConfigError::new(format!(
+                    "{option} is {table:?}; use a table name of letters, digits and _"
+                )));
+            }
+        }
         if !self.ssl.passphrase.is_empty() {
             return Err(ConfigError::new(
                 "ssl.passphrase (SSL_PASS) is set, but encrypted private keys are not supported; \
@@ -1251,6 +1273,16 @@ impl Config {
         }
     }
 
+    /// The `postgres://` URL of `database.postgres`.
+    pub fn postgres_url(&self) -> String {
+        sql_url("postgres", &self.database.postgres)
+    }
+
+    /// The `mysql://` URL of `database.mysql`.
+    pub fn mysql_url(&self) -> String {
+        sql_url("mysql", &self.database.mysql)
+    }
+
     /// The `redis://` URL of `database.redis`.
     pub fn redis_url(&self) -> String {
         let redis = &self.database.redis;
@@ -1320,6 +1352,21 @@ impl Config {
         mask(&mut value);
         value
     }
+}
+
+fn sql_url(scheme: &str, db: &SqlDatabase) -> String {
+    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let auth = if db.password.is_empty() {
+        encode(&db.user)
+    } else {
+        format!("{}:{}", encode(&db.user), encode(&db.password))
+    };
+    format!(
+        "{scheme}://{auth}@{}:{}/{}",
+        db.host,
+        db.port,
+        encode(&db.database)
+    )
 }
 
 fn kb(value: f64) -> usize {

@@ -203,12 +203,20 @@ async fn api(
     app_id: &str,
     rest: &[String],
 ) -> Result<Response<Body>, ApiError> {
-    let app = state.apps.find_by_id(app_id).await.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("The app {app_id} could not be found."),
-        )
-    })?;
+    let app = state
+        .apps
+        .find_by_id(app_id)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, app_id, "cannot look the app up");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}."))
+        })?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("The app {app_id} could not be found."),
+            )
+        })?;
     let metrics = state.metrics.app(&app.id);
     let (parts, body) = req.into_parts();
     let body = read_body(body, state.config.max_request_bytes()).await;

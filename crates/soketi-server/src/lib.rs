@@ -46,9 +46,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::apps::ArrayAppManager;
+use crate::apps::{
+    AppManager, AppStoreError, ArrayAppManager, CachedAppManager, SqlAppManager, SqlBackend,
+};
 pub use crate::config::Config;
-use crate::config::{AdapterDriver, CacheDriver, Mode, QueueDriver, RateLimiterDriver};
+use crate::config::{
+    AdapterDriver, AppManagerDriver, CacheDriver, Mode, QueueDriver, RateLimiterDriver,
+};
 use crate::metrics::Metrics;
 use crate::state::{Services, State};
 use crate::webhooks::{WebhookSettings, Webhooks};
@@ -201,6 +205,47 @@ fn webhooks(config: &Config, adapter: Arc<dyn Adapter>) -> Result<Arc<Webhooks>,
     Ok(Webhooks::new(queue, adapter, settings))
 }
 
+/// The app manager the configuration names, behind a cache when `appManager.cache.enabled`.
+fn app_manager(config: &Config) -> Result<Arc<dyn AppManager>, AppStoreError> {
+    let pool = (
+        if config.database_pooling.enabled {
+            config.database_pooling.min
+        } else {
+            0
+        },
+        if config.database_pooling.enabled {
+            config.database_pooling.max
+        } else {
+            4
+        },
+    );
+    let store: Arc<dyn AppManager> = match config.app_manager.driver {
+        AppManagerDriver::Postgres => Arc::new(SqlAppManager::new(
+            SqlBackend::Postgres,
+            &config.postgres_url(),
+            &config.app_manager.postgres.table,
+            config.limits(),
+            pool,
+        )?),
+        AppManagerDriver::Mysql => Arc::new(SqlAppManager::new(
+            SqlBackend::Mysql,
+            &config.mysql_url(),
+            &config.app_manager.mysql.table,
+            config.limits(),
+            pool,
+        )?),
+        // `Config::check_runnable` refuses the drivers this build does not provide.
+        _ => return Ok(Arc::new(ArrayAppManager::new(config.apps()))),
+    };
+    let cache = &config.app_manager.cache;
+    Ok(if cache.enabled {
+        let ttl = u64::try_from(cache.ttl).ok().map(Duration::from_secs);
+        Arc::new(CachedAppManager::new(store, ttl))
+    } else {
+        store
+    })
+}
+
 /// The rate limiter the configuration names.
 fn rate_limiter(
     config: &Config,
@@ -295,7 +340,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let metrics_addr = ops_listener.local_addr().map_err(metrics_bind)?;
     let metrics = Metrics::new(&config.metrics, local_addr.port())
         .map_err(|e| StartError::MetricsPrefix(e.to_string()))?;
-    let apps = Arc::new(ArrayAppManager::new(config.apps()));
+    let apps = app_manager(&config).map_err(|e| StartError::Adapter(e.to_string()))?;
     let Adapters {
         adapter,
         horizontal,

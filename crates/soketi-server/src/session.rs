@@ -53,12 +53,25 @@ impl Session {
             );
             return None;
         }
-        let Some(app) = state.apps.find_by_key(app_key).await else {
-            conn.fail(
-                CloseCode::APP_NOT_FOUND,
-                &format!("App key {app_key} does not exist."),
-            );
-            return None;
+        let app = match state.apps.find_by_key(app_key).await {
+            Ok(Some(app)) => app,
+            Ok(None) => {
+                conn.fail(
+                    CloseCode::APP_NOT_FOUND,
+                    &format!("App key {app_key} does not exist."),
+                );
+                return None;
+            }
+            Err(e) => {
+                // pusher-js backs off before it reconnects after 4100-4199, so a store that
+                // is down is not hammered.
+                tracing::warn!(error = %e, "cannot look the app up");
+                conn.fail(
+                    CloseCode::OVER_CAPACITY,
+                    "The app could not be looked up; try again later.",
+                );
+                return None;
+            }
         };
         if let Some(p) = protocol
             && !p

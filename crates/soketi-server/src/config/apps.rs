@@ -276,7 +276,7 @@ impl AppConfig {
     }
 
     /// The app as the server uses it, with `limits` where the app sets none.
-    pub(super) fn to_app(&self, _index: usize, limits: &AppLimits) -> App {
+    pub(crate) fn to_app(&self, _index: usize, limits: &AppLimits) -> App {
         let mut app = App::new(
             self.id.clone().unwrap_or_default(),
             self.key.clone().unwrap_or_default(),
