@@ -212,7 +212,7 @@ fn bad_values_name_the_option_and_source() {
     check(&[("ADAPTER_DRIVER", "bogus")], &["ADAPTER_DRIVER", "local"]);
     check(&[("SOKETI_ACTIVITY_TIMEOUT", "0")], &["ACTIVITY_TIMEOUT"]);
     check(
-        &[("APP_MANAGER_DRIVER", "mysql")],
+        &[("APP_MANAGER_DRIVER", "dynamodb")],
         &["APP_MANAGER_DRIVER", "array"],
     );
     check(&[("SOKETI_SSL_PASS", "x")], &["SSL_PASS"]);
