@@ -19,6 +19,8 @@ pub mod cache;
 mod error;
 mod horizontal;
 mod local;
+pub mod membership;
+mod pubsub_frame;
 pub mod queue;
 pub mod ratelimit;
 mod transport;

@@ -18,7 +18,6 @@
 #![warn(missing_docs)]
 
 mod cache;
-mod frame;
 mod queue;
 mod ratelimit;
 
@@ -26,10 +25,9 @@ pub use cache::RedisCache;
 pub use queue::RedisQueue;
 pub use ratelimit::RedisRateLimiter;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -38,7 +36,7 @@ use parking_lot::Mutex;
 use soketi_adapter_core::{AdapterError, Transport, TransportEvent};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::frame::{Frame, Kind};
+use soketi_adapter_core::membership::{Kind, Membership};
 
 /// How to reach Redis and how the fleet checks its members.
 #[derive(Clone, Debug)]
@@ -76,11 +74,10 @@ struct Outgoing {
 
 /// A node of a fleet that meets in Redis.
 pub struct RedisTransport {
-    node_id: String,
+    membership: Arc<Membership>,
     fleet_channel: String,
     node_channel_prefix: String,
     out: mpsc::Sender<Outgoing>,
-    nodes: Arc<Mutex<HashMap<String, Instant>>>,
     events: Mutex<Option<mpsc::UnboundedReceiver<TransportEvent>>>,
     stop: Arc<AtomicBool>,
 }
@@ -100,10 +97,9 @@ impl RedisTransport {
         let fleet_channel = format!("{}#redis-adapter", config.prefix);
         let node_channel_prefix = format!("{fleet_channel}#");
         let (out, out_rx) = mpsc::channel(config.max_buffered.max(1));
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let nodes = Arc::new(Mutex::new(HashMap::new()));
+        let (membership, events_rx) = Membership::new(node_id.clone());
+        let membership = Arc::new(membership);
         let stop = Arc::new(AtomicBool::new(false));
-        let listening = Arc::new(AtomicBool::new(false));
 
         tokio::spawn(write_loop(client.clone(), out_rx));
         tokio::spawn(subscribe_loop(Subscriber {
@@ -112,36 +108,29 @@ impl RedisTransport {
                 fleet_channel.clone(),
                 format!("{node_channel_prefix}{node_id}"),
             ],
-            node_id: node_id.clone(),
-            nodes: nodes.clone(),
-            events: events_tx.clone(),
-            listening: listening.clone(),
+            membership: membership.clone(),
             stop: stop.clone(),
         }));
         tokio::spawn(heartbeat_loop(Heartbeat {
-            node_id: node_id.clone(),
             fleet_channel: fleet_channel.clone(),
             out: out.clone(),
-            nodes: nodes.clone(),
-            events: events_tx,
-            listening,
+            membership: membership.clone(),
             stop: stop.clone(),
             interval: config.heartbeat_interval,
             timeout: config.node_timeout,
         }));
         Ok(Arc::new(Self {
-            node_id,
+            membership,
             fleet_channel,
             node_channel_prefix,
             out,
-            nodes,
             events: Mutex::new(Some(events_rx)),
             stop,
         }))
     }
 
     async fn send(&self, channel: String, kind: Kind, payload: &[u8]) -> Result<(), AdapterError> {
-        let frame = Frame::encode(kind, &self.node_id, payload);
+        let frame = self.membership.frame(kind, payload);
         self.out
             .try_send(Outgoing {
                 channel,
@@ -162,7 +151,7 @@ impl RedisTransport {
 #[async_trait]
 impl Transport for RedisTransport {
     fn node_id(&self) -> &str {
-        &self.node_id
+        self.membership.node_id()
     }
 
     async fn publish(&self, payload: Bytes) -> Result<(), AdapterError> {
@@ -176,7 +165,7 @@ impl Transport for RedisTransport {
     }
 
     fn live_nodes(&self) -> Vec<String> {
-        self.nodes.lock().keys().cloned().collect()
+        self.membership.live_nodes()
     }
 
     fn events(&self) -> Option<mpsc::UnboundedReceiver<TransportEvent>> {
@@ -186,7 +175,7 @@ impl Transport for RedisTransport {
     async fn leave(&self) -> Result<(), AdapterError> {
         self.stop.store(true, Ordering::Release);
         let (sent, done) = oneshot::channel();
-        let frame = Frame::encode(Kind::Goodbye, &self.node_id, &[]);
+        let frame = self.membership.frame(Kind::Goodbye, &[]);
         self.out
             .send(Outgoing {
                 channel: self.fleet_channel.clone(),
@@ -263,10 +252,7 @@ async fn write_loop(client: redis::Client, mut rx: mpsc::Receiver<Outgoing>) {
 struct Subscriber {
     client: redis::Client,
     channels: Vec<String>,
-    node_id: String,
-    nodes: Arc<Mutex<HashMap<String, Instant>>>,
-    events: mpsc::UnboundedSender<TransportEvent>,
-    listening: Arc<AtomicBool>,
+    membership: Arc<Membership>,
     stop: Arc<AtomicBool>,
 }
 
@@ -301,68 +287,23 @@ async fn subscribe_loop(sub: Subscriber) {
             tracing::info!("reconnected to Redis for subscribing");
         }
         attempt = 0;
-        // The other nodes were unheard while this node was away: give them a full timeout.
-        let now = Instant::now();
-        for seen in sub.nodes.lock().values_mut() {
-            *seen = now;
-        }
-        sub.listening.store(true, Ordering::Release);
+        sub.membership.set_listening(true);
         let mut messages = pubsub.on_message();
         while let Some(msg) = messages.next().await {
-            sub.receive(msg.get_payload_bytes());
+            sub.membership.receive(msg.get_payload_bytes());
             if sub.stop.load(Ordering::Acquire) {
                 return;
             }
         }
-        sub.listening.store(false, Ordering::Release);
+        sub.membership.set_listening(false);
         tracing::warn!("lost the Redis subscription; reconnecting");
     }
 }
 
-impl Subscriber {
-    fn receive(&self, bytes: &[u8]) {
-        let Some(frame) = Frame::decode(bytes) else {
-            tracing::warn!("dropping a frame that is not from a soketi node");
-            return;
-        };
-        if frame.node_id == self.node_id {
-            return;
-        }
-        let joined = {
-            let mut nodes = self.nodes.lock();
-            if frame.kind == Kind::Goodbye {
-                if nodes.remove(frame.node_id).is_some() {
-                    let _ = self
-                        .events
-                        .send(TransportEvent::NodeLeft(frame.node_id.to_owned()));
-                }
-                return;
-            }
-            nodes
-                .insert(frame.node_id.to_owned(), Instant::now())
-                .is_none()
-        };
-        if joined {
-            let _ = self
-                .events
-                .send(TransportEvent::NodeJoined(frame.node_id.to_owned()));
-        }
-        if frame.kind == Kind::Message {
-            let _ = self.events.send(TransportEvent::Message {
-                from: frame.node_id.to_owned(),
-                payload: Bytes::copy_from_slice(frame.payload),
-            });
-        }
-    }
-}
-
 struct Heartbeat {
-    node_id: String,
     fleet_channel: String,
     out: mpsc::Sender<Outgoing>,
-    nodes: Arc<Mutex<HashMap<String, Instant>>>,
-    events: mpsc::UnboundedSender<TransportEvent>,
-    listening: Arc<AtomicBool>,
+    membership: Arc<Membership>,
     stop: Arc<AtomicBool>,
     interval: Duration,
     timeout: Duration,
@@ -376,28 +317,9 @@ async fn heartbeat_loop(hb: Heartbeat) {
         // A heartbeat that cannot be queued is dropped: the next one says the same.
         let _ = hb.out.try_send(Outgoing {
             channel: hb.fleet_channel.clone(),
-            frame: Frame::encode(Kind::Heartbeat, &hb.node_id, &[]),
+            frame: hb.membership.frame(Kind::Heartbeat, &[]),
             sent: None,
         });
-        if !hb.listening.load(Ordering::Acquire) {
-            continue;
-        }
-        let now = Instant::now();
-        let gone: Vec<String> = {
-            let mut nodes = hb.nodes.lock();
-            let gone: Vec<String> = nodes
-                .iter()
-                .filter(|(_, seen)| now.duration_since(**seen) > hb.timeout)
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in &gone {
-                nodes.remove(id);
-            }
-            gone
-        };
-        for id in gone {
-            tracing::warn!(node = %id, "a node was silent past the node timeout");
-            let _ = hb.events.send(TransportEvent::NodeLeft(id));
-        }
+        hb.membership.expire(hb.timeout);
     }
 }

@@ -1,4 +1,4 @@
-//! The frame around every payload on the Redis channels: its kind and the sending node, so
+//! The frame around every payload on a pub/sub bus (Redis, NATS): its kind and the sending node, so
 //! that a receiver can ignore its own frames and track liveness without decoding envelopes.
 //!
 //! Layout: one byte of kind, one byte of node id length, the node id, then the payload.
@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// An envelope for the adapter.
     Message = 0,
     /// "I am alive."
@@ -18,14 +18,18 @@ pub(crate) enum Kind {
 
 /// A decoded frame, borrowing the received bytes.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Frame<'a> {
-    pub(crate) kind: Kind,
-    pub(crate) node_id: &'a str,
-    pub(crate) payload: &'a [u8],
+pub struct Frame<'a> {
+    /// What the frame carries.
+    pub kind: Kind,
+    /// The sending node.
+    pub node_id: &'a str,
+    /// The envelope, for messages.
+    pub payload: &'a [u8],
 }
 
 impl<'a> Frame<'a> {
-    pub(crate) fn encode(kind: Kind, node_id: &str, payload: &[u8]) -> Bytes {
+    /// The bytes of a frame.
+    pub fn encode(kind: Kind, node_id: &str, payload: &[u8]) -> Bytes {
         let id = &node_id.as_bytes()[..node_id.len().min(255)];
         let mut out = BytesMut::with_capacity(2 + id.len() + payload.len());
         out.put_u8(kind as u8);
@@ -36,7 +40,7 @@ impl<'a> Frame<'a> {
     }
 
     /// Reads a frame; `None` for bytes that are not one (another program on the channel).
-    pub(crate) fn decode(bytes: &'a [u8]) -> Option<Self> {
+    pub fn decode(bytes: &'a [u8]) -> Option<Self> {
         let (&kind, rest) = bytes.split_first()?;
         let (&len, rest) = rest.split_first()?;
         let len = usize::from(len);
