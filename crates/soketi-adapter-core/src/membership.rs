@@ -89,13 +89,13 @@ impl Membership {
     /// Says whether this node hears the bus. On hearing it again, every known node gets a full
     /// timeout: they were unheard, not silent.
     pub fn set_listening(&self, listening: bool) {
-        if listening {
+        let was = self.listening.swap(listening, Ordering::AcqRel);
+        if listening && !was {
             let now = Instant::now();
             for seen in self.nodes.lock().values_mut() {
                 *seen = now;
             }
         }
-        self.listening.store(listening, Ordering::Release);
     }
 
     /// Drops the nodes silent past `timeout`, unless this node cannot hear the bus.

@@ -101,7 +101,7 @@ drivers!(
         /// UDP discovery inside a private network.
         Cluster = "cluster", true;
         /// NATS.
-        Nats = "nats", false;
+        Nats = "nats", true;
     }
 );
 
@@ -383,8 +383,13 @@ pub struct NatsAdapterConfig {
     pub timeout: u64,
     /// Milliseconds to wait for the other nodes' answers.
     pub requests_timeout: u64,
-    /// The number of nodes to expect answers from.
+    /// The number of nodes to expect answers from (accepted for soketi's sake; the adapter
+    /// knows the live nodes from their heartbeats).
     pub nodes_number: Option<u64>,
+    /// Milliseconds between this node's heartbeats (not a soketi option).
+    pub heartbeat_interval: u64,
+    /// Milliseconds of silence after which a node is gone (not a soketi option).
+    pub node_timeout: u64,
 }
 
 /// Discovery of the cluster adapter.
@@ -740,6 +745,8 @@ impl Default for Config {
                     timeout: 10_000,
                     requests_timeout: 5000,
                     nodes_number: None,
+                    heartbeat_interval: 1000,
+                    node_timeout: 3000,
                 },
             },
             cluster: ClusterConfig {
@@ -1115,8 +1122,8 @@ impl Config {
         {
             return Err(ConfigError::new(
                 "rateLimiter.driver (RATE_LIMITER_DRIVER) is cluster, which shares budgets \
-                 through the adapter; set adapter.driver (ADAPTER_DRIVER) to cluster or redis, \
-                 or use the local or redis rate limiter",
+                 through the adapter; set adapter.driver (ADAPTER_DRIVER) to cluster, redis or \
+                 nats, or use the local or redis rate limiter",
             ));
         }
         if self.adapter.driver == AdapterDriver::Cluster {

@@ -35,6 +35,7 @@ use soketi_adapter_core::{
     Adapter, Cache, HorizontalAdapter, LocalAdapter, LocalRateLimiter, MemoryCache, Queue,
     RateLimiter, RetryPolicy, SyncQueue, Transport,
 };
+use soketi_adapter_nats::{NatsTransport, NatsTransportConfig};
 use soketi_adapter_redis::{
     RedisCache, RedisQueue, RedisRateLimiter, RedisTransport, RedisTransportConfig,
 };
@@ -135,6 +136,29 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
                 "joining the fleet through Redis"
             );
             let timeout = Duration::from_millis(redis.requests_timeout);
+            let transport: Arc<dyn Transport> = transport;
+            let adapter = HorizontalAdapter::start(local, transport.clone(), timeout);
+            Ok(Adapters {
+                adapter: adapter.clone(),
+                horizontal: Some(adapter),
+                transport: Some(transport),
+                cache,
+            })
+        }
+        AdapterDriver::Nats => {
+            let nats = &config.adapter.nats;
+            let transport = NatsTransport::start(NatsTransportConfig {
+                servers: nats.servers.clone(),
+                user_password: nats.user.clone().zip(nats.pass.clone()),
+                token: nats.token.clone(),
+                prefix: nats.prefix.clone(),
+                connect_timeout: Duration::from_millis(nats.timeout),
+                heartbeat_interval: Duration::from_millis(nats.heartbeat_interval.max(1)),
+                node_timeout: Duration::from_millis(nats.node_timeout),
+            })
+            .await
+            .map_err(|e| StartError::Adapter(e.to_string()))?;
+            let timeout = Duration::from_millis(nats.requests_timeout);
             let transport: Arc<dyn Transport> = transport;
             let adapter = HorizontalAdapter::start(local, transport.clone(), timeout);
             Ok(Adapters {
@@ -255,7 +279,7 @@ fn rate_limiter(
         (RateLimiterDriver::Cluster, Some(adapter)) => Ok(ClusterRateLimiter::new(adapter)),
         (RateLimiterDriver::Cluster, None) => Err(StartError::Adapter(
             "rateLimiter.driver (RATE_LIMITER_DRIVER) is cluster, which shares budgets through \
-             the adapter; set adapter.driver (ADAPTER_DRIVER) to cluster or redis"
+             the adapter; set adapter.driver (ADAPTER_DRIVER) to cluster, redis or nats"
                 .into(),
         )),
         (RateLimiterDriver::Redis, _) => Ok(Arc::new(

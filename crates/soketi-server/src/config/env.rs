@@ -127,6 +127,11 @@ pub const ENV_OPTIONS: &[EnvOption] = &[
         "adapter.nats.requestsTimeout",
     ),
     both("ADAPTER_NATS_NODES_NUMBER", "adapter.nats.nodesNumber"),
+    both(
+        "ADAPTER_NATS_HEARTBEAT_INTERVAL",
+        "adapter.nats.heartbeatInterval",
+    ),
+    both("ADAPTER_NATS_NODE_TIMEOUT", "adapter.nats.nodeTimeout"),
     both("CLUSTER_HOST", "cluster.hostname"),
     both("CLUSTER_PORT", "cluster.port"),
     both("CLUSTER_KEEPALIVE_INTERVAL", "cluster.helloInterval"),
