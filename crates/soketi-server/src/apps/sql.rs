@@ -151,11 +151,13 @@ macro_rules! row_to_json {
 }
 
 fn pg_row(row: &sqlx::postgres::PgRow) -> Value {
-    row_to_json!(row, String, bool, i64, i32, i16, f64, f32, Value)
+    row_to_json!(row, String, i64, i32, i16, bool, f64, f32, Value)
 }
 
 fn mysql_row(row: &sqlx::mysql::MySqlRow) -> Value {
-    row_to_json!(row, String, bool, i64, i32, i16, i8, u64, u32, f64, Value)
+    // No `bool`: MySQL's decoder takes any integer for it, and `tinyint(1)` booleans read as
+    // numbers, which `AppConfig` takes for booleans anyway.
+    row_to_json!(row, String, i64, i32, i16, i8, u64, u32, f64, Value)
 }
 
 #[async_trait]
