@@ -5,39 +5,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use soketi_adapter_core::{AdapterError, Cache};
-use tokio::sync::OnceCell;
+
+use crate::lazy::LazyConnection;
 
 /// Entries in Redis under `key_prefix`, with Redis's own expiry.
 pub struct RedisCache {
-    client: redis::Client,
+    connection: LazyConnection,
     key_prefix: String,
-    connection: OnceCell<ConnectionManager>,
 }
 
 impl RedisCache {
     /// A cache at `url`. The connection is made on first use and re-made by itself after
     /// Redis goes away.
     pub fn new(url: &str, key_prefix: &str) -> Result<Self, crate::RedisTransportError> {
-        let client =
-            redis::Client::open(url).map_err(|source| crate::RedisTransportError::Url {
-                url: url.to_owned(),
-                source,
-            })?;
         Ok(Self {
-            client,
+            connection: LazyConnection::new(url, "cache")?,
             key_prefix: key_prefix.to_owned(),
-            connection: OnceCell::new(),
         })
-    }
-
-    async fn connection(&self) -> Result<ConnectionManager, AdapterError> {
-        self.connection
-            .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
-            .await
-            .cloned()
-            .map_err(|e| AdapterError::Transport(format!("cannot reach the Redis cache: {e}")))
     }
 }
 
@@ -48,7 +33,7 @@ fn failed(e: redis::RedisError) -> AdapterError {
 #[async_trait]
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, AdapterError> {
-        let mut conn = self.connection().await?;
+        let mut conn = self.connection.get().await?;
         let value: Option<Vec<u8>> = redis::cmd("GET")
             .arg(format!("{}{key}", self.key_prefix))
             .query_async(&mut conn)
@@ -58,7 +43,7 @@ impl Cache for RedisCache {
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), AdapterError> {
-        let mut conn = self.connection().await?;
+        let mut conn = self.connection.get().await?;
         redis::cmd("SET")
             .arg(format!("{}{key}", self.key_prefix))
             .arg(&value[..])

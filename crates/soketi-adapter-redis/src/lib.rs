@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod cache;
+mod lazy;
 mod queue;
 mod ratelimit;
 

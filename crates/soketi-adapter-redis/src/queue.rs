@@ -14,17 +14,17 @@ use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use redis::aio::ConnectionManager;
 use soketi_adapter_core::{AdapterError, JobHandler, Queue, RetryPolicy};
-use tokio::sync::OnceCell;
+
+use crate::lazy::LazyConnection;
 
 /// A queue in Redis under `<key prefix>queue:<name>:`.
 pub struct RedisQueue {
-    client: redis::Client,
+    connection: LazyConnection,
     waiting: String,
     processing: String,
     delayed: String,
     policy: RetryPolicy,
     concurrency: usize,
-    connection: OnceCell<ConnectionManager>,
 }
 
 fn now_ms() -> u64 {
@@ -55,29 +55,15 @@ impl RedisQueue {
         policy: RetryPolicy,
         concurrency: usize,
     ) -> Result<Self, crate::RedisTransportError> {
-        let client =
-            redis::Client::open(url).map_err(|source| crate::RedisTransportError::Url {
-                url: url.to_owned(),
-                source,
-            })?;
         let base = format!("{key_prefix}queue:{name}:");
         Ok(Self {
-            client,
+            connection: LazyConnection::new(url, "queue")?,
             waiting: format!("{base}waiting"),
             processing: format!("{base}processing"),
             delayed: format!("{base}delayed"),
             policy,
             concurrency: concurrency.max(1),
-            connection: OnceCell::new(),
         })
-    }
-
-    async fn connection(&self) -> Result<ConnectionManager, AdapterError> {
-        self.connection
-            .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
-            .await
-            .cloned()
-            .map_err(|e| AdapterError::Transport(format!("cannot reach the Redis queue: {e}")))
     }
 }
 
@@ -88,7 +74,7 @@ fn failed(e: redis::RedisError) -> String {
 #[async_trait]
 impl Queue for RedisQueue {
     async fn push(&self, job: Bytes) -> Result<(), AdapterError> {
-        let mut conn = self.connection().await?;
+        let mut conn = self.connection.get().await?;
         redis::cmd("LPUSH")
             .arg(&self.waiting)
             .arg(&wrap(0, &job)[..])
@@ -99,7 +85,7 @@ impl Queue for RedisQueue {
 
     fn start(&self, handler: Arc<dyn JobHandler>) {
         let keys = Keys {
-            client: self.client.clone(),
+            client: self.connection.client().clone(),
             waiting: self.waiting.clone(),
             processing: self.processing.clone(),
             delayed: self.delayed.clone(),

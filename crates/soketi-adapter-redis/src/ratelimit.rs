@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use soketi_adapter_core::{AdapterError, Budget, Decision, RateLimiter};
-use tokio::sync::OnceCell;
+
+use crate::lazy::LazyConnection;
 
 const SCRIPT: &str = r"
 local used = redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -27,26 +27,19 @@ return {1, used, ttl}
 
 /// Budgets in Redis under `key_prefix`.
 pub struct RedisRateLimiter {
-    client: redis::Client,
+    connection: LazyConnection,
     key_prefix: String,
     script: redis::Script,
-    connection: OnceCell<ConnectionManager>,
 }
 
 impl RedisRateLimiter {
     /// A limiter at `url`; the connection is made on first use and re-made after Redis goes
     /// away.
     pub fn new(url: &str, key_prefix: &str) -> Result<Self, crate::RedisTransportError> {
-        let client =
-            redis::Client::open(url).map_err(|source| crate::RedisTransportError::Url {
-                url: url.to_owned(),
-                source,
-            })?;
         Ok(Self {
-            client,
+            connection: LazyConnection::new(url, "rate limiter")?,
             key_prefix: key_prefix.to_owned(),
             script: redis::Script::new(SCRIPT),
-            connection: OnceCell::new(),
         })
     }
 }
@@ -60,14 +53,7 @@ impl RateLimiter for RedisRateLimiter {
         points: u64,
         per_second: u64,
     ) -> Result<Decision, AdapterError> {
-        let mut conn = self
-            .connection
-            .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
-            .await
-            .cloned()
-            .map_err(|e| {
-                AdapterError::Transport(format!("cannot reach the Redis rate limiter: {e}"))
-            })?;
+        let mut conn = self.connection.get().await?;
         let kind = match budget {
             Budget::BackendEvents => "backend:events",
             Budget::ReadRequests => "backend:request_read",

@@ -120,7 +120,7 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
         }
     };
     let local = LocalAdapter::new(registry, cache.clone(), cache_ttl);
-    match config.adapter.driver {
+    let (transport, requests_timeout): (Arc<dyn Transport>, u64) = match config.adapter.driver {
         AdapterDriver::Redis => {
             let redis = &config.adapter.redis;
             let transport = RedisTransport::start(RedisTransportConfig {
@@ -131,19 +131,7 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
                 max_buffered: 100_000,
             })
             .map_err(|e| StartError::Adapter(e.to_string()))?;
-            tracing::info!(
-                node = transport.node_id(),
-                "joining the fleet through Redis"
-            );
-            let timeout = Duration::from_millis(redis.requests_timeout);
-            let transport: Arc<dyn Transport> = transport;
-            let adapter = HorizontalAdapter::start(local, transport.clone(), timeout);
-            Ok(Adapters {
-                adapter: adapter.clone(),
-                horizontal: Some(adapter),
-                transport: Some(transport),
-                cache,
-            })
+            (transport, redis.requests_timeout)
         }
         AdapterDriver::Nats => {
             let nats = &config.adapter.nats;
@@ -158,38 +146,36 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
             })
             .await
             .map_err(|e| StartError::Adapter(e.to_string()))?;
-            let timeout = Duration::from_millis(nats.requests_timeout);
-            let transport: Arc<dyn Transport> = transport;
-            let adapter = HorizontalAdapter::start(local, transport.clone(), timeout);
-            Ok(Adapters {
-                adapter: adapter.clone(),
-                horizontal: Some(adapter),
-                transport: Some(transport),
-                cache,
-            })
+            (transport, nats.requests_timeout)
         }
         AdapterDriver::Cluster => {
             let transport = ClusterTransport::start(config.cluster_transport_config())
                 .await
                 .map_err(|e| StartError::Adapter(e.to_string()))?;
-            let timeout = Duration::from_millis(config.adapter.cluster.requests_timeout);
-            let transport: Arc<dyn Transport> = transport;
-            let adapter = HorizontalAdapter::start(local, transport.clone(), timeout);
-            Ok(Adapters {
-                adapter: adapter.clone(),
-                horizontal: Some(adapter),
-                transport: Some(transport),
-                cache,
-            })
+            (transport, config.adapter.cluster.requests_timeout)
         }
-        // `Config::check_runnable` refuses the drivers this build does not provide.
-        _ => Ok(Adapters {
-            adapter: Arc::new(local),
-            horizontal: None,
-            transport: None,
-            cache,
-        }),
-    }
+        AdapterDriver::Local => {
+            return Ok(Adapters {
+                adapter: Arc::new(local),
+                horizontal: None,
+                transport: None,
+                cache,
+            });
+        }
+    };
+    tracing::info!(
+        node = transport.node_id(),
+        driver = config.adapter.driver.as_str(),
+        "joining the fleet"
+    );
+    let timeout = Duration::from_millis(requests_timeout);
+    let adapter = HorizontalAdapter::start(local, transport.clone(), timeout);
+    Ok(Adapters {
+        adapter: adapter.clone(),
+        horizontal: Some(adapter),
+        transport: Some(transport),
+        cache,
+    })
 }
 
 /// The webhook queue the configuration names, started with the sender, unless this process
