@@ -284,12 +284,16 @@ async function rawConnectedWhere(fleet) {
 async function connectionsAround(fleet, target, tries = 40) {
   let onTarget = null;
   let elsewhere = null;
+  // Extra connections stay open until the end: closing one while the next opens could make a
+  // process's count fall and rise at once, hiding where the new one landed.
+  const extras = [];
   for (let i = 0; i < tries && !(onTarget && elsewhere); i += 1) {
     const { client, on } = await rawConnectedWhere(fleet);
     if (on === target && !onTarget) onTarget = client;
     else if (on !== target && !elsewhere) elsewhere = client;
-    else client.terminate();
+    else extras.push(client);
   }
+  for (const client of extras) client.terminate();
   if (!(onTarget && elsewhere)) throw new Error(`${tries} connections to the shared port did not give one on ${target.label} and one elsewhere`);
   return { onTarget, elsewhere };
 }
