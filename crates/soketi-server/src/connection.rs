@@ -95,9 +95,8 @@ impl Connection {
         self.send(ws::text(json.as_bytes()));
     }
 
-    /// Sends `pusher:error` and closes with the same code.
+    /// Sends `pusher:error` and closes with the same code (`close` sends the error).
     pub(crate) fn fail(&self, code: CloseCode, message: &str) {
-        self.send_json(&message::error(Some(code.0), message, None));
         self.close(code, message);
     }
 

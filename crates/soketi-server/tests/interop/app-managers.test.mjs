@@ -264,12 +264,12 @@ for (const backend of Object.values(BACKENDS)) {
         assert.equal((await publish(scope.server)).status, 200);
 
         // Counted at the proxy: more lookups of the same app send nothing to the database.
-        const before = { ...cachedProxy.stats };
+        const counted = { ...cachedProxy.stats };
         await scope.rawConnected();
         await scope.rawConnected();
         assert.equal((await publish(scope.server)).status, 200);
-        assert.equal(cachedProxy.stats.bytesUp, before.bytesUp, 'bytes sent to the database by cached lookups');
-        assert.equal(cachedProxy.stats.accepted, before.accepted, 'database connections opened by cached lookups');
+        assert.equal(cachedProxy.stats.bytesUp, counted.bytesUp, 'bytes sent to the database by cached lookups');
+        assert.equal(cachedProxy.stats.accepted, counted.accepted, 'database connections opened by cached lookups');
 
         // With the database gone, both lookups still answer from the cache.
         cachedProxy.cut();

@@ -92,7 +92,7 @@ export async function probe(backend) {
     const lines = await runSql(backend, backend.adminDatabase, 'SELECT 1');
     return lines[0]?.trim() === '1' ? null : `${backend.label} answered ${JSON.stringify(lines)} to SELECT 1`;
   } catch (err) {
-    return `${backend.label} is not reachable at ${backend.host}:${backend.port}: ${err.message}`;
+    return `${backend.label} is not reachable at ${backend.host}:${backend.port} (${err.message})`;
   }
 }
 
@@ -237,6 +237,18 @@ export function updateApp(backend, table, id, changes) {
 // ---------------------------------------------------------------------------------------------
 
 /**
+ * Resets a socket (RST), or only destroys it once it has begun a graceful shutdown (`end()`,
+ * which Node calls itself when the peer ends): libuv refuses to reset a socket that is shutting
+ * down, and Node then leaves its handle open, so that the test process spins at exit instead of
+ * ending (https://github.com/libp2p/js-libp2p/pull/3597 describes the same race).
+ */
+function reset(socket) {
+  if (socket.destroyed) return;
+  if (socket.writableEnded) socket.destroy();
+  else socket.resetAndDestroy();
+}
+
+/**
  * A TCP proxy on a free loopback port in front of `targetHost:targetPort`. Resolves with:
  * - `port`, `mode()` (`open`, `cut` or `blackhole`);
  * - `cut()`: resets every connection and resets every new one at once (the database is gone);
@@ -255,7 +267,7 @@ export function startProxy(targetPort, targetHost = '127.0.0.1') {
 
   const destroyPair = (pair) => {
     pairs.delete(pair);
-    pair.client.resetAndDestroy();
+    reset(pair.client);
     pair.upstream?.destroy();
   };
 
@@ -263,7 +275,7 @@ export function startProxy(targetPort, targetHost = '127.0.0.1') {
     client.on('error', () => {});
     if (mode === 'cut') {
       stats.refused += 1;
-      client.resetAndDestroy();
+      reset(client);
       return;
     }
     stats.accepted += 1;
