@@ -137,7 +137,17 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
     };
-    let report = runtime.block_on(soketi_bench::run(plan))?;
+    let report = match runtime.block_on(soketi_bench::run(plan)) {
+        Ok(report) => report,
+        Err(err) => {
+            // The caller of a scripted run reads why from the summary file.
+            if let Some(path) = &json_path {
+                let summary = serde_json::json!({ "error": err.to_string() });
+                let _ = std::fs::write(path, summary.to_string());
+            }
+            return Err(err.into());
+        }
+    };
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(path) = json_path {
         std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
