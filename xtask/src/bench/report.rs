@@ -553,6 +553,8 @@ pub(crate) struct Machine {
     rustc: String,
     node: String,
     date: String,
+    /// The load averages when the run ended: other work on the machine skews the figures.
+    load: String,
 }
 
 impl Machine {
@@ -595,13 +597,21 @@ impl Machine {
             rustc: output("rustc", &["--version"]),
             node: output("node", &["--version"]),
             date: output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            load: fs::read_to_string("/proc/loadavg")
+                .map(|text| {
+                    text.split_whitespace()
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_else(|_| "unknown".to_owned()),
         }
     }
 
     fn summary(&self) -> String {
         format!(
-            "{} ({} cores, {:.0} GiB), Linux {}, {}, Node {}",
-            self.cpu, self.cores, self.memory_gib, self.kernel, self.rustc, self.node
+            "{} ({} cores, {:.0} GiB), Linux {}, {}, Node {}; load average at the end {}",
+            self.cpu, self.cores, self.memory_gib, self.kernel, self.rustc, self.node, self.load
         )
     }
 }
