@@ -4,6 +4,7 @@
 //! (`.ci/run` only installs system packages and then calls `cargo xtask test`). Progress goes to
 //! stderr, like cargo's own; only `dist` prints its result to stdout.
 
+mod bench;
 mod cmd;
 mod layers;
 mod steps;
@@ -34,6 +35,12 @@ tasks:
             --interop-only  only build the server and run the Node interop suite
   tidy    the workspace policy checks alone (layers, docs, dbg!/todo!, names, lints)
   dist    build the release server and print its path and size
+  bench   build release, run the benchmark scenarios, print the table, write docs/benchmarks.md
+            --against soketi,sockudo  also measure these peers (installed under target/bench-peers)
+            --nodes N                 also measure N nodes of ours over the cluster adapter
+            --scenario NAME[,NAME]    only these: fan-out, many-channels, idle-memory,
+                                      connect-storm, http-publish, presence-churn
+            --quick                   small sizes, a smoke run (table in target/bench-results)
   help    print this message";
 
 /// The environment variable that turns a skipped test into a failure.
@@ -74,6 +81,7 @@ fn try_main(args: &[String]) -> Result<ExitCode> {
             no_options(task, options)?;
             dist(&root)?;
         }
+        "bench" => bench::bench(&root, &bench::Options::parse(options)?)?,
         "help" | "-h" | "--help" => eprintln!("{USAGE}"),
         other => {
             eprintln!("unknown task `{other}`\n\n{USAGE}");

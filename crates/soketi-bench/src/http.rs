@@ -1,0 +1,274 @@
+//! The publishing side: signed `POST /apps/{id}/events` requests over keep-alive HTTP/1.1.
+//!
+//! Requests are written straight on the socket, as wrk does: they have one fixed shape, so a
+//! general client would only add cost to the generator's core. Answers are read far enough to
+//! know the status and where the body ends (`Content-Length` or chunked).
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use soketi_protocol::http_auth;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::HttpError;
+use crate::ws::find;
+
+/// The app the load runs as.
+#[derive(Clone, Debug)]
+pub struct App {
+    /// The app id of the HTTP API path.
+    pub id: String,
+    /// The key of WebSocket paths and signatures.
+    pub key: String,
+    /// The secret that signs API requests and channel authorizations.
+    pub secret: String,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        Self {
+            id: "app-id".into(),
+            key: "app-key".into(),
+            secret: "app-secret".into(),
+        }
+    }
+}
+
+/// A signed request that publishes `data` as event `name` on `channel`, as whole HTTP/1.1 bytes.
+pub(crate) fn publish_request(
+    app: &App,
+    server: SocketAddr,
+    channel: &str,
+    name: &str,
+    data: &str,
+) -> Vec<u8> {
+    let body = serde_json::json!({ "name": name, "channel": channel, "data": data }).to_string();
+    let path = format!("/apps/{}/events", app.id);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let query = http_auth::sign(
+        "POST",
+        &path,
+        &[],
+        body.as_bytes(),
+        &app.key,
+        &app.secret,
+        now,
+    );
+    let query: Vec<String> = query
+        .iter()
+        .map(|(key, value)| format!("{}={}", percent_encode(key), percent_encode(value)))
+        .collect();
+    let mut request = format!(
+        "POST {path}?{} HTTP/1.1\r\nHost: {server}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        query.join("&"),
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body.as_bytes());
+    request
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters.
+pub(crate) fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// One keep-alive connection to the HTTP API.
+pub(crate) struct ApiClient {
+    server: SocketAddr,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl ApiClient {
+    /// A client that connects on its first request.
+    pub(crate) fn new(server: SocketAddr) -> Self {
+        Self {
+            server,
+            stream: None,
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Sends `request` and returns the answer's status. A broken connection is dropped, and the
+    /// next request opens another.
+    pub(crate) async fn send(&mut self, request: &[u8]) -> Result<u16, HttpError> {
+        let result = self.exchange(request).await;
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    async fn exchange(&mut self, request: &[u8]) -> Result<u16, HttpError> {
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => {
+                let stream = TcpStream::connect(self.server).await?;
+                stream.set_nodelay(true)?;
+                self.stream.insert(stream)
+            }
+        };
+        stream.write_all(request).await?;
+        self.buf.clear();
+        loop {
+            match parse_response(&self.buf)? {
+                Some(answer) => {
+                    if answer.close {
+                        self.stream = None;
+                    }
+                    return Ok(answer.status);
+                }
+                None => {
+                    self.buf.reserve(4096);
+                    if stream.read_buf(&mut self.buf).await? == 0 {
+                        return Err(HttpError::Closed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the generator needs of a whole response.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    /// The server will close the connection after this answer.
+    pub(crate) close: bool,
+}
+
+/// The response at the start of `buf`, `None` until it is whole.
+pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<Answer>, HttpError> {
+    let Some(head_end) = find(buf, b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..head_end])
+        .map_err(|_| HttpError::Malformed("a head that is not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or(HttpError::Malformed("no status code"))?;
+    let (mut length, mut chunked, mut close) = (None, false, false);
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| HttpError::Malformed("a bad Content-Length"))?,
+            );
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.eq_ignore_ascii_case("chunked");
+        } else if name.eq_ignore_ascii_case("connection") {
+            close = value.eq_ignore_ascii_case("close");
+        }
+    }
+    let body = &buf[head_end + 4..];
+    let whole = if chunked {
+        find(body, b"0\r\n\r\n").is_some_and(|at| at == 0 || body[..at].ends_with(b"\r\n"))
+    } else {
+        body.len() >= length.unwrap_or(0)
+    };
+    Ok(whole.then_some(Answer { status, close }))
+}
+
+/// Publishes one pre-signed event as fast as `connections` keep-alive connections allow, for
+/// `duration`, to a channel nobody subscribes to: the cost of the API alone.
+pub(crate) async fn throughput(
+    plan: &crate::Plan,
+    connections: usize,
+    duration: std::time::Duration,
+    progress: &crate::progress::Progress,
+) -> Result<crate::HttpThroughput, crate::BenchError> {
+    use std::time::Instant;
+
+    use crate::{percent, procfs, stats};
+
+    // One signature serves the whole run: its timestamp stays valid for ten minutes.
+    let request = Arc::new(publish_request(
+        &plan.app,
+        plan.api,
+        "bench-http",
+        "bench",
+        "x",
+    ));
+    // A first request fails fast on an unreachable API, instead of counting every failure.
+    ApiClient::new(plan.api).send(&request).await?;
+    let server_start = procfs::sample(&plan.server_pids)?;
+    let own_start = procfs::own_cpu();
+    let started = Instant::now();
+    let end = tokio::time::Instant::now() + duration;
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let request = Arc::clone(&request);
+            let mut client = ApiClient::new(plan.api);
+            tokio::spawn(async move {
+                let mut latencies = stats::histogram();
+                let (mut ok, mut failed) = (0u64, 0u64);
+                while tokio::time::Instant::now() < end {
+                    let sent = Instant::now();
+                    match client.send(&request).await {
+                        Ok(200) => ok += 1,
+                        _ => failed += 1,
+                    }
+                    stats::record(&mut latencies, sent.elapsed().as_micros() as u64);
+                }
+                (ok, failed, latencies)
+            })
+        })
+        .collect();
+    progress.phase("http", 0);
+    while tasks.iter().any(|task| !task.is_finished()) {
+        progress.tick_time(started, duration, String::new());
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let elapsed = started.elapsed();
+    let server_cpu = procfs::sample(&plan.server_pids)?
+        .cpu
+        .saturating_sub(server_start.cpu);
+    let own = procfs::own_cpu().saturating_sub(own_start);
+    let mut latencies = stats::histogram();
+    let (mut ok, mut failed) = (0, 0);
+    for task in tasks {
+        if let Ok((task_ok, task_failed, task_latencies)) = task.await {
+            ok += task_ok;
+            failed += task_failed;
+            let _ = latencies.add(&task_latencies);
+        }
+    }
+    Ok(crate::HttpThroughput {
+        ok,
+        failed,
+        per_sec: ok as f64 / elapsed.as_secs_f64().max(1e-3),
+        latency: stats::Latency::of(&latencies),
+        server_cpu_us_per_request: if ok == 0 {
+            0.0
+        } else {
+            server_cpu.as_secs_f64() * 1e6 / ok as f64
+        },
+        generator_cpu_percent: percent(own, elapsed),
+    })
+}

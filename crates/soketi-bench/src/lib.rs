@@ -1,0 +1,458 @@
+//! A load generator for any Pusher Channels protocol server: soketi-rs, soketi, sockudo, Pusher
+//! itself on loopback.
+//!
+//! [`run`] carries out one [`Plan`]: it opens WebSocket connections (from several source
+//! addresses, a bounded number of handshakes at a time), subscribes them over public, private or
+//! presence channels (signing with the app secret), then drives one [`Mode`]: timed publishes
+//! through the HTTP API, an idle hold, raw HTTP publish throughput, or presence churn. It returns
+//! a [`Report`] of connect times, deliveries per second, latency percentiles from publish to
+//! delivery, lost and duplicated messages, and the servers' CPU time and memory read from `/proc`
+//! for the pids the plan names, beside the generator's own CPU use. `cargo xtask bench` runs it
+//! in scenarios against each server.
+//!
+//! The generator must not be what limits a figure, so its hot path does no JSON parsing: each
+//! published event carries a mark (`B|step|seq|micros|`) that receivers find by a byte scan,
+//! reads go through one buffer per thread, and latencies land in a few sharded histograms.
+//!
+//! It sends traffic only where the plan points it; the binary refuses targets off loopback. It
+//! never runs without an end: every phase has a deadline.
+
+mod churn;
+mod error;
+mod http;
+mod procfs;
+mod progress;
+mod publish;
+mod setup;
+mod stats;
+mod ws;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+pub use crate::error::{BenchError, HttpError, WsError};
+pub use crate::http::App;
+pub use crate::procfs::raise_open_files;
+pub use crate::stats::Latency;
+use crate::{progress::Progress, setup::Conn};
+
+/// What one run does.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// WebSocket servers; connection `i` goes to `servers[i % len]`.
+    pub servers: Vec<SocketAddr>,
+    /// Where publishes go (the HTTP API of one node).
+    pub api: SocketAddr,
+    /// The app to connect and publish as.
+    pub app: App,
+    /// WebSocket connections to open and subscribe.
+    pub connections: usize,
+    /// Channels the connections are spread over, round robin.
+    pub channels: usize,
+    /// The kind of those channels.
+    pub kind: ChannelKind,
+    /// Handshakes (connect, upgrade, subscribe) in flight at once.
+    pub handshakes: usize,
+    /// Source addresses of the connections.
+    pub sources: Sources,
+    /// How long opening and subscribing every connection may take; connections not subscribed by
+    /// then count as failed, and the run goes on with the others.
+    pub connect_deadline: Duration,
+    /// Server processes whose CPU time and memory the report gives.
+    pub server_pids: Vec<u32>,
+    /// Whether to draw a progress bar on stderr.
+    pub progress: bool,
+    /// What to do once connected.
+    pub mode: Mode,
+}
+
+/// Kinds of channel, as their name prefixes say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelKind {
+    /// `bench-N`: no authorization.
+    Public,
+    /// `private-bench-N`: signed with the app secret.
+    Private,
+    /// `presence-bench-N`: signed, with a user per connection.
+    Presence,
+}
+
+impl ChannelKind {
+    /// The name of channel `index`.
+    pub fn channel(self, index: usize) -> String {
+        match self {
+            Self::Public => format!("bench-{index}"),
+            Self::Private => format!("private-bench-{index}"),
+            Self::Presence => format!("presence-bench-{index}"),
+        }
+    }
+}
+
+/// Which local addresses connections come from: `per_address` connections from `first`, the
+/// next ones from the address after it, and so on. Each source address has its own ephemeral
+/// ports, so tens of thousands of connections to one server port do not run out.
+#[derive(Clone, Copy, Debug)]
+pub struct Sources {
+    /// The first source address; `None` lets the kernel choose.
+    pub first: Option<Ipv4Addr>,
+    /// Connections per address.
+    pub per_address: usize,
+}
+
+impl Sources {
+    /// The source address of connection `index`.
+    pub fn of(&self, index: usize) -> Option<Ipv4Addr> {
+        let first = u32::from(self.first?);
+        let offset = u32::try_from(index / self.per_address.max(1)).ok()?;
+        Some(Ipv4Addr::from(first.checked_add(offset)?))
+    }
+}
+
+/// What the connections do once subscribed.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// Publish through the HTTP API at each rate in turn, measuring deliveries and latency.
+    Publish(PublishPlan),
+    /// Hold the connections idle, then read the servers' memory.
+    Idle {
+        /// How long to hold them before reading.
+        hold: Duration,
+    },
+    /// Publish as fast as `connections` keep-alive HTTP connections allow, to a channel without
+    /// subscribers.
+    Http {
+        /// Concurrent HTTP connections.
+        connections: usize,
+        /// How long.
+        duration: Duration,
+    },
+    /// Presence churn: the first `churners` connections leave and join again in a loop.
+    Churn {
+        /// Connections that churn; the others stay members.
+        churners: usize,
+        /// How long.
+        duration: Duration,
+    },
+}
+
+/// Publishing in steps of rising rate.
+#[derive(Clone, Debug)]
+pub struct PublishPlan {
+    /// Publishes per second of each step, spread over the channels round robin.
+    pub rates: Vec<u32>,
+    /// How long each step publishes.
+    pub step: Duration,
+    /// The pause after each step, in which its last deliveries still count as in time.
+    pub drain: Duration,
+    /// Stop at the first step that falls behind.
+    pub stop_when_behind: bool,
+    /// Concurrent HTTP connections that publish.
+    pub publishers: usize,
+    /// Bytes of each event's `data`.
+    pub payload: usize,
+}
+
+/// Everything a run measured, in the JSON summary's shape.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// `publish`, `idle`, `http` or `churn`.
+    pub mode: &'static str,
+    /// Opening and subscribing the connections.
+    pub setup: Setup,
+    /// Each publish step, in order (publish mode).
+    pub steps: Vec<Step>,
+    /// The highest deliveries per second of any step.
+    pub peak_deliveries_per_sec: f64,
+    /// Deliveries that never arrived: published (accepted) times subscribers, minus the distinct
+    /// events received.
+    pub lost: u64,
+    /// Events a connection received more than once.
+    pub duplicated: u64,
+    /// Connections the servers closed during the run.
+    pub closed_by_server: u64,
+    /// Memory once connected and idle (idle mode).
+    pub idle: Option<Idle>,
+    /// HTTP publish throughput (http mode).
+    pub http: Option<HttpThroughput>,
+    /// Presence churn (churn mode).
+    pub churn: Option<Churn>,
+    /// The servers' use of the machine over the whole run.
+    pub server: ServerUse,
+    /// The generator's own use of the machine.
+    pub generator: GeneratorUse,
+}
+
+/// How opening and subscribing went.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Setup {
+    /// Connections wanted.
+    pub wanted: usize,
+    /// Connections open and subscribed.
+    pub subscribed: usize,
+    /// Connections that failed or missed the deadline.
+    pub failed: usize,
+    /// The first failure, as text.
+    pub first_failure: Option<String>,
+    /// Seconds from the first connect to the last subscription.
+    pub seconds: f64,
+    /// Per connection, from its connect to its subscription's success, in milliseconds.
+    pub per_connection: Latency,
+    /// The generator's CPU use meanwhile, in percent of one core.
+    pub generator_cpu_percent: f64,
+    /// The servers' CPU time meanwhile, in seconds.
+    pub server_cpu_seconds: f64,
+}
+
+/// One publish step.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Step {
+    /// Publishes per second asked.
+    pub rate: u32,
+    /// Publishes per second achieved.
+    pub publish_rate: f64,
+    /// Publishes the server accepted.
+    pub published: u64,
+    /// Publishes refused or failed.
+    pub publish_failed: u64,
+    /// Deliveries the accepted publishes owe (each times its channel's subscribers).
+    pub expected: u64,
+    /// Deliveries that arrived before the step's drain ended.
+    pub in_time: u64,
+    /// Deliveries owed per second by the publishes.
+    pub offered_per_sec: f64,
+    /// Deliveries received per second while the step published.
+    pub deliveries_per_sec: f64,
+    /// From publish to delivery, in milliseconds, of every delivery of this step's events.
+    pub latency: Latency,
+    /// The same for connections on another node than the one published to (several nodes).
+    pub remote_latency: Option<Latency>,
+    /// Server CPU time per delivery while the step published, in microseconds.
+    pub server_cpu_us_per_delivery: f64,
+    /// Server CPU use while the step published, in percent of one core.
+    pub server_cpu_percent: f64,
+    /// Generator CPU use while the step published, in percent of one core.
+    pub generator_cpu_percent: f64,
+    /// Delivery fell behind: under 90 % of the offered rate or of the owed deliveries in time,
+    /// or the publishes themselves under 90 % of the rate asked.
+    pub behind: bool,
+}
+
+/// Memory of idle connections.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Idle {
+    /// Server RSS before the first connection, in KiB.
+    pub rss_before_kib: u64,
+    /// Server RSS with every connection open and idle, in KiB.
+    pub rss_after_kib: u64,
+    /// The growth per subscribed connection, in KiB.
+    pub kib_per_connection: f64,
+}
+
+/// HTTP publish throughput.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HttpThroughput {
+    /// Requests answered 200.
+    pub ok: u64,
+    /// Requests answered otherwise or failed.
+    pub failed: u64,
+    /// Accepted requests per second.
+    pub per_sec: f64,
+    /// Time per request, in milliseconds.
+    pub latency: Latency,
+    /// Server CPU time per request, in microseconds.
+    pub server_cpu_us_per_request: f64,
+    /// Generator CPU use, in percent of one core.
+    pub generator_cpu_percent: f64,
+}
+
+/// Presence churn.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Churn {
+    /// Members of the channel (connections subscribed to it).
+    pub members: usize,
+    /// Leaves and joins done (one cycle is one of each).
+    pub operations: u64,
+    /// Leaves and joins per second.
+    pub per_sec: f64,
+    /// From a join's subscribe to its `subscription_succeeded`, in milliseconds.
+    pub join_latency: Latency,
+    /// `member_added` and `member_removed` events received, per second.
+    pub member_events_per_sec: f64,
+    /// Joins refused.
+    pub failed: u64,
+    /// Generator CPU use, in percent of one core.
+    pub generator_cpu_percent: f64,
+    /// Server CPU use, in percent of one core.
+    pub server_cpu_percent: f64,
+}
+
+/// The servers' use of the machine.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ServerUse {
+    /// The pids sampled.
+    pub pids: Vec<u32>,
+    /// RSS at the start, in KiB.
+    pub rss_start_kib: u64,
+    /// RSS at the end, in KiB.
+    pub rss_end_kib: u64,
+    /// CPU time over the run, in seconds.
+    pub cpu_seconds: f64,
+}
+
+/// The generator's use of the machine.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GeneratorUse {
+    /// CPU time over the run, in seconds.
+    pub cpu_seconds: f64,
+    /// The highest CPU use of any measured phase, in percent of one core; near 100 the
+    /// generator, not the server, may bound a figure.
+    pub max_cpu_percent: f64,
+    /// Open files this process may hold.
+    pub open_files_limit: u64,
+}
+
+/// Runs `plan` on the current tokio runtime and returns what it measured.
+pub async fn run(plan: Plan) -> Result<Report, BenchError> {
+    check(&plan)?;
+    let open_files_limit = raise_open_files();
+    let own_start = procfs::own_cpu();
+    let server_start = procfs::sample(&plan.server_pids)?;
+    let progress = Progress::new(plan.progress);
+
+    let mut report = Report {
+        mode: match plan.mode {
+            Mode::Publish(_) => "publish",
+            Mode::Idle { .. } => "idle",
+            Mode::Http { .. } => "http",
+            Mode::Churn { .. } => "churn",
+        },
+        ..Report::default()
+    };
+    let conns = if plan.connections > 0 {
+        let (conns, setup) = setup::open_all(&plan, &progress).await?;
+        report.setup = setup;
+        conns
+    } else {
+        Vec::new()
+    };
+    match &plan.mode {
+        Mode::Publish(publish) => {
+            publish::run(&plan, publish, conns, &progress, &mut report).await?;
+        }
+        Mode::Idle { hold } => {
+            report.idle =
+                Some(idle(&plan, conns, *hold, server_start, &progress, &mut report).await?);
+        }
+        Mode::Http {
+            connections,
+            duration,
+        } => {
+            report.http = Some(http::throughput(&plan, *connections, *duration, &progress).await?);
+        }
+        Mode::Churn { churners, duration } => {
+            report.churn =
+                Some(churn::run(&plan, conns, *churners, *duration, &progress, &mut report).await?);
+        }
+    }
+    progress.finish();
+
+    let server_end = procfs::sample(&plan.server_pids)?;
+    let own = procfs::own_cpu().saturating_sub(own_start);
+    let phase_peaks = [
+        report.setup.generator_cpu_percent,
+        report
+            .http
+            .as_ref()
+            .map_or(0.0, |http| http.generator_cpu_percent),
+        report
+            .churn
+            .as_ref()
+            .map_or(0.0, |churn| churn.generator_cpu_percent),
+    ];
+    let step_peak = report
+        .steps
+        .iter()
+        .map(|step| step.generator_cpu_percent)
+        .fold(0.0, f64::max);
+    report.generator = GeneratorUse {
+        cpu_seconds: own.as_secs_f64(),
+        max_cpu_percent: phase_peaks.into_iter().fold(step_peak, f64::max),
+        open_files_limit,
+    };
+    report.server = ServerUse {
+        pids: plan.server_pids.clone(),
+        rss_start_kib: server_start.rss_kib,
+        rss_end_kib: server_end.rss_kib,
+        cpu_seconds: server_end
+            .cpu
+            .saturating_sub(server_start.cpu)
+            .as_secs_f64(),
+    };
+    Ok(report)
+}
+
+fn check(plan: &Plan) -> Result<(), BenchError> {
+    let fail = |why: &str| Err(BenchError::Plan(why.to_owned()));
+    if plan.connections > 0 && plan.servers.is_empty() {
+        return fail("connections without a server to connect to");
+    }
+    if plan.connections > 0 && plan.channels == 0 {
+        return fail("connections without a channel to subscribe to");
+    }
+    if plan.handshakes == 0 {
+        return fail("zero handshakes in flight");
+    }
+    match &plan.mode {
+        Mode::Publish(publish) if publish.rates.is_empty() || publish.rates.contains(&0) => {
+            fail("a publish plan needs rates above zero")
+        }
+        Mode::Publish(publish) if publish.publishers == 0 => fail("zero publishers"),
+        Mode::Publish(_) if plan.connections == 0 => fail("publishing to no connection"),
+        Mode::Http { connections: 0, .. } => fail("zero HTTP connections"),
+        Mode::Churn { churners, .. } if *churners >= plan.connections => {
+            fail("churners must be fewer than the connections")
+        }
+        Mode::Churn { .. } if plan.kind != ChannelKind::Presence || plan.channels != 1 => {
+            fail("churn needs one presence channel")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Holds the connections idle for `hold`, then reads the servers' memory.
+async fn idle(
+    plan: &Plan,
+    conns: Vec<Conn>,
+    hold: Duration,
+    before: procfs::Sample,
+    progress: &Progress,
+    report: &mut Report,
+) -> Result<Idle, BenchError> {
+    let (stop, stopped) = watch::channel(false);
+    let holders = publish::spawn_receivers(conns, None, &stopped);
+    progress.timed("idle", hold).await;
+    let after = procfs::sample(&plan.server_pids)?;
+    let _ = stop.send(true);
+    for holder in holders {
+        if let Ok(received) = holder.await {
+            report.closed_by_server += u64::from(received.closed);
+        }
+    }
+    let subscribed = report.setup.subscribed.max(1) as f64;
+    Ok(Idle {
+        rss_before_kib: before.rss_kib,
+        rss_after_kib: after.rss_kib,
+        kib_per_connection: after.rss_kib.saturating_sub(before.rss_kib) as f64 / subscribed,
+    })
+}
+
+/// Percent of one core that `cpu` is of `wall`.
+pub(crate) fn percent(cpu: Duration, wall: Duration) -> f64 {
+    if wall.is_zero() {
+        return 0.0;
+    }
+    cpu.as_secs_f64() / wall.as_secs_f64() * 100.0
+}

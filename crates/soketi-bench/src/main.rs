@@ -1,0 +1,263 @@
+//! `soketi-bench`: loads a Pusher Channels protocol server and prints a JSON summary.
+//!
+//! The command line becomes a [`soketi_bench::Plan`]; the library does the rest. The generator
+//! runs on one tokio thread by default, so that `taskset` can give it one core of its own. It
+//! refuses any address off loopback: load goes only to servers on this machine.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use soketi_bench::{App, ChannelKind, Mode, Plan, PublishPlan, Sources};
+
+/// Loads a Pusher Channels protocol server: WebSocket connections, subscriptions, publishes
+/// through the HTTP API; prints connect times, deliveries per second, latency percentiles,
+/// losses and the server's CPU and memory as JSON.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// WebSocket servers (host:port, loopback only); connections are spread over them.
+    #[arg(
+        long = "server",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:6001"
+    )]
+    servers: Vec<SocketAddr>,
+    /// The HTTP API that publishes go to; the first server by default.
+    #[arg(long)]
+    api: Option<SocketAddr>,
+    #[arg(long, default_value = "app-id")]
+    app_id: String,
+    #[arg(long, default_value = "app-key")]
+    key: String,
+    #[arg(long, default_value = "app-secret")]
+    secret: String,
+    /// WebSocket connections to open and subscribe.
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// Channels to spread them over.
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    #[arg(long, value_enum, default_value_t = Kind::Public)]
+    kind: Kind,
+    /// Handshakes (connect, upgrade, subscribe) in flight at once.
+    #[arg(long, default_value_t = 200)]
+    handshakes: usize,
+    /// The first source address of connections; each next address takes `--per-source` more.
+    /// `none` lets the kernel choose.
+    #[arg(long, default_value = "127.0.0.2")]
+    source_first: String,
+    #[arg(long, default_value_t = 5000)]
+    per_source: usize,
+    /// Seconds that opening and subscribing every connection may take.
+    #[arg(long, default_value_t = 60)]
+    connect_deadline_secs: u64,
+    /// Server pids to read CPU time and memory of from /proc.
+    #[arg(long = "server-pid", value_delimiter = ',')]
+    server_pids: Vec<u32>,
+    /// Also write the JSON summary here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw no progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Worker threads; 1 runs everything on the calling thread.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    #[command(subcommand)]
+    mode: ModeArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Kind {
+    Public,
+    Private,
+    Presence,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModeArgs {
+    /// Publish at each rate in turn and time every delivery.
+    Publish {
+        /// Publishes per second of each step.
+        #[arg(long, value_delimiter = ',', default_value = "100")]
+        rates: Vec<u32>,
+        /// Seconds each step publishes.
+        #[arg(long, default_value_t = 5.0)]
+        step_secs: f64,
+        /// Milliseconds after each step in which its deliveries still count as in time.
+        #[arg(long, default_value_t = 1000)]
+        drain_ms: u64,
+        /// Stop at the first step that falls behind.
+        #[arg(long)]
+        stop_when_behind: bool,
+        /// Concurrent HTTP connections that publish.
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        /// Bytes of each event's data.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+    },
+    /// Hold the connections idle, then read the servers' memory.
+    Idle {
+        #[arg(long, default_value_t = 5.0)]
+        hold_secs: f64,
+    },
+    /// Publish as fast as the HTTP connections allow, to a channel without subscribers.
+    Http {
+        #[arg(long, default_value_t = 16)]
+        http_connections: usize,
+        #[arg(long, default_value_t = 10.0)]
+        duration_secs: f64,
+    },
+    /// Leave and join one presence channel in a loop with the first `--churners` connections.
+    Churn {
+        #[arg(long, default_value_t = 100)]
+        churners: usize,
+        #[arg(long, default_value_t = 10.0)]
+        duration_secs: f64,
+    },
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let json_path = args.json.clone();
+    let threads = args.threads;
+    let plan = plan(args)?;
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    let report = match runtime.block_on(soketi_bench::run(plan)) {
+        Ok(report) => report,
+        Err(err) => {
+            // The caller of a scripted run reads why from the summary file.
+            if let Some(path) = &json_path {
+                let summary = serde_json::json!({ "error": err.to_string() });
+                let _ = std::fs::write(path, summary.to_string());
+            }
+            return Err(err.into());
+        }
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = json_path {
+        std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{json}")?;
+    Ok(())
+}
+
+fn plan(args: Args) -> Result<Plan> {
+    let api = args
+        .api
+        .or_else(|| args.servers.first().copied())
+        .context("no server given")?;
+    let source_first = match args.source_first.as_str() {
+        "none" => None,
+        text => Some(
+            text.parse::<Ipv4Addr>()
+                .with_context(|| format!("--source-first {text}"))?,
+        ),
+    };
+    let addresses = args
+        .servers
+        .iter()
+        .map(SocketAddr::ip)
+        .chain([api.ip()])
+        .chain(source_first.map(IpAddr::V4));
+    for address in addresses {
+        if !address.is_loopback() {
+            bail!("{address} is not a loopback address; this generator loads local servers only");
+        }
+    }
+    let seconds = |secs: f64| Duration::from_secs_f64(secs.clamp(0.0, 600.0));
+    let (mode, kind, connections, channels) = match args.mode {
+        ModeArgs::Publish {
+            rates,
+            step_secs,
+            drain_ms,
+            stop_when_behind,
+            publishers,
+            payload,
+        } => (
+            Mode::Publish(PublishPlan {
+                rates,
+                step: seconds(step_secs),
+                drain: Duration::from_millis(drain_ms),
+                stop_when_behind,
+                publishers,
+                payload,
+            }),
+            args.kind,
+            args.connections,
+            args.channels,
+        ),
+        ModeArgs::Idle { hold_secs } => (
+            Mode::Idle {
+                hold: seconds(hold_secs),
+            },
+            args.kind,
+            args.connections,
+            args.channels,
+        ),
+        ModeArgs::Http {
+            http_connections,
+            duration_secs,
+        } => (
+            Mode::Http {
+                connections: http_connections,
+                duration: seconds(duration_secs),
+            },
+            args.kind,
+            0,
+            args.channels,
+        ),
+        ModeArgs::Churn {
+            churners,
+            duration_secs,
+        } => (
+            Mode::Churn {
+                churners,
+                duration: seconds(duration_secs),
+            },
+            Kind::Presence,
+            args.connections,
+            1,
+        ),
+    };
+    Ok(Plan {
+        servers: args.servers,
+        api,
+        app: App {
+            id: args.app_id,
+            key: args.key,
+            secret: args.secret,
+        },
+        connections,
+        channels,
+        kind: match kind {
+            Kind::Public => ChannelKind::Public,
+            Kind::Private => ChannelKind::Private,
+            Kind::Presence => ChannelKind::Presence,
+        },
+        handshakes: args.handshakes,
+        sources: Sources {
+            first: source_first,
+            per_address: args.per_source,
+        },
+        connect_deadline: Duration::from_secs(args.connect_deadline_secs),
+        server_pids: args.server_pids,
+        progress: !args.no_progress,
+        mode,
+    })
+}

@@ -1,0 +1,154 @@
+//! The generator against an in-process soketi-rs server, at small sizes: every mode runs to its
+//! end and its counts add up.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use soketi_bench::{App, BenchError, ChannelKind, Mode, Plan, PublishPlan, Sources, run};
+use soketi_server::{Config, RunningServer};
+
+async fn server() -> RunningServer {
+    let mut config = Config {
+        host: "127.0.0.1".into(),
+        port: 0,
+        ..Config::default()
+    };
+    config.metrics.host = "127.0.0.1".into();
+    config.metrics.port = 0;
+    soketi_server::start(config).await.expect("server starts")
+}
+
+fn plan(server: SocketAddr, connections: usize, channels: usize, mode: Mode) -> Plan {
+    Plan {
+        servers: vec![server],
+        api: server,
+        app: App::default(),
+        connections,
+        channels,
+        kind: ChannelKind::Public,
+        handshakes: 4,
+        // Two connections per address, so that several source addresses are used.
+        sources: Sources {
+            first: Some(Ipv4Addr::new(127, 0, 0, 2)),
+            per_address: 2,
+        },
+        connect_deadline: Duration::from_secs(20),
+        server_pids: vec![std::process::id()],
+        progress: false,
+        mode,
+    }
+}
+
+#[tokio::test]
+async fn publishes_and_times_every_delivery_on_private_channels() {
+    let server = server().await;
+    let mode = Mode::Publish(PublishPlan {
+        rates: vec![20, 40],
+        step: Duration::from_millis(500),
+        drain: Duration::from_millis(500),
+        stop_when_behind: false,
+        publishers: 2,
+        payload: 100,
+    });
+    let mut plan = plan(server.local_addr(), 12, 3, mode);
+    plan.kind = ChannelKind::Private;
+    let report = run(plan).await.expect("the run completes");
+
+    assert_eq!((report.setup.subscribed, report.setup.failed), (12, 0));
+    assert_eq!(report.setup.per_connection.count, 12);
+    assert_eq!(report.steps.len(), 2);
+    for step in &report.steps {
+        assert!(step.published > 0, "{step:?}");
+        assert_eq!(step.publish_failed, 0, "{step:?}");
+        // Each event reaches the four subscribers of its channel.
+        assert_eq!(step.expected, step.published * 4, "{step:?}");
+        assert_eq!(step.in_time, step.expected, "{step:?}");
+        assert_eq!(step.latency.count, step.expected, "{step:?}");
+        assert!(step.latency.max >= step.latency.p50, "{step:?}");
+        assert!(step.remote_latency.is_none());
+    }
+    assert_eq!(
+        (report.lost, report.duplicated, report.closed_by_server),
+        (0, 0, 0)
+    );
+    assert!(report.peak_deliveries_per_sec > 0.0);
+    assert!(report.generator.open_files_limit > 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn churns_a_presence_channel() {
+    let server = server().await;
+    let mode = Mode::Churn {
+        churners: 3,
+        duration: Duration::from_millis(500),
+    };
+    let mut plan = plan(server.local_addr(), 10, 1, mode);
+    plan.kind = ChannelKind::Presence;
+    let report = run(plan).await.expect("the run completes");
+
+    assert_eq!(report.setup.subscribed, 10);
+    let churn = report.churn.expect("a churn report");
+    assert_eq!(churn.members, 10);
+    assert_eq!(churn.failed, 0);
+    // Each cycle is a leave and a join; every completed join was timed.
+    assert!(churn.operations >= 2, "{churn:?}");
+    assert_eq!(churn.operations, churn.join_latency.count * 2, "{churn:?}");
+    assert!(churn.member_events_per_sec > 0.0, "{churn:?}");
+    assert_eq!(report.closed_by_server, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn holds_idle_connections_and_reads_memory() {
+    let server = server().await;
+    let mode = Mode::Idle {
+        hold: Duration::from_millis(200),
+    };
+    let report = run(plan(server.local_addr(), 8, 2, mode))
+        .await
+        .expect("the run completes");
+
+    assert_eq!(report.setup.subscribed, 8);
+    let idle = report.idle.expect("an idle report");
+    assert!(idle.rss_after_kib > 0, "{idle:?}");
+    assert_eq!(report.server.pids, vec![std::process::id()]);
+    assert_eq!(report.closed_by_server, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn measures_http_publish_throughput() {
+    let server = server().await;
+    let mode = Mode::Http {
+        connections: 2,
+        duration: Duration::from_millis(300),
+    };
+    let report = run(plan(server.local_addr(), 0, 1, mode))
+        .await
+        .expect("the run completes");
+
+    let http = report.http.expect("an HTTP report");
+    assert!(http.ok > 0, "{http:?}");
+    assert_eq!(http.failed, 0, "{http:?}");
+    assert_eq!(http.latency.count, http.ok, "{http:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn reports_a_server_that_refuses_every_connection() {
+    let server = server().await;
+    let addr = server.local_addr();
+    let mode = Mode::Idle {
+        hold: Duration::from_millis(10),
+    };
+    let mut plan = plan(addr, 3, 1, mode);
+    plan.app.key = "no-such-key".into();
+    plan.server_pids.clear();
+    let err = run(plan).await.expect_err("no connection can subscribe");
+    assert!(
+        matches!(err, BenchError::NoConnection { failed: 3, .. }),
+        "{err}"
+    );
+    server.shutdown().await;
+}

@@ -1,0 +1,386 @@
+//! `cargo xtask bench`: the scenarios of the benchmark against our server and, when asked, soketi
+//! and sockudo, one server at a time on core 0 with the load generator on core 1, and one table
+//! of every figure with the ratios between servers.
+//!
+//! Each scenario gets a freshly started server, so that no scenario inherits another's memory or
+//! backlog. Peers that fail to install or start leave a note in their column instead of ending
+//! the run.
+
+mod report;
+mod servers;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    fs,
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use self::servers::{Kind, Launcher};
+use crate::cmd::{cargo, run};
+
+/// The scenarios, by the names `--scenario` takes.
+pub(crate) const SCENARIOS: &[&str] = &[
+    "fan-out",
+    "many-channels",
+    "idle-memory",
+    "connect-storm",
+    "http-publish",
+    "presence-churn",
+];
+
+/// What `bench` was asked to do.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Options {
+    pub(crate) against: Vec<Kind>,
+    pub(crate) nodes: usize,
+    pub(crate) scenarios: Vec<&'static str>,
+    pub(crate) quick: bool,
+}
+
+impl Options {
+    pub(crate) fn parse(options: &[String]) -> Result<Self> {
+        let mut parsed = Self {
+            against: Vec::new(),
+            nodes: 1,
+            scenarios: Vec::new(),
+            quick: false,
+        };
+        let mut options = options.iter();
+        while let Some(option) = options.next() {
+            let (name, inline) = match option.split_once('=') {
+                Some((name, value)) => (name, Some(value.to_owned())),
+                None => (option.as_str(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| options.next().cloned())
+                    .with_context(|| format!("`{name}` needs a value"))
+            };
+            match name {
+                "--against" => {
+                    for peer in value()?.split(',').filter(|peer| !peer.is_empty()) {
+                        let kind = match peer {
+                            "soketi" => Kind::Soketi,
+                            "sockudo" => Kind::Sockudo,
+                            other => bail!("unknown peer `{other}`; known: soketi, sockudo"),
+                        };
+                        if !parsed.against.contains(&kind) {
+                            parsed.against.push(kind);
+                        }
+                    }
+                }
+                "--nodes" => {
+                    let text = value()?;
+                    parsed.nodes = text
+                        .parse()
+                        .ok()
+                        .filter(|nodes| (1..=8).contains(nodes))
+                        .with_context(|| format!("`--nodes {text}`: expected 1 to 8"))?;
+                }
+                "--scenario" => {
+                    for scenario in value()?.split(',').filter(|name| !name.is_empty()) {
+                        let known = SCENARIOS
+                            .iter()
+                            .find(|known| **known == scenario)
+                            .with_context(|| {
+                                format!(
+                                    "unknown scenario `{scenario}`; known: {}",
+                                    SCENARIOS.join(", ")
+                                )
+                            })?;
+                        if !parsed.scenarios.contains(known) {
+                            parsed.scenarios.push(known);
+                        }
+                    }
+                }
+                "--quick" if inline.is_none() => parsed.quick = true,
+                other => bail!("unknown option `{other}` for `bench`"),
+            }
+        }
+        if parsed.scenarios.is_empty() {
+            parsed.scenarios = SCENARIOS.to_vec();
+        }
+        Ok(parsed)
+    }
+}
+
+/// One run of the generator: a scenario, or two that share a run (idle memory is read once the
+/// connect storm is over).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Run {
+    FanOut,
+    ManyChannels,
+    Storm,
+    HttpPublish,
+    PresenceChurn,
+}
+
+impl Run {
+    fn name(self) -> &'static str {
+        match self {
+            Self::FanOut => "fan-out",
+            Self::ManyChannels => "many-channels",
+            Self::Storm => "connect-storm",
+            Self::HttpPublish => "http-publish",
+            Self::PresenceChurn => "presence-churn",
+        }
+    }
+
+    /// The runs the scenarios need, in order.
+    pub(crate) fn for_scenarios(scenarios: &[&str]) -> Vec<Self> {
+        let mut runs: Vec<Self> = scenarios
+            .iter()
+            .map(|scenario| match *scenario {
+                "fan-out" => Self::FanOut,
+                "many-channels" => Self::ManyChannels,
+                "http-publish" => Self::HttpPublish,
+                "presence-churn" => Self::PresenceChurn,
+                _ => Self::Storm,
+            })
+            .collect();
+        runs.sort();
+        runs.dedup();
+        runs
+    }
+
+    /// The generator's arguments for this run (after the common ones).
+    pub(crate) fn generator_args(self, quick: bool) -> Vec<String> {
+        let pick = |full: &str, small: &str| if quick { small } else { full }.to_owned();
+        let words = |text: String| text.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        words(match self {
+            Self::FanOut => format!(
+                "--connections {} --channels 1 publish --rates {} --step-secs {} \
+                 --drain-ms {} --stop-when-behind --publishers 8",
+                pick("1000", "100"),
+                pick("100,200,400,600,800,1200,1600,2400", "50,200"),
+                pick("4", "1.5"),
+                pick("1000", "500"),
+            ),
+            Self::ManyChannels => format!(
+                "--connections {} --channels {} publish --rates {} --step-secs {} \
+                 --drain-ms {} --publishers 4",
+                pick("10000", "500"),
+                pick("100", "10"),
+                pick("200", "100"),
+                pick("10", "2"),
+                pick("2000", "500"),
+            ),
+            Self::Storm => format!(
+                "--connections {} --channels 1 --handshakes 256 idle --hold-secs {}",
+                pick("19000", "1000"),
+                pick("5", "1"),
+            ),
+            Self::HttpPublish => format!(
+                "http --http-connections 16 --duration-secs {}",
+                pick("10", "2")
+            ),
+            Self::PresenceChurn => format!(
+                "--connections {} --kind presence churn --churners {} --duration-secs {}",
+                pick("1000", "100"),
+                pick("100", "10"),
+                pick("10", "2"),
+            ),
+        })
+    }
+}
+
+/// The results of one server: its report per run, or why there is none.
+pub(crate) struct Column {
+    pub(crate) kind: Kind,
+    /// Why the server could not be measured at all.
+    pub(crate) unavailable: Option<String>,
+    pub(crate) runs: Vec<(Run, Result<Value, String>)>,
+}
+
+impl Column {
+    pub(crate) fn report(&self, wanted: Run) -> Result<&Value, String> {
+        if let Some(why) = &self.unavailable {
+            return Err(why.clone());
+        }
+        match self.runs.iter().find(|(run, _)| *run == wanted) {
+            Some((_, Ok(report))) => Ok(report),
+            Some((_, Err(why))) => Err(why.clone()),
+            None => Err("not run".into()),
+        }
+    }
+}
+
+/// How long one generator run may take before it is killed.
+const RUN_DEADLINE: Duration = Duration::from_secs(240);
+
+#[expect(
+    clippy::print_stdout,
+    reason = "the table is the task's result, for people and scripts to read"
+)]
+pub(crate) fn bench(root: &Path, options: &Options) -> Result<()> {
+    let started = Instant::now();
+    run(cargo(root).args([
+        "build",
+        "--release",
+        "-p",
+        "soketi-server",
+        "-p",
+        "soketi-bench",
+    ]))?;
+    let server = crate::binary(root, "release", "soketi-server")?;
+    let generator = crate::binary(root, "release", "soketi-bench")?;
+    let out = root.join("target/bench-results");
+    let peers = root.join("target/bench-peers");
+    for dir in [&out, &peers] {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let recipes = servers::recipes(root);
+
+    let mut launchers: Vec<(Kind, Result<Launcher, String>)> =
+        vec![(Kind::Ours { nodes: 1 }, Ok(servers::ours(&server, 1)))];
+    for &peer in &options.against {
+        eprintln!("\n==> bench: installing {}", peer.label());
+        let launcher = match peer {
+            Kind::Soketi => servers::install_soketi(&recipes, &peers),
+            _ => servers::install_sockudo(root, &recipes, &peers),
+        };
+        if let Err(err) = &launcher {
+            eprintln!("warning: {} is unavailable: {err:#}", peer.label());
+        }
+        launchers.push((
+            peer,
+            launcher.map_err(|err| format!("install failed: {err:#}")),
+        ));
+    }
+    if options.nodes > 1 {
+        let kind = Kind::Ours {
+            nodes: options.nodes,
+        };
+        launchers.push((kind, Ok(servers::ours(&server, options.nodes))));
+    }
+
+    let runs = Run::for_scenarios(&options.scenarios);
+    let mut columns = Vec::new();
+    let mut sequence = 0u8;
+    for (kind, launcher) in launchers {
+        let mut column = Column {
+            kind,
+            unavailable: None,
+            runs: Vec::new(),
+        };
+        match launcher {
+            Err(why) => column.unavailable = Some(why),
+            Ok(launcher) => {
+                for &scenario in &runs {
+                    sequence = sequence.wrapping_add(1).max(1);
+                    eprintln!("\n==> bench: {} {}", kind.label(), scenario.name());
+                    let result = measure(
+                        &launcher,
+                        scenario,
+                        &generator,
+                        &out,
+                        sequence,
+                        options.quick,
+                    );
+                    if let Err(err) = &result {
+                        eprintln!("warning: {} {}: {err}", kind.label(), scenario.name());
+                    }
+                    column.runs.push((scenario, result));
+                }
+            }
+        }
+        columns.push(column);
+    }
+
+    let machine = report::Machine::read();
+    let table = report::render(&columns, &options.scenarios, options.quick, &machine);
+    println!("{table}");
+    let page = if options.quick {
+        out.join("benchmarks.md")
+    } else {
+        root.join("docs/benchmarks.md")
+    };
+    fs::write(&page, report::page(&table, options))
+        .with_context(|| format!("writing {}", page.display()))?;
+    eprintln!(
+        "\nbench: done in {:.0} s; table written to {}",
+        started.elapsed().as_secs_f64(),
+        page.display()
+    );
+    Ok(())
+}
+
+/// Starts the server, runs the generator once against it, stops the server, and returns the
+/// generator's JSON summary.
+fn measure(
+    launcher: &Launcher,
+    scenario: Run,
+    generator: &Path,
+    out: &Path,
+    sequence: u8,
+    quick: bool,
+) -> Result<Value, String> {
+    let label = launcher.kind.label().replace([' ', '×'], "-");
+    let logs = out.join(format!("{label}-{}", scenario.name()));
+    fs::create_dir_all(&logs).map_err(|err| format!("creating {}: {err}", logs.display()))?;
+    let running = launcher
+        .start(&logs)
+        .map_err(|err| format!("start failed: {err:#}"))?;
+    let json = logs.join("report.json");
+    let _ = fs::remove_file(&json);
+    let nodes = launcher.kind.nodes();
+    let servers: Vec<String> = servers::addresses(nodes)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let pids: Vec<String> = running.pids().iter().map(ToString::to_string).collect();
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "1"])
+        .arg(generator)
+        .arg("--server")
+        .arg(servers.join(","))
+        .arg("--server-pid")
+        .arg(pids.join(","))
+        // Each run has source addresses of its own, so that the last run's sockets in TIME_WAIT
+        // never hold the ports this one needs.
+        .args(["--source-first", &format!("127.0.{sequence}.2")])
+        .args(["--per-source", "5000"])
+        .arg("--json")
+        .arg(&json)
+        .args(scenario.generator_args(quick))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let outcome = wait_bounded(cmd.spawn(), RUN_DEADLINE);
+    running.stop(nodes);
+    // A generator that failed leaves `{"error": …}` in its report file.
+    let report: Option<Value> = fs::read_to_string(&json)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    if let Some(error) = report.as_ref().and_then(|report| report["error"].as_str()) {
+        return Err(error.to_owned());
+    }
+    outcome?;
+    report.ok_or_else(|| format!("no report at {}", json.display()))
+}
+
+/// Waits for the generator, killing it past `deadline`.
+fn wait_bounded(child: std::io::Result<Child>, deadline: Duration) -> Result<(), String> {
+    let mut child = child.map_err(|err| format!("could not start the generator: {err}"))?;
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(format!("the generator failed ({status})")),
+            Ok(None) if started.elapsed() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("the generator ran past {} s", deadline.as_secs()));
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(100)),
+            Err(err) => return Err(format!("waiting for the generator: {err}")),
+        }
+    }
+}

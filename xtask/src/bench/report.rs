@@ -1,0 +1,701 @@
+//! The figures drawn from the generator's reports, the table with ratios, and the page
+//! `docs/benchmarks.md`.
+
+use std::{fmt::Write as _, fs, process::Command};
+
+use serde_json::Value;
+
+use super::{Column, Options, Run, servers::Kind};
+
+/// Whether more of a figure is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Better {
+    Higher,
+    Lower,
+    /// A count to read, not to compare.
+    Neither,
+}
+
+/// One row of the table.
+struct Figure {
+    /// The scenario it belongs to, as `--scenario` names it.
+    scenario: &'static str,
+    name: &'static str,
+    run: Run,
+    better: Better,
+    /// Only for columns of several nodes.
+    cluster_only: bool,
+    value: fn(&Value) -> Option<f64>,
+}
+
+/// The step of the highest deliveries per second.
+fn peak_step(report: &Value) -> Option<&Value> {
+    report["steps"].as_array()?.iter().max_by(|a, b| {
+        let rate = |step: &Value| step["deliveries_per_sec"].as_f64().unwrap_or(0.0);
+        rate(a).total_cmp(&rate(b))
+    })
+}
+
+/// The step that published at `rate` per second.
+fn step_at(report: &Value, rate: u64) -> Option<&Value> {
+    report["steps"]
+        .as_array()?
+        .iter()
+        .find(|step| step["rate"].as_u64() == Some(rate))
+}
+
+fn first_step(report: &Value) -> Option<&Value> {
+    report["steps"].as_array()?.first()
+}
+
+/// The fan-out step that the issue's targets are stated at: 400 publishes per second to 1k
+/// connections, 400k deliveries per second.
+const TARGET_RATE: u64 = 400;
+
+const FIGURES: &[Figure] = &[
+    Figure {
+        scenario: "fan-out",
+        name: "fan-out: peak deliveries/s (1k connections, 1 channel)",
+        run: Run::FanOut,
+        better: Better::Higher,
+        cluster_only: false,
+        value: |r| r["peak_deliveries_per_sec"].as_f64(),
+    },
+    Figure {
+        scenario: "fan-out",
+        name: "fan-out: p99 at the peak (ms)",
+        run: Run::FanOut,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| peak_step(r)?["latency"]["p99"].as_f64(),
+    },
+    Figure {
+        scenario: "fan-out",
+        name: "fan-out: server CPU per delivery at the peak (µs)",
+        run: Run::FanOut,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| peak_step(r)?["server_cpu_us_per_delivery"].as_f64(),
+    },
+    Figure {
+        scenario: "fan-out",
+        name: "fan-out: server CPU at the peak (% of its core)",
+        run: Run::FanOut,
+        better: Better::Neither,
+        cluster_only: false,
+        value: |r| peak_step(r)?["server_cpu_percent"].as_f64(),
+    },
+    Figure {
+        scenario: "fan-out",
+        name: "fan-out: generator CPU at the peak (% of its core)",
+        run: Run::FanOut,
+        better: Better::Neither,
+        cluster_only: false,
+        value: |r| peak_step(r)?["generator_cpu_percent"].as_f64(),
+    },
+    Figure {
+        scenario: "fan-out",
+        name: "fan-out at 400 publishes/s: deliveries/s",
+        run: Run::FanOut,
+        better: Better::Higher,
+        cluster_only: false,
+        value: |r| step_at(r, TARGET_RATE)?["deliveries_per_sec"].as_f64(),
+    },
+    Figure {
+        scenario: "fan-out",
+        name: "fan-out at 400 publishes/s: p99 (ms)",
+        run: Run::FanOut,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| step_at(r, TARGET_RATE)?["latency"]["p99"].as_f64(),
+    },
+    Figure {
+        scenario: "fan-out",
+        name: "fan-out at 400 publishes/s: server CPU per delivery (µs)",
+        run: Run::FanOut,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| step_at(r, TARGET_RATE)?["server_cpu_us_per_delivery"].as_f64(),
+    },
+    Figure {
+        scenario: "many-channels",
+        name: "many channels: p50 (ms; 10k connections, 100 channels, 200 publishes/s)",
+        run: Run::ManyChannels,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| first_step(r)?["latency"]["p50"].as_f64(),
+    },
+    Figure {
+        scenario: "many-channels",
+        name: "many channels: p90 (ms)",
+        run: Run::ManyChannels,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| first_step(r)?["latency"]["p90"].as_f64(),
+    },
+    Figure {
+        scenario: "many-channels",
+        name: "many channels: p99 (ms)",
+        run: Run::ManyChannels,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| first_step(r)?["latency"]["p99"].as_f64(),
+    },
+    Figure {
+        scenario: "many-channels",
+        name: "many channels: p99.9 (ms)",
+        run: Run::ManyChannels,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| first_step(r)?["latency"]["p99_9"].as_f64(),
+    },
+    Figure {
+        scenario: "many-channels",
+        name: "many channels: max (ms)",
+        run: Run::ManyChannels,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| first_step(r)?["latency"]["max"].as_f64(),
+    },
+    Figure {
+        scenario: "many-channels",
+        name: "many channels: cross-node p50 (ms)",
+        run: Run::ManyChannels,
+        better: Better::Lower,
+        cluster_only: true,
+        value: |r| first_step(r)?["remote_latency"]["p50"].as_f64(),
+    },
+    Figure {
+        scenario: "many-channels",
+        name: "many channels: cross-node p99 (ms)",
+        run: Run::ManyChannels,
+        better: Better::Lower,
+        cluster_only: true,
+        value: |r| first_step(r)?["remote_latency"]["p99"].as_f64(),
+    },
+    Figure {
+        scenario: "many-channels",
+        name: "many channels: server CPU per delivery (µs)",
+        run: Run::ManyChannels,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| first_step(r)?["server_cpu_us_per_delivery"].as_f64(),
+    },
+    Figure {
+        scenario: "idle-memory",
+        name: "idle memory: RSS per subscribed connection (KiB; 19k connections)",
+        run: Run::Storm,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| r["idle"]["kib_per_connection"].as_f64(),
+    },
+    Figure {
+        scenario: "connect-storm",
+        name: "connect storm: seconds to open and subscribe 19k connections",
+        run: Run::Storm,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| r["setup"]["seconds"].as_f64(),
+    },
+    Figure {
+        scenario: "connect-storm",
+        name: "connect storm: connections subscribed",
+        run: Run::Storm,
+        better: Better::Neither,
+        cluster_only: false,
+        value: |r| r["setup"]["subscribed"].as_f64(),
+    },
+    Figure {
+        scenario: "http-publish",
+        name: "HTTP publish: requests/s (16 connections, no subscribers)",
+        run: Run::HttpPublish,
+        better: Better::Higher,
+        cluster_only: false,
+        value: |r| r["http"]["per_sec"].as_f64(),
+    },
+    Figure {
+        scenario: "http-publish",
+        name: "HTTP publish: server CPU per request (µs)",
+        run: Run::HttpPublish,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| r["http"]["server_cpu_us_per_request"].as_f64(),
+    },
+    Figure {
+        scenario: "presence-churn",
+        name: "presence churn: joins and leaves/s (1k members, 100 churning)",
+        run: Run::PresenceChurn,
+        better: Better::Higher,
+        cluster_only: false,
+        value: |r| r["churn"]["per_sec"].as_f64(),
+    },
+    Figure {
+        scenario: "presence-churn",
+        name: "presence churn: join p99 (ms)",
+        run: Run::PresenceChurn,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| r["churn"]["join_latency"]["p99"].as_f64(),
+    },
+];
+
+/// A figure's value in one column, or why there is none.
+fn cell(column: &Column, figure: &Figure) -> Result<f64, String> {
+    let report = column.report(figure.run)?;
+    (figure.value)(report).ok_or_else(|| "not reached".to_owned())
+}
+
+/// How many times better `ours` is than `peer`: above 1 when ours is better.
+pub(crate) fn ratio(better_when: Better, ours: f64, peer: f64) -> Option<f64> {
+    let (numerator, denominator) = match better_when {
+        Better::Higher => (ours, peer),
+        Better::Lower => (peer, ours),
+        Better::Neither => return None,
+    };
+    (numerator > 0.0 && denominator > 0.0).then(|| numerator / denominator)
+}
+
+/// A number with a sensible precision: `412,345`, `23.4`, `0.412`.
+pub(crate) fn number(value: f64) -> String {
+    if value.abs() >= 1000.0 {
+        let whole = format!("{:.0}", value.abs());
+        let mut grouped = String::new();
+        for (index, digit) in whole.chars().enumerate() {
+            if index > 0 && (whole.len() - index) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(digit);
+        }
+        if value < 0.0 {
+            grouped.insert(0, '-');
+        }
+        grouped
+    } else if value.abs() >= 100.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}")
+    } else if value.abs() >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+/// The markdown tables of a run: every figure per server with ratios, the generator's CPU per
+/// run, losses, the targets of the issue, notes, and the machine.
+pub(crate) fn render(
+    columns: &[Column],
+    scenarios: &[&str],
+    quick: bool,
+    machine: &Machine,
+) -> String {
+    let ours = columns
+        .iter()
+        .find(|column| column.kind == Kind::Ours { nodes: 1 });
+    let peers: Vec<&Column> = columns
+        .iter()
+        .filter(|column| matches!(column.kind, Kind::Soketi | Kind::Sockudo))
+        .collect();
+    let any_cluster = columns.iter().any(|column| column.kind.nodes() > 1);
+    let mut notes: Vec<String> = Vec::new();
+    let mut note = |text: String| -> usize {
+        match notes.iter().position(|known| *known == text) {
+            Some(index) => index + 1,
+            None => {
+                notes.push(text);
+                notes.len()
+            }
+        }
+    };
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Run {} on {}.{}\n",
+        machine.date,
+        machine.summary(),
+        if quick {
+            " Quick (smoke) sizes: not comparable with a full run."
+        } else {
+            ""
+        }
+    );
+    let mut header = vec!["figure".to_owned()];
+    header.extend(columns.iter().map(|column| column.kind.label()));
+    for peer in &peers {
+        header.push(format!("soketi-rs vs {}", peer.kind.label()));
+    }
+    table_row(&mut out, &header);
+    table_rule(&mut out, header.len());
+    for figure in FIGURES {
+        if !scenarios.contains(&figure.scenario) || (figure.cluster_only && !any_cluster) {
+            continue;
+        }
+        let mut row = vec![figure.name.to_owned()];
+        for column in columns {
+            if figure.cluster_only && column.kind.nodes() == 1 {
+                row.push("—".into());
+                continue;
+            }
+            row.push(match cell(column, figure) {
+                Ok(value) => number(value),
+                Err(why) => format!("n/a [{}]", note(format!("{}: {why}", column.kind.label()))),
+            });
+        }
+        for peer in &peers {
+            let both = ours.map(|ours| (cell(ours, figure), cell(peer, figure)));
+            row.push(match both {
+                Some((Ok(ours), Ok(theirs))) => ratio(figure.better, ours, theirs)
+                    .map_or_else(|| "—".to_owned(), |ratio| format!("{ratio:.2}×")),
+                _ => "—".into(),
+            });
+        }
+        table_row(&mut out, &row);
+    }
+    let _ = writeln!(
+        out,
+        "\nRatios are how many times better soketi-rs (one node) does than the peer: above 1× \
+         it is faster, quicker or smaller; below 1× it is behind.\n"
+    );
+
+    // The generator's own load, and what each run lost.
+    let runs = Run::for_scenarios(scenarios);
+    let mut header = vec!["generator CPU at its busiest phase, lost + duplicated".to_owned()];
+    header.extend(columns.iter().map(|column| column.kind.label()));
+    table_row(&mut out, &header);
+    table_rule(&mut out, header.len());
+    for run in &runs {
+        let mut row = vec![run.name().to_owned()];
+        for column in columns {
+            row.push(match column.report(*run) {
+                Ok(report) => {
+                    let cpu = report["generator"]["max_cpu_percent"]
+                        .as_f64()
+                        .unwrap_or(0.0);
+                    let lost = report["lost"].as_u64().unwrap_or(0);
+                    let duplicated = report["duplicated"].as_u64().unwrap_or(0);
+                    let closed = report["closed_by_server"].as_u64().unwrap_or(0);
+                    let mut text = format!("{cpu:.0} %, {lost} + {duplicated}");
+                    if closed > 0 {
+                        let _ = write!(text, ", {closed} closed by the server");
+                    }
+                    if let Some(failure) = report["setup"]["first_failure"].as_str() {
+                        let failed = report["setup"]["failed"].as_u64().unwrap_or(0);
+                        let index = note(format!(
+                            "{} {}: {failed} connections failed; first: {failure}",
+                            column.kind.label(),
+                            run.name()
+                        ));
+                        let _ = write!(text, " [{index}]");
+                    }
+                    text
+                }
+                Err(why) => format!("n/a [{}]", note(format!("{}: {why}", column.kind.label()))),
+            });
+        }
+        table_row(&mut out, &row);
+    }
+
+    if let Some(ours) = ours {
+        let targets = targets(ours, &peers);
+        if !targets.is_empty() {
+            let _ = writeln!(out, "\nTargets of soketi-rs (one node):\n");
+            table_row(
+                &mut out,
+                &["target".into(), "measured".into(), "met".into()],
+            );
+            table_rule(&mut out, 3);
+            for (target, measured, met) in targets {
+                table_row(&mut out, &[target, measured, met.into()]);
+            }
+        }
+    }
+    if let Some(ours) = ours {
+        fan_out_steps(&mut out, ours);
+    }
+
+    if !notes.is_empty() {
+        let _ = writeln!(out, "\nNotes:\n");
+        for (index, text) in notes.iter().enumerate() {
+            let _ = writeln!(out, "{}. {}", index + 1, text.replace('\n', " "));
+        }
+    }
+    out
+}
+
+/// The steps of our fan-out run, to show where delivery fell behind and what was busy.
+fn fan_out_steps(out: &mut String, ours: &Column) {
+    let Ok(report) = ours.report(Run::FanOut) else {
+        return;
+    };
+    let Some(steps) = report["steps"].as_array() else {
+        return;
+    };
+    let _ = writeln!(out, "\nFan-out steps of soketi-rs (one node):\n");
+    let header = [
+        "publishes/s",
+        "deliveries/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "server CPU µs/delivery",
+        "server CPU %",
+        "generator CPU %",
+        "behind",
+    ];
+    table_row(out, &header.map(str::to_owned));
+    table_rule(out, header.len());
+    for step in steps {
+        let value = |path: &[&str]| {
+            let mut value = step;
+            for key in path {
+                value = &value[*key];
+            }
+            value.as_f64().map_or_else(|| "?".to_owned(), number)
+        };
+        table_row(
+            out,
+            &[
+                value(&["rate"]),
+                value(&["deliveries_per_sec"]),
+                value(&["latency", "p50"]),
+                value(&["latency", "p99"]),
+                value(&["latency", "max"]),
+                value(&["server_cpu_us_per_delivery"]),
+                value(&["server_cpu_percent"]),
+                value(&["generator_cpu_percent"]),
+                if step["behind"].as_bool() == Some(true) {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+            ],
+        );
+    }
+}
+
+/// The issue's targets for our server, each with what was measured and whether it was met.
+fn targets(ours: &Column, peers: &[&Column]) -> Vec<(String, String, &'static str)> {
+    let find = |name: &str| FIGURES.iter().find(|figure| figure.name == name);
+    let value = |name: &str| find(name).and_then(|figure| cell(ours, figure).ok());
+    let mut rows = Vec::new();
+    let mut check = |target: &str, measured: Option<f64>, unit: &str, met: fn(f64) -> bool| {
+        if let Some(measured) = measured {
+            rows.push((
+                target.to_owned(),
+                format!("{} {unit}", number(measured)),
+                if met(measured) { "yes" } else { "no" },
+            ));
+        }
+    };
+    check(
+        "fan-out: CPU per delivery ≤ 0.9 µs at 400k deliveries/s",
+        value("fan-out at 400 publishes/s: server CPU per delivery (µs)"),
+        "µs",
+        |v| v <= 0.9,
+    );
+    check(
+        "fan-out: p99 < 10 ms at 400k deliveries/s",
+        value("fan-out at 400 publishes/s: p99 (ms)"),
+        "ms",
+        |v| v < 10.0,
+    );
+    check(
+        "many channels: p99 ≤ 1 ms",
+        value("many channels: p99 (ms)"),
+        "ms",
+        |v| v <= 1.0,
+    );
+    check(
+        "idle memory: ≤ 3 KiB RSS per connection",
+        value("idle memory: RSS per subscribed connection (KiB; 19k connections)"),
+        "KiB",
+        |v| v <= 3.0,
+    );
+    check(
+        "connect storm: 19k connections in < 5 s",
+        value("connect storm: seconds to open and subscribe 19k connections"),
+        "s",
+        |v| v < 5.0,
+    );
+    let http = "HTTP publish: requests/s (16 connections, no subscribers)";
+    if let (Some(ours_rate), Some(sockudo)) = (
+        value(http),
+        peers
+            .iter()
+            .find(|peer| peer.kind == Kind::Sockudo)
+            .and_then(|peer| find(http).and_then(|figure| cell(peer, figure).ok())),
+    ) {
+        check(
+            "HTTP publish: ≥ 2× sockudo",
+            Some(ours_rate / sockudo),
+            "× sockudo",
+            |v| v >= 2.0,
+        );
+    }
+    rows
+}
+
+fn table_row(out: &mut String, cells: &[String]) {
+    let _ = writeln!(out, "| {} |", cells.join(" | "));
+}
+
+fn table_rule(out: &mut String, columns: usize) {
+    let _ = writeln!(out, "|{}", " --- |".repeat(columns));
+}
+
+/// What the machine is, for the page.
+pub(crate) struct Machine {
+    cpu: String,
+    cores: usize,
+    memory_gib: f64,
+    kernel: String,
+    rustc: String,
+    node: String,
+    date: String,
+    /// The load averages when the run ended: other work on the machine skews the figures.
+    load: String,
+}
+
+impl Machine {
+    pub(crate) fn read() -> Self {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name"))
+            .and_then(|rest| rest.split_once(':'))
+            .map_or_else(
+                || "unknown CPU".to_owned(),
+                |(_, name)| name.trim().to_owned(),
+            );
+        let cores = cpuinfo
+            .lines()
+            .filter(|line| line.starts_with("processor"))
+            .count();
+        let memory_gib = fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|meminfo| {
+                let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+                line.split_whitespace().nth(1)?.parse::<f64>().ok()
+            })
+            .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+        let output = |program: &str, args: &[&str]| {
+            Command::new(program)
+                .args(args)
+                .output()
+                .ok()
+                .filter(|output| output.status.success())
+                .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+                .unwrap_or_else(|| "unknown".to_owned())
+        };
+        Self {
+            cpu,
+            cores,
+            memory_gib,
+            kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map_or_else(|_| "unknown".to_owned(), |text| text.trim().to_owned()),
+            rustc: output("rustc", &["--version"]),
+            node: output("node", &["--version"]),
+            date: output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            load: fs::read_to_string("/proc/loadavg")
+                .map(|text| {
+                    text.split_whitespace()
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_else(|_| "unknown".to_owned()),
+        }
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{} ({} cores, {:.0} GiB), Linux {}, {}, Node {}; load average at the end {}",
+            self.cpu, self.cores, self.memory_gib, self.kernel, self.rustc, self.node, self.load
+        )
+    }
+}
+
+/// The whole page: how to run, the method, and the tables.
+pub(crate) fn page(tables: &str, options: &Options) -> String {
+    let mut command = "cargo xtask bench".to_owned();
+    if !options.against.is_empty() {
+        let names: Vec<&str> = options
+            .against
+            .iter()
+            .map(|kind| match kind {
+                Kind::Soketi => "soketi",
+                _ => "sockudo",
+            })
+            .collect();
+        let _ = write!(command, " --against {}", names.join(","));
+    }
+    if options.nodes > 1 {
+        let _ = write!(command, " --nodes {}", options.nodes);
+    }
+    if options.scenarios.len() < super::SCENARIOS.len() {
+        let _ = write!(command, " --scenario {}", options.scenarios.join(","));
+    }
+    if options.quick {
+        command.push_str(" --quick");
+    }
+    format!(
+        "# Benchmarks\n\n\
+         This page is written by `cargo xtask bench`; edit the method in `xtask/src/bench/report.rs`.\n\n\
+         ## Results\n\n\
+         Command: `{command}`. {tables}\n\
+         {METHOD}"
+    )
+}
+
+const METHOD: &str = "## Method
+
+`cargo xtask bench` builds the release server and the load generator `soketi-bench`
+(`crates/soketi-bench`), then, for each server, starts it afresh for every scenario, pinned to
+core 0 (`taskset -c 0`), on 127.0.0.1 ports 26001 and up, and runs the generator pinned to core
+1. The peers are installed once under `target/bench-peers/` from the recipes in
+`../shared/peers/` (or `$SOKETI_BENCH_PEERS`): soketi 1.6.1 from npm, started with its
+loopback-unicast discovery settings, and sockudo 2.9.2 with `cargo install`, with the recipe's
+configuration moved to the same ports and its presence limit raised to 2000 members, as for
+the others (`SOKETI_PRESENCE_MAX_MEMBERS=2000`). A server that listens beyond loopback is
+stopped before any load. Every server runs one app with client events on; rate limits are off
+or far above the load. Logs and each run's JSON summary are kept in `target/bench-results/`.
+
+The generator opens every WebSocket connection from source addresses 127.0.N.2 and up (5000
+connections per address, a new N for every run, so that no run waits on the last one's
+TIME_WAIT ports), at most 256 handshakes (connect, upgrade, subscribe) in flight. It publishes
+through the signed HTTP API over keep-alive connections; each event's data carries its step,
+its number within its channel and the wall-clock microsecond it was sent, so that latency runs
+from just before the publish request to the moment the frame is read, and every connection
+tells lost and duplicated events by number. CPU time and RSS of the server come from
+`/proc/<pid>/stat` and `/status`, sampled at the edges of each measured phase; the generator
+reports its own CPU time the same way.
+
+Scenarios (a full run; `--quick` uses a tenth of the sizes):
+
+- fan-out: 1k connections on one public channel; publishes at 100, 200, 400, 600, 800, 1200,
+  1600 and 2400 per second, 4 s each with 1 s to drain, stopping after the first step that
+  falls behind (deliveries under 90 % of those offered, or publishes under 90 % of the rate).
+  The peak is the step with the most deliveries per second, counted by arrival while the step
+  publishes; CPU per delivery is the server's CPU time over that window divided by those
+  deliveries.
+- many channels: 10k connections over 100 public channels, 200 publishes per second for 10 s;
+  percentiles over every delivery. With `--nodes N`, connections are spread over the nodes and
+  every publish goes to the first: the cross-node figures are those of connections on the
+  other nodes.
+- idle memory and connect storm (one run): 19k connections subscribing to one channel as fast as
+  the server lets them; the storm is the time from the first connect to the last
+  `subscription_succeeded`; after 5 s idle, the RSS growth over the freshly started server,
+  divided by the connections.
+- HTTP publish: 16 keep-alive connections publishing one pre-signed event to a channel without
+  subscribers, as fast as the server answers, for 10 s.
+- presence churn: 1k members on one presence channel; 100 of them leave and join again in a
+  loop for 10 s (each join waits for its `subscription_succeeded`, with the member list), while
+  every member receives the `member_added` and `member_removed` events.
+
+Bounds: the machine has two cores, so the server has one and the generator the other; the
+generator's CPU is shown beside each run. When it nears 100 % of its core, the figure is the
+generator's limit, not the server's. Each process may hold 20000 open files, so a scenario
+stays under about 19.9k connections. All traffic stays on loopback; each scenario is bounded in
+time (connect phases at 60 s, every generator run killed past 240 s).
+";

@@ -1,0 +1,93 @@
+use super::report::{number, ratio};
+use super::servers::{Kind, is_loopback_hex, listeners};
+use super::{Options, Run, SCENARIOS};
+
+fn check(args: &[&str], expected: Result<Options, &str>) {
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    let actual = Options::parse(&args).map_err(|err| err.to_string());
+    assert_eq!(actual, expected.map_err(str::to_owned), "args: {args:?}");
+}
+
+#[test]
+fn options() {
+    let all = SCENARIOS.to_vec();
+    check(
+        &[],
+        Ok(Options {
+            against: vec![],
+            nodes: 1,
+            scenarios: all.clone(),
+            quick: false,
+        }),
+    );
+    check(
+        &["--against", "soketi,sockudo", "--nodes=3", "--quick"],
+        Ok(Options {
+            against: vec![Kind::Soketi, Kind::Sockudo],
+            nodes: 3,
+            scenarios: all,
+            quick: true,
+        }),
+    );
+    check(
+        &["--scenario", "fan-out", "--scenario=idle-memory,fan-out"],
+        Ok(Options {
+            against: vec![],
+            nodes: 1,
+            scenarios: vec!["fan-out", "idle-memory"],
+            quick: false,
+        }),
+    );
+    check(
+        &["--against", "pusher"],
+        Err("unknown peer `pusher`; known: soketi, sockudo"),
+    );
+    check(&["--nodes", "0"], Err("`--nodes 0`: expected 1 to 8"));
+    check(&["--nodes"], Err("`--nodes` needs a value"));
+    check(&["--fast"], Err("unknown option `--fast` for `bench`"));
+}
+
+#[test]
+fn idle_memory_and_connect_storm_share_a_run() {
+    assert_eq!(
+        Run::for_scenarios(&["connect-storm", "fan-out", "idle-memory"]),
+        vec![Run::FanOut, Run::Storm]
+    );
+    assert_eq!(Run::for_scenarios(SCENARIOS).len(), 5);
+}
+
+#[test]
+fn finds_listeners_off_loopback() {
+    let table = "  sl  local_address rem_address   st tx_queue\n\
+        0: 0100007F:6591 00000000:0000 0A 00000000:00000000\n\
+        1: 00000000:6689 00000000:0000 0A 00000000:00000000\n\
+        2: 0100007F:6591 0200007F:9C40 01 00000000:00000000\n";
+    assert_eq!(
+        listeners(table),
+        vec![
+            ("0100007F".to_owned(), 26001),
+            ("00000000".to_owned(), 26249)
+        ]
+    );
+    assert!(is_loopback_hex("0100007F"));
+    assert!(is_loopback_hex("0500007F"));
+    assert!(!is_loopback_hex("00000000"));
+    assert!(is_loopback_hex("00000000000000000000000001000000"));
+    assert!(is_loopback_hex("0000000000000000FFFF00000100007F"));
+    assert!(!is_loopback_hex("00000000000000000000000000000000"));
+}
+
+#[test]
+fn numbers_and_ratios() {
+    assert_eq!(number(412_345.6), "412,346");
+    assert_eq!(number(1000.0), "1,000");
+    assert_eq!(number(123.4), "123");
+    assert_eq!(number(23.45), "23.4");
+    assert_eq!(number(2.345), "2.35");
+    assert_eq!(number(0.4123), "0.412");
+    use super::report::Better;
+    assert_eq!(ratio(Better::Higher, 200.0, 100.0), Some(2.0));
+    assert_eq!(ratio(Better::Lower, 1.0, 4.0), Some(4.0));
+    assert_eq!(ratio(Better::Lower, 0.0, 4.0), None);
+    assert_eq!(ratio(Better::Neither, 1.0, 4.0), None);
+}
