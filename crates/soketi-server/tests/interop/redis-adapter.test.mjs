@@ -26,6 +26,7 @@ import {
   waitFor,
   withTimeout,
 } from './harness.mjs';
+import { poll } from './cluster.mjs';
 import { natsSkip, startNats } from './nats.mjs';
 import { redisSkip, startRedis } from './redis.mjs';
 
@@ -151,31 +152,6 @@ async function awaitDiscovery(nodes, timeout = DISCOVERY_DEADLINE_MS) {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/**
- * Calls `fetch` until `accept` holds for its value, and resolves with that value. An error
- * thrown by `fetch` counts as a value that is not accepted; the last value or error is in the
- * timeout's message.
- */
-async function poll(what, fetch, accept = Boolean, { timeout = 5_000, interval = 50 } = {}) {
-  const deadline = Date.now() + timeout;
-  let last = 'nothing yet';
-  for (;;) {
-    try {
-      const value = await fetch();
-      if (accept(value)) return value;
-      last = `last value: ${JSON.stringify(value)}`;
-    } catch (err) {
-      last = `last error: ${describeError(err)}`;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what} (${last})`);
-    await new Promise((resolve) => setTimeout(resolve, interval));
-  }
-}
-
-function describeError(err) {
-  return err.status === undefined ? err.message : `${err.message} (status ${err.status}: ${err.body})`;
-}
 
 /** `GET /apps/<id>/channels` on a node: the `channels` object. */
 async function listChannels(scope, params = {}) {
