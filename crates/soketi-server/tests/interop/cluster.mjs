@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { after, afterEach, before, beforeEach } from 'node:test';
 
-import { Scope, connected, httpRequest, parseData, startServer, waitFor } from './harness.mjs';
+import { Scope, connected, httpRequest, parseData, rawWs, startServer, uniqueChannel, waitFor } from './harness.mjs';
 
 /** A UDP port for the cluster's discovery, random in 20000-40000 (one per test file or suite). */
 export function randomClusterPort() {
@@ -255,4 +255,31 @@ export async function channelInfo(scope, channel, info) {
 export async function userIds(scope, channel) {
   const res = await scope.sdk().get({ path: `/channels/${channel}/users` });
   return (await res.json()).users.map((u) => u.id).sort();
+}
+
+/**
+ * Subscribes a probe channel on every node and polls `GET /channels` on every node until it
+ * lists all of them: then every node hears every other one, and answers for it.
+ */
+export async function awaitDiscovery(nodes, timeout = 10_000) {
+  const probes = [];
+  try {
+    for (const scope of nodes) {
+      const client = await rawWs(scope.server.wsUrl());
+      probes.push(client);
+      await client.established();
+      client.channel = uniqueChannel(`probe-${scope.label}-`);
+      await client.subscribeOk(client.channel);
+    }
+    for (const scope of nodes) {
+      await poll(
+        `GET /channels on node ${scope.label} to list the probe channels of nodes ${nodes.map((n) => n.label).join(', ')}`,
+        async () => (await (await scope.sdk().get({ path: '/channels' })).json()).channels,
+        (channels) => probes.every((probe) => probe.channel in channels),
+        { timeout, interval: 100 },
+      );
+    }
+  } finally {
+    for (const probe of probes) probe.terminate();
+  }
 }

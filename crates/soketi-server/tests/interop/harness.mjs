@@ -557,6 +557,24 @@ export class Scope {
   }
 
   /**
+   * A raw client accepted once the server has room again (after a refusal such as 4100): it
+   * retries with a deadline, since the server may count a close a moment after the client
+   * sees it.
+   */
+  async rawAcceptedAgain() {
+    return until(
+      async () => {
+        const candidate = await this.raw();
+        const frame = await candidate.next((f) => f.event === 'pusher:connection_established' || f.event === 'pusher:error');
+        if (frame.event === 'pusher:connection_established') return candidate;
+        candidate.terminate();
+        return null;
+      },
+      { what: 'a connection to be accepted again after one closed' },
+    );
+  }
+
+  /**
    * A raw client subscribed to `channel`, signed as needed (with `presence` as the channel_data
    * of presence channels). The subscription_succeeded frame is in `client.succeeded`.
    */

@@ -114,16 +114,7 @@ describe('per-app limits from a config file', () => {
 
       first.close();
       await first.closed();
-      const accepted = await until(
-        async () => {
-          const candidate = await scope.raw();
-          const frame = await candidate.next((f) => f.event === 'pusher:connection_established' || f.event === 'pusher:error');
-          if (frame.event === 'pusher:connection_established') return candidate;
-          candidate.terminate();
-          return null;
-        },
-        { what: 'a connection to be accepted again after one closed' },
-      );
+      const accepted = await scope.rawAcceptedAgain();
       await accepted.ping();
     });
 

@@ -26,7 +26,7 @@ import {
   waitFor,
   withTimeout,
 } from './harness.mjs';
-import { poll } from './cluster.mjs';
+import { awaitDiscovery, poll } from './cluster.mjs';
 import { natsSkip, startNats } from './nats.mjs';
 import { redisSkip, startRedis } from './redis.mjs';
 
@@ -95,7 +95,7 @@ function useCluster(names, extraEnv = {}) {
     });
     const failed = started.find((result) => result.status === 'rejected');
     if (failed) throw failed.reason;
-    cluster.discovery = await awaitDiscovery(cluster.nodes).then(
+    cluster.discovery = await awaitDiscovery(cluster.nodes, DISCOVERY_DEADLINE_MS).then(
       () => null,
       (err) => err,
     );
@@ -122,32 +122,6 @@ function useCluster(names, extraEnv = {}) {
   return cluster;
 }
 
-/**
- * Subscribes a probe channel on every node and polls `GET /channels` on every node until it
- * lists all of them: then every node hears every other one, and answers for it.
- */
-async function awaitDiscovery(nodes, timeout = DISCOVERY_DEADLINE_MS) {
-  const probes = [];
-  try {
-    for (const scope of nodes) {
-      const client = await rawWs(scope.server.wsUrl());
-      probes.push(client);
-      await client.established();
-      client.channel = uniqueChannel(`probe-${scope.label}-`);
-      await client.subscribeOk(client.channel);
-    }
-    for (const scope of nodes) {
-      await poll(
-        `GET /channels on node ${scope.label} to list the probe channels of nodes ${nodes.map((n) => n.label).join(', ')}`,
-        () => listChannels(scope),
-        (channels) => probes.every((probe) => probe.channel in channels),
-        { timeout, interval: 100 },
-      );
-    }
-  } finally {
-    for (const probe of probes) probe.terminate();
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -20,9 +20,10 @@ import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 
 import PusherSdk from 'pusher';
 
-import { APP, Scope, parseData, rawWs, startServer, subscribeData, uniqueChannel, until, writeConfig } from './harness.mjs';
+import { APP, Scope, parseData, startServer, subscribeData, uniqueChannel, until, writeConfig } from './harness.mjs';
 import { redisSkip, startRedis } from './redis.mjs';
 import { startReceiver } from './webhook-receiver.mjs';
+import { awaitDiscovery } from './cluster.mjs';
 
 const VACATED_DELAY_MS = 200;
 const QUEUE_BACKOFF_MS = 100;
@@ -1145,35 +1146,3 @@ describe('webhooks: two nodes with the Redis adapter send each fleet-wide event 
   });
 });
 
-/**
- * Subscribes a probe channel on every node and polls `GET /channels` on every node until it
- * lists all of them (as in redis-adapter.test.mjs).
- */
-async function awaitDiscovery(nodes, timeout = 10_000) {
-  const probes = [];
-  try {
-    for (const scope of nodes) {
-      const client = await rawWs(scope.server.wsUrl());
-      probes.push(client);
-      await client.established();
-      client.channel = uniqueChannel(`probe-${scope.label}-`);
-      await client.subscribeOk(client.channel);
-    }
-    for (const scope of nodes) {
-      await until(
-        async () => {
-          try {
-            const res = await scope.sdk().get({ path: '/channels' });
-            const { channels } = await res.json();
-            return probes.every((probe) => probe.channel in channels);
-          } catch {
-            return false;
-          }
-        },
-        { timeout, interval: 100, what: `GET /channels on node ${scope.label} to list every node's probe channel` },
-      );
-    }
-  } finally {
-    for (const probe of probes) probe.terminate();
-  }
-}
