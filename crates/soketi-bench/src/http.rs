@@ -9,13 +9,16 @@ mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use soketi_protocol::http_auth;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
+use crate::Plan;
 use crate::error::HttpError;
+use crate::stats::{self, Latency};
 use crate::ws::find;
 
 /// The app the load runs as.
@@ -272,3 +275,30 @@ pub(crate) async fn throughput(
         generator_cpu_percent: percent(own, elapsed),
     })
 }
+
+/// Publishes to a channel without subscribers, one request at a time every 10 ms, until `stop`
+/// turns true; returns the answers' latencies and how many requests failed. A request that
+/// is not answered counts with the time it waited.
+pub(crate) async fn probe(plan: Plan, mut stop: watch::Receiver<bool>) -> (Latency, u64) {
+    let mut client = ApiClient::new(plan.api);
+    let request = publish_request(&plan.app, plan.api, "bench-probe", "probe", "{}");
+    let mut latencies = stats::histogram();
+    let mut failed = 0;
+    while !*stop.borrow_and_update() {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(PROBE_TIMEOUT, client.send(&request)).await;
+        stats::record(&mut latencies, started.elapsed().as_micros() as u64);
+        if !matches!(answer, Ok(Ok(200))) {
+            failed += 1;
+            client = ApiClient::new(plan.api);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    (Latency::of(&latencies), failed)
+}
+
+/// The longest one probe request waits for its answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -249,6 +249,13 @@ pub struct Idle {
     pub rss_after_kib: u64,
     /// The growth per subscribed connection, in KiB.
     pub kib_per_connection: f64,
+    /// Server RSS once every connection closed at once and the server had a moment to let go,
+    /// in KiB.
+    pub rss_after_leave_kib: u64,
+    /// The HTTP API's answers while every connection closes at once, and for a second after.
+    pub api_during_leave: Latency,
+    /// API requests during the leave that failed or were not answered 200.
+    pub api_failed_during_leave: u64,
 }
 
 /// HTTP publish throughput.
@@ -435,19 +442,34 @@ async fn idle(
     let holders = publish::spawn_receivers(conns, None, &stopped);
     progress.timed("idle", hold).await;
     let after = procfs::sample(&plan.server_pids)?;
+    // Every connection closes at once while a client keeps asking the HTTP API.
+    let (probe_stop, probe_stopped) = watch::channel(false);
+    let probe = tokio::spawn(http::probe(plan.clone(), probe_stopped));
     let _ = stop.send(true);
     for holder in holders {
         if let Ok(received) = holder.await {
             report.closed_by_server += u64::from(received.closed);
         }
     }
+    progress.timed("leave", LEAVE_SETTLE).await;
+    let _ = probe_stop.send(true);
+    let (api_during_leave, api_failed_during_leave) = probe
+        .await
+        .map_err(|e| BenchError::Plan(format!("the API probe failed: {e}")))?;
+    let left = procfs::sample(&plan.server_pids)?;
     let subscribed = report.setup.subscribed.max(1) as f64;
     Ok(Idle {
         rss_before_kib: before.rss_kib,
         rss_after_kib: after.rss_kib,
         kib_per_connection: after.rss_kib.saturating_sub(before.rss_kib) as f64 / subscribed,
+        rss_after_leave_kib: left.rss_kib,
+        api_during_leave,
+        api_failed_during_leave,
     })
 }
+
+/// How long after the last connection closed the API is still probed and the memory read.
+const LEAVE_SETTLE: Duration = Duration::from_secs(2);
 
 /// Percent of one core that `cpu` is of `wall`.
 pub(crate) fn percent(cpu: Duration, wall: Duration) -> f64 {

@@ -1,7 +1,12 @@
-//! WebSocket framing of server-to-client frames (RFC 6455, section 5.2).
+//! WebSocket framing (RFC 6455, section 5.2): server-to-client frames, and the reading of
+//! client frames ([`FrameReader`]).
 //!
 //! A server's frames are never masked, so the bytes of one event are the same for every
 //! subscriber: they are built once per publish and shared as [`Bytes`].
+
+mod reader;
+
+pub use reader::{FrameError, FrameReader, Incoming, Step};
 
 use bytes::{BufMut, Bytes, BytesMut};
 

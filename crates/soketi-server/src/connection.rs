@@ -1,9 +1,15 @@
-//! One WebSocket connection: its outbound queue and writer, and the reading of its frames.
+//! One WebSocket connection: its outbound queue, and the reading of its frames.
 //!
-//! Each connection runs as one task that drives two futures: the reader, which parses frames
-//! and acts on them, and the writer, which drains a queue of already-encoded frames into the
-//! socket. Publishing only queues; a connection whose queue holds more than
-//! `max_backpressure` bytes is closed with 4100 instead of growing without bound.
+//! Publishing only queues: a frame goes onto the connection's queue, and a connection whose
+//! queue was empty is handed to its [`Flusher`](crate::flusher), which writes every such
+//! connection in one pass once the tasks that are ready have run. A lone publish is written at
+//! once; publishes that arrive together leave several frames per connection, which go out in
+//! one vectored write. Only when the socket does not take everything does the connection's
+//! own writer task wait for it. A connection whose queue holds more than `max_backpressure`
+//! bytes is closed with 4100 instead of growing without bound.
+//!
+//! Frames are read with [`FrameReader`] from a buffer that exists only while a message is
+//! being received, so an idle connection holds no read buffer.
 //!
 //! A connection counts the messages it receives and queues into its app's metrics, through the
 //! [`AppMetrics`] handle it gets once its app accepted it.
@@ -11,21 +17,27 @@
 #[cfg(test)]
 mod tests;
 
-use std::io::IoSlice;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{FragmentCollectorRead, OpCode, Role, WebSocketError};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use soketi_channels::Outbox;
-use soketi_protocol::ws::{self, Opcode};
+use soketi_protocol::ws::{self, FrameReader, Incoming, Opcode};
 use soketi_protocol::{CloseCode, SocketId, message};
-use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
-use tokio::sync::{Notify, mpsc};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
+use crate::flusher::Shard;
 use crate::metrics::AppMetrics;
 use crate::session::Session;
 use crate::state::{Counters, State};
@@ -41,6 +53,13 @@ const MAX_INBOUND_MESSAGE: usize = 1024 * 1024;
 /// How long a closing connection waits for its last frames to be written.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How much one read takes from the socket. Client messages are small; a larger one takes
+/// several reads.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// The most frames one vectored write carries.
+const MAX_SLICES: usize = 64;
+
 struct CloseRequest {
     /// The close code and reason to send, or `None` when the client closed first.
     frame: Option<(CloseCode, String)>,
@@ -48,17 +67,105 @@ struct CloseRequest {
     drain: bool,
 }
 
+/// The writing half of the socket.
+type Sink = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// Who writes a connection's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteState {
+    /// Nothing is queued; the next frame schedules the connection with its flusher.
+    Idle,
+    /// Frames wait for the flusher's next pass.
+    Scheduled,
+    /// The socket did not take everything; the writer task waits until it can.
+    Stalled,
+    /// The writer task writes the last frames and closes the socket; nothing more is queued.
+    Closing,
+}
+
+/// A connection's queue of encoded frames, and the socket they go to.
+struct Outbound {
+    /// `None` once the connection ended.
+    sink: Option<Sink>,
+    queue: Queue,
+    state: WriteState,
+}
+
+/// Encoded frames waiting to be written.
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    /// How many bytes of the first frame are already written.
+    head: usize,
+    /// The queued bytes as the budget counts them.
+    bytes: usize,
+}
+
+impl Outbound {
+    /// Writes queued frames, several per vectored write, until none is left (then flushes)
+    /// or the socket would block.
+    fn poll_write_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(sink) = self.sink.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        };
+        while !self.queue.frames.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let count = self.queue.slices(&mut slices);
+            let written = ready!(sink.as_mut().poll_write_vectored(cx, &slices[..count]))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.queue.advance(written);
+        }
+        sink.as_mut().poll_flush(cx)
+    }
+}
+
+impl Queue {
+    /// Fills `slices` with the unwritten bytes of the first frames; returns how many it filled.
+    fn slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut count = 0;
+        for (slot, frame) in slices.iter_mut().zip(&self.frames) {
+            let skip = if count == 0 { self.head } else { 0 };
+            *slot = IoSlice::new(&frame[skip..]);
+            count += 1;
+        }
+        count
+    }
+
+    /// Drops what a write of `n` bytes took from the front of the queue.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(first) = self.frames.front() else {
+                return;
+            };
+            let left = first.len() - self.head;
+            if n < left {
+                self.head += n;
+                return;
+            }
+            n -= left;
+            self.bytes = self.bytes.saturating_sub(first.len() + FRAME_OVERHEAD);
+            self.head = 0;
+            self.frames.pop_front();
+        }
+    }
+}
+
 /// The server's handle on one connection; what the registry holds.
 pub(crate) struct Connection {
     socket_id: SocketId,
-    tx: mpsc::UnboundedSender<Bytes>,
-    queued_bytes: AtomicUsize,
+    /// The connection itself, for its flusher.
+    me: Weak<Connection>,
+    out: Mutex<Outbound>,
     max_queued_bytes: usize,
+    flusher: Arc<Shard>,
     counters: Arc<Counters>,
     /// The app's metrics, set once the app accepted the connection; frames queued before that
     /// (a refusal) belong to no app and are not counted.
     metrics: OnceLock<AppMetrics>,
     close: OnceLock<CloseRequest>,
+    /// Wakes the writer task: the socket stalled, or the connection is closing.
     wake_writer: Notify,
     last_seen_ms: AtomicU64,
     pinged_at_ms: AtomicU64,
@@ -67,27 +174,93 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    fn new(
-        socket_id: SocketId,
-        max_queued_bytes: usize,
-        counters: Arc<Counters>,
-        now_ms: u64,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Bytes>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let conn = Arc::new(Self {
+    fn new(socket_id: SocketId, sink: Sink, flusher: Arc<Shard>, state: &State) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             socket_id,
-            tx,
-            queued_bytes: AtomicUsize::new(0),
-            max_queued_bytes,
-            counters,
+            me: me.clone(),
+            out: Mutex::new(Outbound {
+                sink: Some(sink),
+                queue: Queue::default(),
+                state: WriteState::Idle,
+            }),
+            max_queued_bytes: state.config.max_backpressure,
+            flusher,
+            counters: state.counters.clone(),
             metrics: OnceLock::new(),
             close: OnceLock::new(),
             wake_writer: Notify::new(),
-            last_seen_ms: AtomicU64::new(now_ms),
+            last_seen_ms: AtomicU64::new(state.uptime_ms()),
             pinged_at_ms: AtomicU64::new(0),
             sign_in_deadline_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Writes what is queued without waiting, as the flusher's pass does: a socket that does
+    /// not take everything hands the rest to the writer task.
+    pub(crate) fn flush(&self) {
+        let mut out = self.out.lock();
+        if out.state != WriteState::Scheduled {
+            return;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match out.poll_write_queued(&mut cx) {
+            Poll::Ready(Ok(())) => out.state = WriteState::Idle,
+            Poll::Pending => {
+                out.state = WriteState::Stalled;
+                drop(out);
+                self.wake_writer.notify_one();
+            }
+            Poll::Ready(Err(_)) => {
+                out.state = WriteState::Stalled;
+                drop(out);
+                self.abort();
+            }
+        }
+    }
+
+    /// Writes a stalled queue, waiting on the socket; ready once the queue is empty.
+    fn poll_stalled(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut out = self.out.lock();
+        if out.state != WriteState::Stalled {
+            return Poll::Ready(Ok(()));
+        }
+        let written = ready!(out.poll_write_queued(cx));
+        if written.is_ok() {
+            out.state = WriteState::Idle;
+        }
+        Poll::Ready(written)
+    }
+
+    fn is_stalled(&self) -> bool {
+        self.out.lock().state == WriteState::Stalled
+    }
+
+    /// Ends a connection whose socket failed: a frame may be half written, so nothing more
+    /// can go on this stream.
+    fn abort(&self) {
+        self.request_close(CloseRequest {
+            frame: None,
+            drain: false,
         });
-        (conn, rx)
+    }
+
+    /// Closes a connection that does not read fast enough.
+    fn over_capacity(&self, queued_bytes: usize) {
+        if !self.is_closing() {
+            self.counters.slow_closes.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                socket_id = %self.socket_id,
+                queued_bytes,
+                "closing a connection that does not read fast enough (4100)"
+            );
+        }
+        self.request_close(CloseRequest {
+            frame: Some((
+                CloseCode::OVER_CAPACITY,
+                "The connection does not read fast enough.".into(),
+            )),
+            drain: false,
+        });
     }
 
     /// Queues the JSON text of one Pusher frame.
@@ -177,33 +350,31 @@ impl Outbox for Connection {
             return;
         }
         let cost = frame.len() + FRAME_OVERHEAD;
-        let before = self.queued_bytes.fetch_add(cost, Ordering::AcqRel);
-        // One frame always fits an empty queue, however large: the budget bounds a backlog,
-        // not the size of an event the app was allowed to publish.
-        if before > 0 && before + cost > self.max_queued_bytes {
-            self.queued_bytes.fetch_sub(cost, Ordering::AcqRel);
-            if !self.is_closing() {
-                self.counters.slow_closes.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    socket_id = %self.socket_id,
-                    queued_bytes = before,
-                    "closing a connection that does not read fast enough (4100)"
-                );
-            }
-            self.request_close(CloseRequest {
-                frame: Some((
-                    CloseCode::OVER_CAPACITY,
-                    "The connection does not read fast enough.".into(),
-                )),
-                drain: false,
-            });
+        let payload = payload_len(&frame);
+        let mut out = self.out.lock();
+        if out.state == WriteState::Closing {
             return;
         }
-        let payload = payload_len(&frame);
-        if self.tx.send(frame).is_err() {
-            self.queued_bytes.fetch_sub(cost, Ordering::AcqRel);
-        } else if let Some(metrics) = self.metrics.get() {
+        // One frame always fits an empty queue, however large: the budget bounds a backlog,
+        // not the size of an event the app was allowed to publish.
+        if out.queue.bytes > 0 && out.queue.bytes + cost > self.max_queued_bytes {
+            let queued = out.queue.bytes;
+            drop(out);
+            self.over_capacity(queued);
+            return;
+        }
+        out.queue.bytes += cost;
+        out.queue.frames.push_back(frame);
+        let schedule = out.state == WriteState::Idle;
+        if schedule {
+            out.state = WriteState::Scheduled;
+        }
+        drop(out);
+        if let Some(metrics) = self.metrics.get() {
             metrics.ws_sent(payload);
+        }
+        if schedule && let Some(me) = self.me.upgrade() {
+            self.flusher.schedule(me);
         }
     }
 
@@ -218,32 +389,48 @@ impl Outbox for Connection {
     }
 }
 
-type Io = TokioIo<Upgraded>;
-
 /// Runs an upgraded connection until it closes.
-pub(crate) async fn run(state: Arc<State>, io: Io, app_key: String, protocol: Option<String>) {
-    let (read, write) = tokio::io::split(io);
-    let (mut ws_read, _) =
-        fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
-    ws_read.set_max_message_size(MAX_INBOUND_MESSAGE);
-    let mut ws_read = FragmentCollectorRead::new(ws_read);
+pub(crate) async fn run(
+    state: Arc<State>,
+    io: Upgraded,
+    app_key: String,
+    protocol: Option<String>,
+) {
+    // A plain TCP socket is split without a lock, so that the flusher writes while the reader
+    // waits; TLS streams share their state and go through a split that locks.
+    // What the client sent after its upgrade request is copied out of hyper's read buffer, so
+    // that the buffer is freed.
+    let (mut reader, sink, pending): (Box<dyn AsyncRead + Send + Unpin>, Sink, Vec<u8>) =
+        match io.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let (read, write) = parts.io.into_inner().into_split();
+                (Box::new(read), Box::pin(write), parts.read_buf.to_vec())
+            }
+            Err(io) => {
+                let (read, write) = tokio::io::split(TokioIo::new(io));
+                (Box::new(read), Box::pin(write), Vec::new())
+            }
+        };
     let socket_id = SocketId::from_parts(rand::random(), rand::random());
     let key = state.next_connection_key();
-    let (conn, rx) = Connection::new(
-        socket_id,
-        state.config.max_backpressure,
-        state.counters.clone(),
-        state.uptime_ms(),
-    );
+    let conn = Connection::new(socket_id, sink, state.flushers.shard(key), &state);
 
-    let session = Session::open(state.clone(), conn.clone(), &app_key, protocol.as_deref()).await;
-    let writer = write_loop(conn.clone(), rx, write);
+    // The session's futures are boxed: they run briefly, and inline they would size the future
+    // that every idle connection keeps.
+    let session = Box::pin(Session::open(
+        state.clone(),
+        conn.clone(),
+        &app_key,
+        protocol.as_deref(),
+    ))
+    .await;
+    let writer = write_loop(conn.clone());
     tokio::pin!(writer);
     match session {
         Some(mut session) => {
             state.connections.insert(key, conn.clone());
             {
-                let reader = read_loop(&state, &conn, &mut ws_read, &mut session);
+                let reader = read_loop(&state, &conn, &mut reader, pending, &mut session);
                 tokio::pin!(reader);
                 tokio::select! {
                     () = &mut reader => {
@@ -257,7 +444,7 @@ pub(crate) async fn run(state: Arc<State>, io: Io, app_key: String, protocol: Op
                     }
                 }
             }
-            session.close().await;
+            Box::pin(session.close()).await;
             state.connections.remove(&key);
         }
         None => {
@@ -265,48 +452,91 @@ pub(crate) async fn run(state: Arc<State>, io: Io, app_key: String, protocol: Op
             let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut writer).await;
         }
     }
+    // Whoever still holds the connection for a moment holds no socket.
+    conn.out.lock().sink = None;
 }
 
 async fn read_loop(
     state: &State,
     conn: &Connection,
-    ws_read: &mut FragmentCollectorRead<tokio::io::ReadHalf<Io>>,
+    reader: &mut (dyn AsyncRead + Send + Unpin),
+    mut pending: Vec<u8>,
     session: &mut Session,
 ) {
+    let mut frames = FrameReader::new(MAX_INBOUND_MESSAGE);
     loop {
-        // Pongs and close echoes that the protocol obliges go through the connection's queue,
-        // so that they never interleave with a frame being written.
-        let mut obligated = |frame: fastwebsockets::Frame<'_>| {
-            if let Some(opcode) = map_opcode(frame.opcode) {
-                conn.send(ws::frame(opcode, &frame.payload));
+        let mut at = 0;
+        loop {
+            let step = match frames.next(&pending[at..]) {
+                Ok(Some(step)) => step,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "closing a connection after a WebSocket error");
+                    conn.request_close(CloseRequest {
+                        frame: Some((CloseCode(e.close_code()), e.to_string())),
+                        drain: true,
+                    });
+                    return;
+                }
+            };
+            at += step.consumed;
+            conn.touch(state.uptime_ms());
+            let Some(message) = step.message else {
+                continue;
+            };
+            match message {
+                Incoming::Text(bytes) => {
+                    conn.count_received(bytes.len());
+                    match std::str::from_utf8(&bytes) {
+                        Ok(text) => Box::pin(session.handle(text)).await,
+                        Err(_) => session.reject_malformed("Text frames must be UTF-8."),
+                    }
+                }
+                Incoming::Binary(bytes) => {
+                    conn.count_received(bytes.len());
+                    session.reject_malformed("Binary frames are not supported.");
+                }
+                // Pongs and close echoes go through the connection's queue, so that they
+                // never interleave with a frame being written.
+                Incoming::Ping(payload) => conn.send(ws::frame(Opcode::Pong, &payload)),
+                Incoming::Pong => {}
+                Incoming::Close(code) => {
+                    let payload = code.map(u16::to_be_bytes);
+                    conn.send(ws::frame(
+                        Opcode::Close,
+                        payload.as_ref().map_or(&[], |p| p),
+                    ));
+                    return;
+                }
             }
-            std::future::ready(Ok::<(), std::convert::Infallible>(()))
-        };
-        let frame = match ws_read.read_frame(&mut obligated).await {
-            Ok(frame) => frame,
-            Err(WebSocketError::ConnectionClosed | WebSocketError::UnexpectedEOF) => return,
-            Err(e) => {
-                tracing::debug!(error = %e, "closing a connection after a WebSocket error");
+            if conn.is_closing() {
                 return;
             }
-        };
-        conn.touch(state.uptime_ms());
-        if matches!(frame.opcode, OpCode::Text | OpCode::Binary) {
-            conn.count_received(frame.payload.len());
         }
-        match frame.opcode {
-            OpCode::Text => match std::str::from_utf8(&frame.payload) {
-                Ok(text) => session.handle(text).await,
-                Err(_) => session.reject_malformed("Text frames must be UTF-8."),
-            },
-            OpCode::Binary => session.reject_malformed("Binary frames are not supported."),
-            OpCode::Close => return,
-            _ => {}
+        pending.drain(..at);
+        if pending.is_empty() && pending.capacity() > READ_CHUNK {
+            // Between messages an idle connection keeps no buffer.
+            pending = Vec::new();
         }
-        if conn.is_closing() {
-            return;
+        match poll_fn(|cx| read_some(&mut *reader, cx, &mut pending)).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
     }
+}
+
+/// Reads what the socket holds, up to [`READ_CHUNK`] bytes, onto the end of `pending`. The
+/// chunk lives on the stack for the one poll, not in the connection.
+fn read_some(
+    reader: &mut (dyn AsyncRead + Send + Unpin),
+    cx: &mut Context<'_>,
+    pending: &mut Vec<u8>,
+) -> Poll<io::Result<usize>> {
+    let mut chunk = [0u8; READ_CHUNK];
+    let mut buf = ReadBuf::new(&mut chunk);
+    ready!(Pin::new(reader).poll_read(cx, &mut buf))?;
+    pending.extend_from_slice(buf.filled());
+    Poll::Ready(Ok(buf.filled().len()))
 }
 
 /// The length of the payload of a frame the server encoded (unmasked), as soketi counts bytes:
@@ -321,52 +551,44 @@ fn payload_len(frame: &[u8]) -> usize {
     frame.len().saturating_sub(header)
 }
 
-fn map_opcode(opcode: OpCode) -> Option<Opcode> {
-    match opcode {
-        OpCode::Pong => Some(Opcode::Pong),
-        OpCode::Close => Some(Opcode::Close),
-        OpCode::Ping => Some(Opcode::Ping),
-        _ => None,
-    }
-}
-
-async fn write_loop(
-    conn: Arc<Connection>,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-    mut out: WriteHalf<Io>,
-) {
-    let mut batch: Vec<Bytes> = Vec::new();
+/// Writes what the flusher could not, and the last frames of a closing connection.
+async fn write_loop(conn: Arc<Connection>) {
     loop {
-        tokio::select! {
-            biased;
-            () = conn.wake_writer.notified() => break,
-            n = rx.recv_many(&mut batch, 64) => {
-                if n == 0 {
-                    break;
-                }
-                if !write_unless_aborted(&conn, &mut out, &mut batch).await {
-                    // The socket failed, or the client stopped reading: a frame may be half
-                    // written, so nothing more can go on this stream.
-                    return;
-                }
-            }
+        if conn.is_closing() {
+            break;
         }
+        if conn.is_stalled() {
+            tokio::select! {
+                biased;
+                written = poll_fn(|cx| conn.poll_stalled(cx)) => {
+                    if written.is_err() {
+                        // The socket failed: a frame may be half written.
+                        return;
+                    }
+                }
+                // A close while the socket is stalled; seen at the top of the loop.
+                () = conn.wake_writer.notified() => {}
+            }
+            continue;
+        }
+        conn.wake_writer.notified().await;
     }
     let Some(request) = conn.close.get() else {
         return;
     };
-    if request.drain {
-        while let Ok(frame) = rx.try_recv() {
-            batch.push(frame);
+    {
+        let mut out = conn.out.lock();
+        out.state = WriteState::Closing;
+        if !request.drain {
+            // The client stopped reading, or the socket failed: what is queued is dropped,
+            // except a frame already half written, and the close frame goes out only if the
+            // socket takes it at once.
+            let keep = usize::from(out.queue.head > 0);
+            out.queue.frames.truncate(keep);
         }
-    } else {
-        // The client stopped reading: what is queued is dropped, and the close frame goes
-        // out only if the socket takes it at once.
-        batch.clear();
-    }
-    // Every frame in `batch` is whole here: a batch cut short ends the writer above.
-    if let Some((code, reason)) = &request.frame {
-        batch.push(ws::close(code.0, reason));
+        if let Some((code, reason)) = &request.frame {
+            out.queue.frames.push_back(ws::close(code.0, reason));
+        }
     }
     // A client that does not read must not keep the connection alive: the last frames get a
     // bounded time.
@@ -376,74 +598,17 @@ async fn write_loop(
         Duration::from_millis(50)
     };
     let _ = tokio::time::timeout(timeout, async {
-        write_batch(&mut out, &mut batch).await?;
-        out.shutdown().await
+        poll_fn(|cx| conn.out.lock().poll_write_queued(cx)).await?;
+        if request.frame.is_some() {
+            // The server closes: the socket stays open for the client's close frame, and
+            // closes once it comes or the wait is over (RFC 6455, section 7.1.1).
+            return Ok(());
+        }
+        poll_fn(|cx| match conn.out.lock().sink.as_mut() {
+            Some(sink) => sink.as_mut().poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        })
+        .await
     })
     .await;
-}
-
-/// Writes one batch, unless a close that drops the queue arrives while the write waits on a
-/// client that does not read. Returns whether the writer should go on.
-async fn write_unless_aborted(
-    conn: &Connection,
-    out: &mut WriteHalf<Io>,
-    batch: &mut Vec<Bytes>,
-) -> bool {
-    let write = write_batch(out, batch);
-    tokio::pin!(write);
-    tokio::select! {
-        biased;
-        written = &mut write => match written {
-            Ok(n) => {
-                conn.queued_bytes.fetch_sub(n, Ordering::AcqRel);
-                true
-            }
-            Err(_) => false,
-        },
-        () = conn.wake_writer.notified() => {
-            let drain = conn.close.get().is_some_and(|r| r.drain);
-            if drain && matches!(tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, write).await, Ok(Ok(_))) {
-                // Let the main loop see the close request again and finish it.
-                conn.wake_writer.notify_one();
-                return true;
-            }
-            false
-        }
-    }
-}
-
-/// Writes every frame of `batch` with vectored writes and empties it. Returns the bytes
-/// written, counted as the queue counts them.
-async fn write_batch<W: AsyncWrite + Unpin>(
-    out: &mut W,
-    batch: &mut Vec<Bytes>,
-) -> std::io::Result<usize> {
-    let accounted: usize = batch.iter().map(|b| b.len() + FRAME_OVERHEAD).sum();
-    let mut first = 0;
-    let mut offset = 0;
-    while first < batch.len() {
-        let slices: Vec<IoSlice<'_>> = batch[first..]
-            .iter()
-            .enumerate()
-            .map(|(i, b)| IoSlice::new(if i == 0 { &b[offset..] } else { &b[..] }))
-            .collect();
-        let mut n = out.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while n > 0 {
-            let left = batch[first].len() - offset;
-            if n >= left {
-                n -= left;
-                first += 1;
-                offset = 0;
-            } else {
-                offset += n;
-                n = 0;
-            }
-        }
-    }
-    batch.clear();
-    out.flush().await?;
-    Ok(accounted)
 }

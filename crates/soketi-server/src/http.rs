@@ -148,7 +148,7 @@ fn upgrade(
     let state = state.clone();
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(ws) => connection::run(state, ws.into_inner(), app_key, protocol).await,
+            Ok(ws) => connection::run(state, ws.into_inner().into_inner(), app_key, protocol).await,
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
         }
     });

@@ -14,6 +14,7 @@ pub mod config;
 mod connection;
 mod cors;
 mod error;
+mod flusher;
 mod http;
 mod memory;
 mod metrics;
@@ -372,13 +373,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         },
     ));
     let (stop, stopped) = watch::channel(false);
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(accept_loop(listener, tls, state.clone(), stopped.clone())),
         tokio::spawn(activity_sweep(state.clone(), stopped)),
         // The operations server ignores `stop`: it answers `/ready` with 503 while connections
         // drain, and ends with the other tasks at the end of shutdown.
         tokio::spawn(ops::serve(ops_listener, state.clone())),
     ];
+    tasks.extend(state.flushers.spawn());
     Ok(RunningServer {
         local_addr,
         metrics_addr,

@@ -10,6 +10,7 @@ use soketi_adapter_core::{Adapter, Cache, RateLimiter, Transport};
 use crate::apps::AppManager;
 use crate::config::Config;
 use crate::connection::Connection;
+use crate::flusher::Flushers;
 use crate::metrics::Metrics;
 use crate::webhooks::Webhooks;
 
@@ -31,6 +32,8 @@ pub(crate) struct State {
     pub(crate) counters: Arc<Counters>,
     /// Every open connection of this node, for the idle sweep and for shutdown.
     pub(crate) connections: DashMap<u64, Arc<Connection>>,
+    /// What writes the connections' queued frames.
+    pub(crate) flushers: Flushers,
     next_connection: AtomicU64,
     requests_in_flight: AtomicU64,
     closing: AtomicBool,
@@ -70,6 +73,9 @@ impl State {
             metrics,
             counters: Arc::default(),
             connections: DashMap::new(),
+            flushers: Flushers::new(
+                tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers()),
+            ),
             next_connection: AtomicU64::new(1),
             requests_in_flight: AtomicU64::new(0),
             closing: AtomicBool::new(false),
