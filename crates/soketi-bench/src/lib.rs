@@ -28,7 +28,7 @@ mod stats;
 mod ws;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -249,8 +249,8 @@ pub struct Idle {
     pub rss_after_kib: u64,
     /// The growth per subscribed connection, in KiB.
     pub kib_per_connection: f64,
-    /// Server RSS once every connection closed at once and the server had a moment to let go,
-    /// in KiB.
+    /// Server RSS once every connection closed at once: when it fell back to a quarter of what
+    /// the connections took, or 12 s after the leave and its 2 s of probing, in KiB.
     pub rss_after_leave_kib: u64,
     /// The HTTP API's answers while every connection closes at once, and for a second after.
     pub api_during_leave: Latency,
@@ -456,7 +456,16 @@ async fn idle(
     let (api_during_leave, api_failed_during_leave) = probe
         .await
         .map_err(|e| BenchError::Plan(format!("the API probe failed: {e}")))?;
-    let left = procfs::sample(&plan.server_pids)?;
+    // The memory is read until it falls back to a quarter of what the connections took, or
+    // for as long as `RELEASE_WAIT`.
+    let growth = after.rss_kib.saturating_sub(before.rss_kib);
+    let released = before.rss_kib + growth / 4;
+    let waiting = Instant::now();
+    let mut left = procfs::sample(&plan.server_pids)?;
+    while left.rss_kib > released && waiting.elapsed() < RELEASE_WAIT {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        left = procfs::sample(&plan.server_pids)?;
+    }
     let subscribed = report.setup.subscribed.max(1) as f64;
     Ok(Idle {
         rss_before_kib: before.rss_kib,
@@ -468,8 +477,11 @@ async fn idle(
     })
 }
 
-/// How long after the last connection closed the API is still probed and the memory read.
+/// How long after the last connection closed the API is still probed.
 const LEAVE_SETTLE: Duration = Duration::from_secs(2);
+
+/// How long after that the memory may take to go back.
+const RELEASE_WAIT: Duration = Duration::from_secs(12);
 
 /// Percent of one core that `cpu` is of `wall`.
 pub(crate) fn percent(cpu: Duration, wall: Duration) -> f64 {

@@ -190,12 +190,34 @@ const FIGURES: &[Figure] = &[
         value: |r| r["idle"]["kib_per_connection"].as_f64(),
     },
     Figure {
+        scenario: "idle-memory",
+        name: "idle memory: share still held after every client left (%)",
+        run: Run::Storm,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| {
+            let idle = &r["idle"];
+            let before = idle["rss_before_kib"].as_f64()?;
+            let growth = idle["rss_after_kib"].as_f64()? - before;
+            let held = idle["rss_after_leave_kib"].as_f64()? - before;
+            (growth > 0.0).then(|| (held / growth * 100.0).max(0.0))
+        },
+    },
+    Figure {
         scenario: "connect-storm",
         name: "connect storm: seconds to open and subscribe 19k connections",
         run: Run::Storm,
         better: Better::Lower,
         cluster_only: false,
         value: |r| r["setup"]["seconds"].as_f64(),
+    },
+    Figure {
+        scenario: "connect-storm",
+        name: "connect storm: slowest HTTP API answer while the 19k leave at once (ms)",
+        run: Run::Storm,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| r["idle"]["api_during_leave"]["max"].as_f64(),
     },
     Figure {
         scenario: "connect-storm",
@@ -513,10 +535,22 @@ fn targets(ours: &Column, peers: &[&Column]) -> Vec<(String, String, &'static st
         |v| v <= 3.0,
     );
     check(
+        "idle memory: back to the system once the clients leave (≤ 25 % held)",
+        value("idle memory: share still held after every client left (%)"),
+        "%",
+        |v| v <= 25.0,
+    );
+    check(
         "connect storm: 19k connections in < 5 s",
         value("connect storm: seconds to open and subscribe 19k connections"),
         "s",
         |v| v < 5.0,
+    );
+    check(
+        "connect storm: the HTTP API answers within 1 s while the 19k leave",
+        value("connect storm: slowest HTTP API answer while the 19k leave at once (ms)"),
+        "ms",
+        |v| v < 1000.0,
     );
     let http = "HTTP publish: requests/s (16 connections, no subscribers)";
     if let (Some(ours_rate), Some(sockudo)) = (
@@ -686,7 +720,10 @@ Scenarios (a full run; `--quick` uses a tenth of the sizes):
 - idle memory and connect storm (one run): 19k connections subscribing to one channel as fast as
   the server lets them; the storm is the time from the first connect to the last
   `subscription_succeeded`; after 5 s idle, the RSS growth over the freshly started server,
-  divided by the connections.
+  divided by the connections. Then every connection closes at once while one client publishes
+  through the HTTP API every 10 ms (the slowest answer from the leave until 2 s after it), and
+  the RSS is read until it falls back to a quarter of the growth, for up to 12 s more: the
+  share still held is what the server kept of the connections' memory.
 - HTTP publish: 16 keep-alive connections publishing one pre-signed event to a channel without
   subscribers, as fast as the server answers, for 10 s.
 - presence churn: 1k members on one presence channel; 100 of them leave and join again in a
