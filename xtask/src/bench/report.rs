@@ -678,7 +678,8 @@ pub(crate) fn page(tables: &str, options: &Options) -> String {
          This page is written by `cargo xtask bench`; edit the method in `xtask/src/bench/report.rs`.\n\n\
          ## Results\n\n\
          Command: `{command}`. {tables}\n\
-         {METHOD}"
+         {METHOD}\n\
+         {BOUNDS}"
     )
 }
 
@@ -735,4 +736,38 @@ generator's CPU is shown beside each run. When it nears 100 % of its core, the f
 generator's limit, not the server's. Each process may hold 20000 open files, so a scenario
 stays under about 19.9k connections. All traffic stays on loopback; each scenario is bounded in
 time (connect phases at 60 s, every generator run killed past 240 s).
+";
+
+/// What profiles of soketi-rs showed about the figures that miss their targets.
+const BOUNDS: &str = "## What bounds the figures
+
+Profiles of soketi-rs (`perf record -g` on the server during a run, 2026-11-26, this machine):
+
+- Fan-out, 1k connections at 400 publishes/s: 88 % of the server's CPU is kernel time under
+  `writev`. On loopback the sender's write also runs the receiving side's TCP stack
+  (`tcp_v4_rcv`, `tcp_data_queue`) and wakes the generator (`sock_def_readable`, whose
+  interrupt-restoring unlock alone is 11 %: waking the other virtual CPU). User space is 12 %,
+  about 0.3 µs per delivery: queueing the frame, the flusher's pass, tokio's readiness check.
+  A write costs 2.5 to 6 µs here whatever it carries (the more when the generator's core was
+  asleep), so the CPU per delivery is that cost divided by the frames per write. The server
+  writes at once when it is idle and puts several frames in one write only when publishes
+  arrive while it is busy. Meeting 0.9 µs per delivery at 400 publishes/s would take 3 to 6
+  frames per write, that is holding each connection's frames back 8 to 15 ms, which the 10 ms
+  p99 target rules out: on this machine the two fan-out targets cannot both be met, and we
+  chose latency. sockudo pays the same floor (2.8 µs per delivery).
+- Fan-out latency and peak: from 200 publishes/s on, both cores are nearly full (server 97-99 %,
+  generator 87-92 %), so the p99 is queueing on both sides. The peak is where the generator's
+  core runs out, not only the server's: frames that go out at once arrive in more, smaller
+  reads. An earlier design that woke a writer task per connection reached 1.4M deliveries/s by
+  holding frames longer (p50 50 ms at its peak) and spent 9 µs per delivery at 100 publishes/s,
+  against 6.3 µs now.
+- Many channels, 10k connections over 100 channels at 200 publishes/s: each publish is one pass
+  of 100 writes, and with the generator's core mostly asleep a write costs 10 to 14 µs, so the
+  last subscriber of a publish gets it 1 to 1.4 ms after the first; the p99 is where two
+  publishes meet, or where the generator was busy. A p99 of 1 ms needs writes that cost a
+  tenth of that, which loopback on this machine does not give.
+- Idle memory: what remains per connection is the connection's task (about 1.4 KB, the
+  session's futures boxed), its state and registry entries, and tokio's registration of the
+  socket; no read buffer is kept between messages. jemalloc's background thread gives the
+  memory of connections that left back to the system within about 10 s.
 ";
