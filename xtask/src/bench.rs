@@ -33,6 +33,7 @@ pub(crate) const SCENARIOS: &[&str] = &[
     "connect-storm",
     "http-publish",
     "presence-churn",
+    "cluster",
 ];
 
 /// What `bench` was asked to do.
@@ -121,6 +122,8 @@ pub(crate) enum Run {
     Storm,
     HttpPublish,
     PresenceChurn,
+    /// Cross-node latency; run only on a fleet of several nodes.
+    Cluster,
 }
 
 impl Run {
@@ -131,6 +134,7 @@ impl Run {
             Self::Storm => "connect-storm",
             Self::HttpPublish => "http-publish",
             Self::PresenceChurn => "presence-churn",
+            Self::Cluster => "cluster",
         }
     }
 
@@ -143,6 +147,7 @@ impl Run {
                 "many-channels" => Self::ManyChannels,
                 "http-publish" => Self::HttpPublish,
                 "presence-churn" => Self::PresenceChurn,
+                "cluster" => Self::Cluster,
                 _ => Self::Storm,
             })
             .collect();
@@ -187,6 +192,15 @@ impl Run {
                 pick("1000", "100"),
                 pick("100", "10"),
                 pick("10", "2"),
+            ),
+            Self::Cluster => format!(
+                "--connections {} --channels {} publish --rates {} --step-secs {} \
+                 --drain-ms {} --publishers 4",
+                pick("1000", "300"),
+                pick("100", "30"),
+                pick("1000", "200"),
+                pick("10", "2"),
+                pick("1000", "500"),
             ),
         })
     }
@@ -275,6 +289,9 @@ pub(crate) fn bench(root: &Path, options: &Options) -> Result<()> {
             Err(why) => column.unavailable = Some(why),
             Ok(launcher) => {
                 for &scenario in &runs {
+                    if scenario == Run::Cluster && kind.nodes() == 1 {
+                        continue;
+                    }
                     sequence = sequence.wrapping_add(1).max(1);
                     eprintln!("\n==> bench: {} {}", kind.label(), scenario.name());
                     let result = measure(

@@ -39,7 +39,8 @@ tasks:
             --against soketi,sockudo  also measure these peers (installed under target/bench-peers)
             --nodes N                 also measure N nodes of ours over the cluster adapter
             --scenario NAME[,NAME]    only these: fan-out, many-channels, idle-memory,
-                                      connect-storm, http-publish, presence-churn
+                                      connect-storm, http-publish, presence-churn,
+                                      cluster (with --nodes)
             --quick                   small sizes, a smoke run (table in target/bench-results)
   help    print this message";
 
