@@ -9,9 +9,18 @@ use soketi_server::Config;
 use soketi_server::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
+/// The version and the commit it was built from, as `--version` prints them:
+/// `0.1.0 (abc1234 2026-11-26)`; `build.rs` finds the commit.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SOKETI_BUILD_COMMIT"),
+    ")"
+);
+
 /// A Pusher Channels protocol 7 server, a drop-in successor to soketi.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -106,7 +115,7 @@ fn start(options: Options) -> anyhow::Result<()> {
         let server = soketi_server::start(config).await?;
         tracing::info!(
             "soketi-server {} listening on {}, operations on {}",
-            env!("CARGO_PKG_VERSION"),
+            VERSION,
             server.local_addr(),
             server.metrics_addr()
         );
