@@ -6,6 +6,7 @@
 
 mod bench;
 mod cmd;
+mod dist;
 mod layers;
 mod steps;
 mod tidy;
@@ -34,7 +35,8 @@ tasks:
             --rust-only     skip the build and the Node interop suite
             --interop-only  only build the server and run the Node interop suite
   tidy    the workspace policy checks alone (layers, docs, dbg!/todo!, names, lints)
-  dist    build the release server and print its path and size
+  dist    build with the dist profile, pack target/dist/soketi-server-VERSION-TARGET.tar.gz and
+            its .sha256, check that the unpacked binary answers /ready, print the archive's path
   bench   build release, run the benchmark scenarios, print the table, write docs/benchmarks.md
             --against soketi,sockudo  also measure these peers (installed under target/bench-peers)
             --nodes N                 also measure N nodes of ours over the cluster adapter
@@ -79,7 +81,7 @@ fn try_main(args: &[String]) -> Result<ExitCode> {
         }
         "dist" => {
             no_options(task, options)?;
-            dist(&root)?;
+            dist::dist(&root)?;
         }
         "bench" => bench::bench(&root, &bench::Options::parse(options)?)?,
         "help" | "-h" | "--help" => eprintln!("{USAGE}"),
@@ -183,6 +185,16 @@ fn test(root: &Path, options: TestOptions) -> Result<()> {
             server = binary(root, "debug", "soketi-server")?;
             Ok(())
         });
+        // The packing and check of `cargo xtask dist`, on the debug binary: a dist build takes
+        // minutes, and what it adds (the profile) is cargo's own work.
+        steps.run("dist archive", || {
+            let scratch = tempfile::Builder::new()
+                .prefix("soketi-dist-")
+                .tempdir()
+                .context("creating a scratch folder")?;
+            let packed = dist::pack_release(root, &server, scratch.path())?;
+            dist::check(&packed)
+        });
         let interop = root.join(INTEROP_DIR);
         steps.run("npm ci", || npm_ci_if_stale(&interop));
         steps.run("interop", || interop_suite(&interop, &server));
@@ -252,25 +264,6 @@ fn interop_suite(interop: &Path, server: &Path) -> Result<()> {
         node.arg(file.strip_prefix(interop).unwrap_or(file));
     }
     run(&mut node)
-}
-
-#[expect(
-    clippy::print_stdout,
-    reason = "the path is the task's result, for scripts to read"
-)]
-fn dist(root: &Path) -> Result<()> {
-    run(cargo(root).args(["build", "--release", "-p", "soketi-server"]))?;
-    let path = binary(root, "release", "soketi-server")?;
-    let size = path
-        .metadata()
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
-    println!("{}", path.display());
-    eprintln!(
-        "size: {:.1} MiB ({size} bytes)",
-        size as f64 / (1024.0 * 1024.0)
-    );
-    Ok(())
 }
 
 #[cfg(test)]
