@@ -1,17 +1,26 @@
-//! The files under `deploy/` against the binary they deploy, without a container engine: every
-//! environment name is one the configuration accepts, the Dockerfile builds the dist profile
-//! with the pinned toolchain and serves the server's ports, and the systemd unit passes
+//! The files under `deploy/` against the binary they deploy, without a container engine or a
+//! Kubernetes cluster: every environment name is one the configuration accepts, the manifests'
+//! settings load and can run, their ports, probes, grace periods and scrape annotations are the
+//! ones the server has, the cluster shape finds its peers by unicast through a headless Service,
+//! the Dockerfile builds the dist profile with the pinned toolchain, and the systemd unit passes
 //! `systemd-analyze verify`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde::Deserialize;
+use serde_json::Value;
+use soketi_adapter_cluster::Mode;
 use soketi_server::Config;
 use soketi_server::config::ENV_OPTIONS;
 
 /// Variables of the build, not of the configuration: `build.rs` reads them to name the commit.
 const BUILD_VARIABLES: [&str; 2] = ["SOKETI_BUILD_COMMIT", "SOKETI_BUILD_DATE"];
+
+/// What a pod's `fieldRef` stands for when the test loads a manifest's configuration.
+const FIELD_VALUES: [(&str, &str); 2] = [("status.podIP", "10.0.0.7"), ("metadata.name", "pod")];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -72,6 +81,31 @@ fn prefixed_names(text: &str) -> Vec<String> {
     names
 }
 
+/// The YAML documents of a file, as JSON values.
+fn documents(path: &Path) -> Vec<Value> {
+    let text = read(path);
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| {
+            let yaml = serde_yaml::Value::deserialize(document)
+                .unwrap_or_else(|e| panic!("{} is not YAML: {e}", relative(path)));
+            serde_json::to_value(yaml).unwrap()
+        })
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+fn yaml_files() -> Vec<PathBuf> {
+    let files: Vec<PathBuf> = deploy_files()
+        .into_iter()
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "yaml" || extension == "yml")
+        })
+        .collect();
+    assert!(!files.is_empty(), "deploy/ holds no manifest");
+    files
+}
+
 /// The keys of `KEY=value` settings on lines that start with `prefix` (`ENV `, `Environment=`).
 fn assignments(text: &str, prefix: &str) -> Vec<String> {
     text.lines()
@@ -101,13 +135,22 @@ fn deploy_names_only_options_the_configuration_accepts() {
         for name in prefixed_names(&text) {
             check(&path, &name);
         }
-        // Names without the prefix count where they are set: the Dockerfile's `ENV` and the
-        // unit's `Environment=`.
+        // Names without the prefix count where they are set: manifests' `env`, the
+        // Dockerfile's `ENV` and the unit's `Environment=`.
         for key in assignments(&text, "ENV ")
             .into_iter()
             .chain(assignments(&text, "Environment="))
         {
             check(&path, &key);
+        }
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            for document in documents(&path) {
+                for container in containers(&document) {
+                    for variable in container["env"].as_array().into_iter().flatten() {
+                        check(&path, variable["name"].as_str().unwrap_or_default());
+                    }
+                }
+            }
         }
     }
     assert!(
@@ -115,6 +158,269 @@ fn deploy_names_only_options_the_configuration_accepts() {
         "names the configuration does not accept (see docs/configuration.md):\n  {}",
         unknown.join("\n  ")
     );
+}
+
+/// The containers of a workload's pod template.
+fn containers(document: &Value) -> Vec<&Value> {
+    document["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// A pod template's containers that run our image.
+fn soketi_containers(document: &Value) -> Vec<&Value> {
+    containers(document)
+        .into_iter()
+        .filter(|container| {
+            container["image"].as_str().is_some_and(|image| {
+                image.starts_with("soketi-server") || image.contains("/soketi-server")
+            })
+        })
+        .collect()
+}
+
+/// A container's environment as the pod would see it: values, Secrets' and ConfigMaps'
+/// entries from the same file, and the downward API's fields from `FIELD_VALUES`.
+fn environment(container: &Value, documents: &[Value]) -> BTreeMap<String, String> {
+    let find = |kind: &str, name: &Value| {
+        documents
+            .iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == *name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in the same file"))
+    };
+    let mut env = BTreeMap::new();
+    for variable in container["env"].as_array().into_iter().flatten() {
+        let name = variable["name"].as_str().expect("env entries have a name");
+        let from = &variable["valueFrom"];
+        let value = if let Some(value) = variable.get("value") {
+            value
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: Kubernetes takes only strings, not {value}"))
+                .to_owned()
+        } else if let Some(reference) = from.get("secretKeyRef") {
+            let secret = find("Secret", &reference["name"]);
+            secret["stringData"][reference["key"].as_str().unwrap()]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: no such key in the Secret's stringData"))
+                .to_owned()
+        } else if let Some(reference) = from.get("configMapKeyRef") {
+            let map = find("ConfigMap", &reference["name"]);
+            map["data"][reference["key"].as_str().unwrap()]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: no such key in the ConfigMap"))
+                .to_owned()
+        } else if let Some(field) = from["fieldRef"]["fieldPath"].as_str() {
+            FIELD_VALUES
+                .iter()
+                .find(|(path, _)| *path == field)
+                .unwrap_or_else(|| panic!("{name}: add {field} to FIELD_VALUES"))
+                .1
+                .to_owned()
+        } else {
+            panic!("{name}: a value form this test does not know: {variable}");
+        };
+        env.insert(name.to_owned(), value);
+    }
+    env
+}
+
+/// The container port that a probe or Service names, by number or by name.
+fn port_number(container: &Value, port: &Value) -> Option<u64> {
+    match port {
+        Value::Number(number) => number.as_u64(),
+        Value::String(name) => container["ports"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == *name.as_str())
+            .and_then(|p| p["containerPort"].as_u64()),
+        _ => None,
+    }
+}
+
+/// The container's ports as (number, protocol).
+fn container_ports(container: &Value) -> BTreeSet<(u64, String)> {
+    container["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["containerPort"].as_u64().unwrap_or_default(),
+                p["protocol"].as_str().unwrap_or("TCP").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Whether a Service's selector picks the pods of `template`.
+fn selects(service: &Value, template: &Value) -> bool {
+    let labels = &template["metadata"]["labels"];
+    service["spec"]["selector"]
+        .as_object()
+        .is_some_and(|selector| {
+            !selector.is_empty() && selector.iter().all(|(k, v)| labels[k] == *v)
+        })
+}
+
+#[test]
+fn manifests_serve_the_binarys_ports_probes_and_peers() {
+    let mut shapes = BTreeSet::new();
+    for path in yaml_files() {
+        let file = relative(&path);
+        let documents = documents(&path);
+        for document in &documents {
+            for key in ["apiVersion", "kind"] {
+                assert!(
+                    document[key].is_string(),
+                    "{file}: a document without {key}"
+                );
+            }
+        }
+        let workloads: Vec<&Value> = documents
+            .iter()
+            .filter(|d| !soketi_containers(d).is_empty())
+            .collect();
+        for workload in workloads {
+            let template = &workload["spec"]["template"];
+            let [container] = soketi_containers(workload)[..] else {
+                panic!("{file}: one soketi-server container per pod");
+            };
+            let env = environment(container, &documents);
+            let config = Config::load_from(None, |name| env.get(name).cloned())
+                .unwrap_or_else(|e| panic!("{file}: the configuration does not load: {e}"));
+            config
+                .check_runnable()
+                .unwrap_or_else(|e| panic!("{file}: the server would refuse to start: {e}"));
+
+            let ports = container_ports(container);
+            for port in [config.port, config.metrics.port] {
+                assert!(
+                    ports.contains(&(u64::from(port), "TCP".to_owned())),
+                    "{file}: no container port {port}/TCP in {ports:?}"
+                );
+            }
+            let probe = |kind: &str, path: &str| {
+                let get = &container[kind]["httpGet"];
+                assert_eq!(get["path"], path, "{file}: {kind} path");
+                assert_eq!(
+                    port_number(container, &get["port"]),
+                    Some(u64::from(config.metrics.port)),
+                    "{file}: {kind} asks the operations port"
+                );
+            };
+            probe("readinessProbe", "/ready");
+            probe("livenessProbe", "/");
+
+            let termination = template["spec"]["terminationGracePeriodSeconds"]
+                .as_u64()
+                .unwrap_or(30);
+            assert!(
+                termination * 1000 > config.shutdown_grace_period,
+                "{file}: terminationGracePeriodSeconds ({termination} s) must exceed the \
+                 shutdown grace period ({} ms)",
+                config.shutdown_grace_period
+            );
+
+            let annotations = &template["metadata"]["annotations"];
+            assert_eq!(annotations["prometheus.io/scrape"], "true", "{file}");
+            assert_eq!(
+                annotations["prometheus.io/port"],
+                config.metrics.port.to_string(),
+                "{file}"
+            );
+            assert_eq!(annotations["prometheus.io/path"], "/metrics", "{file}");
+            assert!(
+                config.metrics.enabled,
+                "{file}: scraped, but /metrics is off"
+            );
+
+            // Every Service of these pods forwards to ports the container has.
+            let services: Vec<&Value> = documents
+                .iter()
+                .filter(|d| d["kind"] == "Service" && selects(d, template))
+                .collect();
+            assert!(!services.is_empty(), "{file}: no Service selects the pods");
+            for service in &services {
+                for port in service["spec"]["ports"].as_array().into_iter().flatten() {
+                    let target = port.get("targetPort").unwrap_or(&port["port"]);
+                    let number = port_number(container, target)
+                        .unwrap_or_else(|| panic!("{file}: Service port {port} targets nothing"));
+                    let protocol = port["protocol"].as_str().unwrap_or("TCP").to_owned();
+                    assert!(
+                        ports.contains(&(number, protocol)),
+                        "{file}: Service port {port} is not a container port"
+                    );
+                }
+            }
+
+            let driver = config.adapter.driver.as_str();
+            if driver == "cluster" {
+                check_cluster_peers(&file, &config, container, template, &services);
+            }
+            let replicas = workload["spec"]["replicas"].as_u64().unwrap_or(1);
+            assert!(
+                (driver == "local") == (replicas == 1),
+                "{file}: {replicas} replicas with the {driver} adapter"
+            );
+            shapes.insert(driver.to_owned());
+        }
+    }
+    let expected: BTreeSet<String> = ["local", "redis", "cluster"].map(str::to_owned).into();
+    assert_eq!(
+        shapes, expected,
+        "one replica, a Redis fleet and a cluster fleet"
+    );
+}
+
+/// The cluster shape must work without broadcast or multicast: unicast to names of headless
+/// Services that list the pods before they are ready, on the discovery port.
+fn check_cluster_peers(
+    file: &str,
+    config: &Config,
+    container: &Value,
+    template: &Value,
+    services: &[&Value],
+) {
+    let Ok(Mode::Unicast(entries)) = config.cluster_mode() else {
+        panic!("{file}: the cluster adapter must use unicast (CLUSTER_UNICAST_ADDRESSES)");
+    };
+    assert!(
+        container_ports(container).contains(&(u64::from(config.cluster.port), "UDP".to_owned())),
+        "{file}: no container port {}/UDP for discovery",
+        config.cluster.port
+    );
+    for entry in entries {
+        let (host, port) = match entry.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse().expect("a port number")),
+            None => (entry.as_str(), config.cluster.port),
+        };
+        // `name` or `name.namespace...`: the Service's own name comes first.
+        let name = host.split('.').next().unwrap_or_default();
+        let service = services
+            .iter()
+            .find(|s| s["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{file}: {host} names no Service of the pods"));
+        let spec = &service["spec"];
+        assert_eq!(spec["clusterIP"], "None", "{file}: {name} must be headless");
+        assert_eq!(
+            spec["publishNotReadyAddresses"], true,
+            "{file}: {name} must list pods before they are ready"
+        );
+        assert!(
+            selects(service, template),
+            "{file}: {name} must select the pods"
+        );
+        assert!(
+            spec["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["port"] == port && p["protocol"] == "UDP"),
+            "{file}: {name} has no {port}/UDP port"
+        );
+    }
 }
 
 /// A Dockerfile's instructions, continuation lines joined, comments dropped.
