@@ -30,13 +30,14 @@ usage: cargo xtask <task> [options]
 
 tasks:
   lint    cargo fmt --check, cargo clippy -D warnings, then tidy
-  test    lint, cargo test, then the Node interop suite against the debug server
+  test    lint, cargo test, cargo package, then the dist archive check and the Node interop
+          suite against the debug server
             --no-lint       skip lint
             --rust-only     skip the build and the Node interop suite
             --interop-only  only build the server and run the Node interop suite
-  tidy    the workspace policy checks alone (layers, docs, dbg!/todo!, names, lints)
+  tidy    the workspace policy checks alone (layers, docs, dbg!/todo!, names, lints, crates.io)
   dist    build with the dist profile, pack target/dist/soketi-server-VERSION-TARGET.tar.gz and
-            its .sha256, check that the unpacked binary answers /ready, print the archive's path
+          its .sha256, check that the unpacked binary answers /ready, print the archive's path
   bench   build release, run the benchmark scenarios, print the table, write docs/benchmarks.md
             --against soketi,sockudo  also measure these peers (installed under target/bench-peers)
             --nodes N                 also measure N nodes of ours over the cluster adapter
@@ -176,6 +177,21 @@ fn test(root: &Path, options: TestOptions) -> Result<()> {
             run(cargo(root)
                 .args(["test", "--workspace"])
                 .env(REQUIRE_ALL.0, REQUIRE_ALL.1))
+        });
+        // What `cargo publish` would upload, for each crate meant for reuse, built from its
+        // tarball. The builds reuse the dependencies that `cargo test` just built, and the
+        // crates.io index that it fetched, so this takes seconds and no network.
+        steps.run("cargo package", || {
+            let packages = tidy::published_packages(&cmd::metadata(root)?);
+            if packages.is_empty() {
+                bail!("no workspace package is meant for publishing");
+            }
+            let mut package = cargo(root);
+            package.args(["package", "--allow-dirty", "--offline"]);
+            for name in &packages {
+                package.args(["-p", name]);
+            }
+            run(&mut package)
         });
     }
     if options.interop {
