@@ -125,7 +125,9 @@ pub(crate) fn pack(name: &str, entries: &[Entry], out_dir: &Path, mtime: u64) ->
     let file_name = format!("{name}.tar.gz");
     let archive = out_dir.join(&file_name);
     let file = File::create(&archive).with_context(|| format!("creating {}", archive.display()))?;
-    let mut tar = tar::Builder::new(GzEncoder::new(BufWriter::new(file), Compression::best()));
+    // gzip's default level: level 9 made the release archive 0.5% smaller for twice the time,
+    // and three times the time on the 200 MB debug binary that `cargo xtask test` packs.
+    let mut tar = tar::Builder::new(GzEncoder::new(BufWriter::new(file), Compression::default()));
     let mut folders = vec![name.to_owned()];
     for entry in entries {
         let mut parent = Path::new(entry.path).parent();
