@@ -6,6 +6,7 @@
 
 mod bench;
 mod cmd;
+mod dist;
 mod layers;
 mod steps;
 mod tidy;
@@ -29,12 +30,14 @@ usage: cargo xtask <task> [options]
 
 tasks:
   lint    cargo fmt --check, cargo clippy -D warnings, then tidy
-  test    lint, cargo test, then the Node interop suite against the debug server
+  test    lint, cargo test, cargo package, then the dist archive check and the Node interop
+          suite against the debug server
             --no-lint       skip lint
             --rust-only     skip the build and the Node interop suite
             --interop-only  only build the server and run the Node interop suite
-  tidy    the workspace policy checks alone (layers, docs, dbg!/todo!, names, lints)
-  dist    build the release server and print its path and size
+  tidy    the workspace policy checks alone (layers, docs, dbg!/todo!, names, lints, crates.io)
+  dist    build with the dist profile, pack target/dist/soketi-server-VERSION-TARGET.tar.gz and
+          its .sha256, check that the unpacked binary answers /ready, print the archive's path
   bench   build release, run the benchmark scenarios, print the table, write docs/benchmarks.md
             --against soketi,sockudo  also measure these peers (installed under target/bench-peers)
             --nodes N                 also measure N nodes of ours over the cluster adapter
@@ -80,7 +83,7 @@ fn try_main(args: &[String]) -> Result<ExitCode> {
         }
         "dist" => {
             no_options(task, options)?;
-            dist(&root)?;
+            dist::dist(&root)?;
         }
         "bench" => bench::bench(&root, &bench::Options::parse(options)?)?,
         "help" | "-h" | "--help" => eprintln!("{USAGE}"),
@@ -176,6 +179,21 @@ fn test(root: &Path, options: TestOptions) -> Result<()> {
                 .args(["test", "--workspace"])
                 .env(REQUIRE_ALL.0, REQUIRE_ALL.1))
         });
+        // What `cargo publish` would upload, for each crate meant for reuse, built from its
+        // tarball. The builds reuse the dependencies that `cargo test` just built, and the
+        // crates.io index that it fetched, so this takes seconds and no network.
+        steps.run("cargo package", || {
+            let packages = tidy::published_packages(&cmd::metadata(root)?);
+            if packages.is_empty() {
+                bail!("no workspace package is meant for publishing");
+            }
+            let mut package = cargo(root);
+            package.args(["package", "--allow-dirty", "--offline"]);
+            for name in &packages {
+                package.args(["-p", name]);
+            }
+            run(&mut package)
+        });
     }
     if options.interop {
         let mut server = PathBuf::new();
@@ -183,6 +201,16 @@ fn test(root: &Path, options: TestOptions) -> Result<()> {
             run(cargo(root).args(["build", "-p", "soketi-server"]))?;
             server = binary(root, "debug", "soketi-server")?;
             Ok(())
+        });
+        // The packing and check of `cargo xtask dist`, on the debug binary: a dist build takes
+        // minutes, and what it adds (the profile) is cargo's own work.
+        steps.run("dist archive", || {
+            let scratch = tempfile::Builder::new()
+                .prefix("soketi-dist-")
+                .tempdir()
+                .context("creating a scratch folder")?;
+            let packed = dist::pack_release(root, &server, scratch.path())?;
+            dist::check(&packed)
         });
         let interop = root.join(INTEROP_DIR);
         steps.run("npm ci", || npm_ci_if_stale(&interop));
@@ -253,25 +281,6 @@ fn interop_suite(interop: &Path, server: &Path) -> Result<()> {
         node.arg(file.strip_prefix(interop).unwrap_or(file));
     }
     run(&mut node)
-}
-
-#[expect(
-    clippy::print_stdout,
-    reason = "the path is the task's result, for scripts to read"
-)]
-fn dist(root: &Path) -> Result<()> {
-    run(cargo(root).args(["build", "--release", "-p", "soketi-server"]))?;
-    let path = binary(root, "release", "soketi-server")?;
-    let size = path
-        .metadata()
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
-    println!("{}", path.display());
-    eprintln!(
-        "size: {:.1} MiB ({size} bytes)",
-        size as f64 / (1024.0 * 1024.0)
-    );
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Workspace policy that neither rustc nor clippy checks: the layers of `docs/ARCHITECTURE.md`,
-//! crate docs, leftover `dbg!`/`todo!`, folder names and workspace lints.
+//! crate docs, leftover `dbg!`/`todo!`, folder names, workspace lints, and what crates meant for
+//! crates.io need.
 
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     problems.extend(check_lib_docs(root)?);
     problems.extend(check_forbidden_macros(root)?);
     problems.extend(check_packages(root, &metadata)?);
+    problems.extend(check_publishable(root, &metadata)?);
     if !problems.is_empty() {
         let count = problems.len();
         bail!("{count} tidy problem(s):\n  {}", problems.join("\n  "));
@@ -142,6 +144,88 @@ fn check_packages(root: &Path, metadata: &Value) -> Result<Vec<String>> {
         }
     }
     Ok(problems)
+}
+
+/// Every package meant for crates.io (without `publish = false`) has what crates.io and docs.rs
+/// show: a description, a license, keywords, categories, a README that exists, and crate docs
+/// with an example; and it depends only on workspace packages that are published too, or it
+/// could not be published.
+fn check_publishable(root: &Path, metadata: &Value) -> Result<Vec<String>> {
+    let packages: Vec<&Value> = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let unpublished: Vec<&str> = packages
+        .iter()
+        .filter(|package| !is_published(package))
+        .filter_map(|package| package["name"].as_str())
+        .collect();
+    let mut problems = Vec::new();
+    for package in packages.into_iter().filter(|package| is_published(package)) {
+        let name = package["name"].as_str().unwrap_or_default();
+        let manifest = Path::new(package["manifest_path"].as_str().unwrap_or_default());
+        let dir = manifest.parent().unwrap_or(root);
+        let mut problem = |what: String| {
+            problems.push(format!(
+                "{}: {what} (or mark it `publish = false`)",
+                relative(root, manifest)
+            ));
+        };
+        for field in ["description", "license", "readme"] {
+            if package[field].as_str().is_none_or(str::is_empty) {
+                problem(format!("{name} is published but has no `{field}`"));
+            }
+        }
+        for field in ["keywords", "categories"] {
+            if package[field].as_array().is_none_or(Vec::is_empty) {
+                problem(format!("{name} is published but has no `{field}`"));
+            }
+        }
+        if let Some(readme) = package["readme"].as_str().filter(|r| !r.is_empty())
+            && !dir.join(readme).is_file()
+        {
+            problem(format!("{name}'s readme {readme} does not exist"));
+        }
+        let lib = dir.join("src/lib.rs");
+        if lib.is_file() && !has_doc_example(&read(&lib)?) {
+            problem(format!("{name}'s crate docs (`//!`) have no example"));
+        }
+        for dependency in package["dependencies"].as_array().into_iter().flatten() {
+            let dependency_name = dependency["name"].as_str().unwrap_or_default();
+            if dependency["kind"] != "dev" && unpublished.contains(&dependency_name) {
+                problem(format!(
+                    "{name} is published but depends on {dependency_name}, which is not"
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// The workspace packages meant for crates.io, from `cargo metadata`.
+pub(crate) fn published_packages(metadata: &Value) -> Vec<String> {
+    metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|package| is_published(package))
+        .filter_map(|package| package["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `publish = false` is an empty list of registries in `cargo metadata`.
+fn is_published(package: &Value) -> bool {
+    !package["publish"].as_array().is_some_and(Vec::is_empty)
+}
+
+/// Whether crate docs hold a code block: a `//! ```` line.
+fn has_doc_example(text: &str) -> bool {
+    text.lines().any(|line| {
+        line.trim_start()
+            .strip_prefix("//!")
+            .is_some_and(|rest| rest.trim_start().starts_with("```"))
+    })
 }
 
 /// Whether a manifest has `[lints] workspace = true` (or its inline or dotted spelling).

@@ -13,6 +13,64 @@
 //! `member_removed` fire once for the whole fleet.
 //!
 //! This crate must not depend on any transport; transports depend on it.
+//!
+//! # Example
+//!
+//! Two nodes of a fleet, over [`MemoryHub`]: a publish on one reaches a subscriber of the
+//! other.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Duration;
+//!
+//! use bytes::Bytes;
+//! use soketi_adapter_core::{Adapter, HorizontalAdapter, LocalAdapter, MemoryCache, MemoryHub};
+//! use soketi_channels::{Outbox, Registry};
+//! use soketi_protocol::{CloseCode, SocketId};
+//!
+//! /// A connection that keeps the frames it is sent; a server's writes them to its socket.
+//! struct Inbox {
+//!     id: SocketId,
+//!     frames: Mutex<Vec<Bytes>>,
+//! }
+//!
+//! impl Outbox for Inbox {
+//!     fn socket_id(&self) -> &SocketId {
+//!         &self.id
+//!     }
+//!     fn send(&self, frame: Bytes) {
+//!         self.frames.lock().unwrap().push(frame);
+//!     }
+//!     fn close(&self, _code: CloseCode, _reason: &str) {}
+//! }
+//!
+//! /// One node: its own registry and cache, and a transport to the others. A real fleet uses
+//! /// the Redis, NATS or cluster transport instead of an in-process hub.
+//! fn node(hub: &MemoryHub, id: &str) -> Arc<dyn Adapter> {
+//!     let cache = Arc::new(MemoryCache::new());
+//!     let local = LocalAdapter::new(Arc::new(Registry::new()), cache, Duration::from_secs(3600));
+//!     HorizontalAdapter::start(local, hub.join(id), Duration::from_secs(1))
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let hub = MemoryHub::new();
+//! let (a, b) = (node(&hub, "a"), node(&hub, "b"));
+//! let inbox = Arc::new(Inbox { id: SocketId::from_parts(1, 2), frames: Mutex::default() });
+//! b.local().app("app-id").subscribe("news", inbox.clone());
+//!
+//! // Published on node a; node b delivers it to its own subscriber.
+//! let event = r#"{"event":"update","channel":"news","data":"{}"}"#;
+//! a.publish("app-id", "news", Bytes::from(event), None).await?;
+//! let delivered = async {
+//!     while inbox.frames.lock().unwrap().is_empty() {
+//!         tokio::time::sleep(Duration::from_millis(5)).await;
+//!     }
+//! };
+//! tokio::time::timeout(Duration::from_secs(5), delivered).await.expect("delivered in time");
+//! assert!(inbox.frames.lock().unwrap()[0].ends_with(event.as_bytes()));
+//! # Ok::<(), soketi_adapter_core::AdapterError>(())
+//! # }).unwrap();
+//! ```
 #![warn(missing_docs)]
 
 pub mod cache;
@@ -42,6 +100,11 @@ pub use local::{LocalAdapter, Origin};
 pub use queue::{JobHandler, Queue, RetryPolicy, SyncQueue};
 pub use ratelimit::{Budget, Decision, LocalRateLimiter, RateLimiter, SlidingWindow};
 pub use transport::{MemoryHub, PeerInfo, Transport, TransportEvent};
+
+/// Runs the README's example as a doctest, so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// A node's question before it announces `channel_occupied` or `channel_vacated`.
 #[derive(Clone, Copy, Debug)]

@@ -8,6 +8,37 @@
 //!
 //! It does no I/O: no sockets, no tasks, no clock and no randomness of its own. Time and random
 //! numbers are passed in, so that other projects can reuse it and tests need no runtime.
+//!
+//! # Example
+//!
+//! An app's auth endpoint signs a private channel for a socket; the server checks the signature
+//! when the client subscribes:
+//!
+//! ```
+//! use soketi_protocol::auth;
+//! use soketi_protocol::{ChannelKind, ChannelName};
+//!
+//! // The auth endpoint: sign `socket_id:channel` with the app's secret.
+//! let to_sign = auth::channel_string_to_sign("1234.5678", "private-orders", None);
+//! let token = auth::sign("app-key", "app-secret", &to_sign);
+//! assert!(token.starts_with("app-key:"));
+//!
+//! // The server: the channel needs a signature, and this one is the app's.
+//! let channel = ChannelName::parse("private-orders", 200)?;
+//! assert_eq!(channel.kind(), ChannelKind::Private);
+//! assert!(channel.needs_auth());
+//! auth::verify(&token, "app-key", "app-secret", &to_sign)?;
+//! assert!(auth::verify(&token, "app-key", "another-secret", &to_sign).is_err());
+//!
+//! // The HTTP API: the back end signs a request with the time of signing, and the server
+//! // checks it against its own clock (here, 30 seconds later).
+//! use soketi_protocol::http_auth::{self, SignedRequest};
+//! let body = br#"{"name":"update","channel":"news","data":"{}"}"#;
+//! let query = http_auth::sign("POST", "/apps/app-id/events", &[], body, "app-key", "app-secret", 1_700_000_000);
+//! let request = SignedRequest { method: "POST", path: "/apps/app-id/events", query: &query, body };
+//! assert!(http_auth::verify(&request, "app-key", "app-secret", 1_700_000_030).is_ok());
+//! # Ok::<(), soketi_protocol::ProtocolError>(())
+//! ```
 #![warn(missing_docs)]
 
 pub mod app;
@@ -23,3 +54,8 @@ pub use app::{App, AppLimits, Webhook};
 pub use channel::{ChannelKind, ChannelName};
 pub use error::{CloseCode, ProtocolError};
 pub use socket_id::SocketId;
+
+/// Runs the README's example as a doctest, so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -19,6 +19,7 @@ mod http;
 mod memory;
 mod metrics;
 mod ops;
+pub mod probe;
 mod session;
 mod state;
 mod tls;

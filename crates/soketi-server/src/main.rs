@@ -2,6 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -15,9 +16,18 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The version and the commit it was built from, as `--version` prints them:
+/// `0.1.0 (abc1234 2026-11-26)`; `build.rs` finds the commit.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SOKETI_BUILD_COMMIT"),
+    ")"
+);
+
 /// A Pusher Channels protocol 7 server, a drop-in successor to soketi.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -31,6 +41,22 @@ enum Command {
     Start(Options),
     /// Print the effective configuration as JSON, with secrets masked.
     Config(Options),
+    /// Ask the operations server's GET /ready and exit 0 if it answers 200, else 1 (for
+    /// container health checks, in images without curl).
+    Health(HealthOptions),
+}
+
+#[derive(Args, Clone)]
+struct HealthOptions {
+    /// The URL to ask; by default /ready on loopback at the configured operations port
+    /// (SOKETI_METRICS_SERVER_PORT).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Seconds to wait for the answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    timeout: u64,
+    #[command(flatten)]
+    options: Options,
 }
 
 #[derive(Args, Clone, Default)]
@@ -49,6 +75,7 @@ fn main() -> std::process::ExitCode {
         None => start(cli.options),
         Some(Command::Start(options)) => start(merge(cli.options, options)),
         Some(Command::Config(options)) => print_config(merge(cli.options, options)),
+        Some(Command::Health(health_options)) => health(cli.options, health_options),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -87,6 +114,23 @@ fn print_config(options: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn health(global: Options, health: HealthOptions) -> anyhow::Result<()> {
+    let url = match health.url {
+        Some(url) => url,
+        None => soketi_server::probe::ready_url(&load(&merge(global, health.options))?),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("could not start the tokio runtime")?;
+    runtime.block_on(soketi_server::probe::ready(
+        &url,
+        Duration::from_secs(health.timeout),
+    ))?;
+    writeln!(std::io::stdout(), "{url}: ready").context("could not write to stdout")?;
+    Ok(())
+}
+
 fn init_logs(config: &Config) {
     let default_level = if config.debug { "debug" } else { "info" };
     let filter =
@@ -118,7 +162,7 @@ fn start(options: Options) -> anyhow::Result<()> {
         let server = soketi_server::start(config).await?;
         tracing::info!(
             "soketi-server {} listening on {}, operations on {}",
-            env!("CARGO_PKG_VERSION"),
+            VERSION,
             server.local_addr(),
             server.metrics_addr()
         );

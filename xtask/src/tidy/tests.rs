@@ -1,4 +1,4 @@
-use super::{forbidden_macros, has_workspace_lints, opens_with_inner_doc};
+use super::{forbidden_macros, has_doc_example, has_workspace_lints, opens_with_inner_doc};
 
 #[test]
 fn lib_docs() {
@@ -68,4 +68,19 @@ fn workspace_lints() {
     check("[lints]\n[dependencies]\nworkspace = true\n", false);
     check("[lints.rust]\nworkspace = true\n", false);
     check("[package]\nlints.workspace = true\n", false);
+}
+
+#[test]
+fn doc_examples() {
+    let check = |text: &str, expected: bool| {
+        assert_eq!(has_doc_example(text), expected, "text: {text:?}");
+    };
+    check(
+        "//! The protocol.\n//!\n//! ```\n//! let x = 1;\n//! ```\n",
+        true,
+    );
+    check("//! Text.\n//!     ```rust\n", true);
+    check("//! No example.\n", false);
+    check("/// ```\n/// an item's example\n/// ```\n", false);
+    check("// ```\n", false);
 }
