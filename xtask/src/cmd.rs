@@ -77,3 +77,20 @@ fn display(cmd: &Command) -> String {
     words.extend(cmd.get_args().map(|arg| arg.to_string_lossy().into_owned()));
     words.join(" ")
 }
+
+/// A plain HTTP/1.1 `GET` of `path` on `addr` that closes the connection; returns the whole
+/// answer, head and body.
+pub(crate) fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}

@@ -13,8 +13,8 @@ mod tests;
 
 use std::{
     fs::{self, File},
-    io::{self, BufWriter, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::{self, BufWriter, Write},
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -318,14 +318,7 @@ fn free_port() -> Result<u16> {
 
 /// The status code of a plain `GET`.
 fn get_status(addr: SocketAddr, path: &str) -> Result<u16> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
+    let answer = cmd::http_get(addr, path)?;
     parse_status(&answer).with_context(|| format!("not an HTTP answer: {answer:?}"))
 }
 

@@ -3,7 +3,6 @@
 
 use std::{
     env, fs,
-    io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -342,14 +341,7 @@ fn port_open(port: u16) -> bool {
 
 /// A plain `GET` of `path`, returning the body.
 fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
+    let answer = crate::cmd::http_get(addr, path)?;
     let (_, body) = answer.split_once("\r\n\r\n").context("no body")?;
     Ok(body.to_owned())
 }
