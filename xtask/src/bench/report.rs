@@ -798,7 +798,11 @@ Profiles of soketi-rs (`perf record -g` on the server during a run, 2026-11-26, 
   arrive while it is busy. Meeting 0.9 µs per delivery at 400 publishes/s would take 3 to 6
   frames per write, that is holding each connection's frames back 8 to 15 ms, which the 10 ms
   p99 target rules out: on this machine the two fan-out targets cannot both be met, and we
-  chose latency. sockudo pays the same floor (2.3 to 2.8 µs per delivery in our runs).
+  chose latency. sockudo pays the same floor (2.3 to 2.8 µs per delivery in our runs). We
+  tried resting the flusher after a long pass for a share of its length: a half cut the CPU
+  per delivery at 400 publishes/s to 1.6 µs and lifted the peak past 1.6M/s, but moved the
+  p50 at 100 publishes/s from 4.4 to 12.7 ms (a quarter: 1.9 µs, and a p99 at 100/s of
+  18.7 ms instead of 12.4), so the flusher does not rest.
 - Fan-out latency and peak: from 200 publishes/s on, both cores are nearly full (server 97-99 %,
   generator 87-96 %), so the p99 is queueing on both sides. The peak is where the generator's
   core runs out, not only the server's: frames that go out at once arrive in more, smaller
