@@ -562,7 +562,9 @@ async fn write_loop(conn: Arc<Connection>) {
                 biased;
                 written = poll_fn(|cx| conn.poll_stalled(cx)) => {
                     if written.is_err() {
-                        // The socket failed: a frame may be half written.
+                        // The socket failed: a frame may be half written, so nothing more is
+                        // queued or written.
+                        conn.abort();
                         return;
                     }
                 }

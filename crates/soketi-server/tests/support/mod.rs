@@ -56,15 +56,19 @@ pub struct RawWs {
 
 impl RawWs {
     pub async fn connect(addr: SocketAddr, path: &str) -> Self {
+        Self::connect_sending(addr, path, &[]).await
+    }
+
+    /// Connects, writing `early` (frames, say) in the same write as the upgrade request.
+    pub async fn connect_sending(addr: SocketAddr, path: &str, early: &[u8]) -> Self {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!(
+        let mut request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("send upgrade");
+        )
+        .into_bytes();
+        request.extend_from_slice(early);
+        stream.write_all(&request).await.expect("send upgrade");
         let mut buffer = Vec::new();
         let end = loop {
             if let Some(end) = find(&buffer, b"\r\n\r\n") {
@@ -96,18 +100,12 @@ impl RawWs {
 
     /// Sends a masked text frame.
     pub async fn send_text(&mut self, text: &str) {
-        let payload = text.as_bytes();
-        let mask = [0x12u8, 0x34, 0x56, 0x78];
-        let mut frame = vec![0x81];
-        if payload.len() < 126 {
-            frame.push(0x80 | payload.len() as u8);
-        } else {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        }
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.stream.write_all(&frame).await.expect("send frame");
+        self.send_raw(&masked_frame(0x81, text.as_bytes())).await;
+    }
+
+    /// Sends bytes as they are.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send frame");
     }
 
     pub async fn subscribe(&mut self, channel: &str) {
@@ -162,6 +160,21 @@ impl RawWs {
         }
         code
     }
+}
+
+/// A client frame: the first byte (FIN, opcode) as given, the payload masked.
+pub fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = vec![first];
+    if payload.len() < 126 {
+        frame.push(0x80 | payload.len() as u8);
+    } else {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
