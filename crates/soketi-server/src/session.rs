@@ -298,8 +298,6 @@ impl Session {
                 joined.members
             }
         };
-        self.conn
-            .send_json(&message::presence_subscription_succeeded(name, &members));
         if joined.first_on_channel {
             self.occupancy(name, true).await;
         }
@@ -318,6 +316,11 @@ impl Session {
                 });
             }
         }
+        // The other nodes are told of the join before the client hears it succeeded: a member
+        // who joins elsewhere once this one is in then finds it in the list, and gets no
+        // `member_added` for it after.
+        self.conn
+            .send_json(&message::presence_subscription_succeeded(name, &members));
         true
     }
 
