@@ -38,9 +38,7 @@ pub(crate) async fn run(
     let (stop, stopped) = watch::channel(false);
     let receivers = spawn_receivers(stayers, Some(Arc::clone(&shared)), &stopped);
 
-    let server_start = procfs::sample(&plan.server_pids)?;
-    let own_start = procfs::own_cpu();
-    let started = Instant::now();
+    let meter = procfs::Meter::start(&plan.server_pids)?;
     let end = tokio::time::Instant::now() + duration;
     let tasks: Vec<_> = conns
         .into_iter()
@@ -51,15 +49,8 @@ pub(crate) async fn run(
         })
         .collect();
     progress.phase("churn", 0);
-    while tasks.iter().any(|task| !task.is_finished()) {
-        progress.tick_time(started, duration, String::new());
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let elapsed = started.elapsed();
-    let server_cpu = procfs::sample(&plan.server_pids)?
-        .cpu
-        .saturating_sub(server_start.cpu);
-    let own = procfs::own_cpu().saturating_sub(own_start);
+    progress.until_done(&tasks, meter.started(), duration).await;
+    let spent = meter.read(&plan.server_pids)?;
 
     let mut latencies = stats::histogram();
     let (mut operations, mut failed, mut member_events) = (0, 0, 0);
@@ -78,7 +69,7 @@ pub(crate) async fn run(
         }
     }
     member_events += shared.member_events.load(Ordering::Relaxed);
-    let secs = elapsed.as_secs_f64().max(1e-3);
+    let secs = spent.wall.as_secs_f64().max(1e-3);
     Ok(Churn {
         members,
         operations,
@@ -86,8 +77,8 @@ pub(crate) async fn run(
         join_latency: Latency::of(&latencies),
         member_events_per_sec: member_events as f64 / secs,
         failed,
-        generator_cpu_percent: percent(own, elapsed),
-        server_cpu_percent: percent(server_cpu, elapsed),
+        generator_cpu_percent: percent(spent.own_cpu, spent.wall),
+        server_cpu_percent: percent(spent.server_cpu, spent.wall),
     })
 }
 

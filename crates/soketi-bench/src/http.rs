@@ -220,9 +220,7 @@ pub(crate) async fn throughput(
     ));
     // A first request fails fast on an unreachable API, instead of counting every failure.
     ApiClient::new(plan.api).send(&request).await?;
-    let server_start = procfs::sample(&plan.server_pids)?;
-    let own_start = procfs::own_cpu();
-    let started = Instant::now();
+    let meter = procfs::Meter::start(&plan.server_pids)?;
     let end = tokio::time::Instant::now() + duration;
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
@@ -244,15 +242,8 @@ pub(crate) async fn throughput(
         })
         .collect();
     progress.phase("http", 0);
-    while tasks.iter().any(|task| !task.is_finished()) {
-        progress.tick_time(started, duration, String::new());
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    let elapsed = started.elapsed();
-    let server_cpu = procfs::sample(&plan.server_pids)?
-        .cpu
-        .saturating_sub(server_start.cpu);
-    let own = procfs::own_cpu().saturating_sub(own_start);
+    progress.until_done(&tasks, meter.started(), duration).await;
+    let spent = meter.read(&plan.server_pids)?;
     let mut latencies = stats::histogram();
     let (mut ok, mut failed) = (0, 0);
     for task in tasks {
@@ -265,14 +256,14 @@ pub(crate) async fn throughput(
     Ok(crate::HttpThroughput {
         ok,
         failed,
-        per_sec: ok as f64 / elapsed.as_secs_f64().max(1e-3),
+        per_sec: ok as f64 / spent.wall.as_secs_f64().max(1e-3),
         latency: stats::Latency::of(&latencies),
         server_cpu_us_per_request: if ok == 0 {
             0.0
         } else {
-            server_cpu.as_secs_f64() * 1e6 / ok as f64
+            spent.server_cpu.as_secs_f64() * 1e6 / ok as f64
         },
-        generator_cpu_percent: percent(own, elapsed),
+        generator_cpu_percent: percent(spent.own_cpu, spent.wall),
     })
 }
 

@@ -4,7 +4,10 @@
 #[cfg(test)]
 mod tests;
 
-use std::{fs, io, time::Duration};
+use std::{
+    fs, io,
+    time::{Duration, Instant},
+};
 
 use crate::error::BenchError;
 
@@ -29,6 +32,47 @@ pub(crate) fn sample(pids: &[u32]) -> Result<Sample, BenchError> {
         total.rss_kib += rss_of_status(&read("status")?).ok_or_else(|| malformed(pid, "status"))?;
     }
     Ok(total)
+}
+
+/// What a phase of the run costs: it starts with [`Meter::start`] and is read with
+/// [`Meter::read`].
+pub(crate) struct Meter {
+    started: Instant,
+    server: Sample,
+    own: Duration,
+}
+
+/// Wall time and CPU time of the servers and of the generator since a [`Meter`] started.
+pub(crate) struct Spent {
+    pub(crate) wall: Duration,
+    pub(crate) server_cpu: Duration,
+    pub(crate) own_cpu: Duration,
+}
+
+impl Meter {
+    /// Starts measuring `pids` and the generator now.
+    pub(crate) fn start(pids: &[u32]) -> Result<Self, BenchError> {
+        Ok(Self {
+            server: sample(pids)?,
+            own: own_cpu(),
+            started: Instant::now(),
+        })
+    }
+
+    /// When the meter started.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// What was spent since the start.
+    pub(crate) fn read(&self, pids: &[u32]) -> Result<Spent, BenchError> {
+        let wall = self.started.elapsed();
+        Ok(Spent {
+            wall,
+            server_cpu: sample(pids)?.cpu.saturating_sub(self.server.cpu),
+            own_cpu: own_cpu().saturating_sub(self.own),
+        })
+    }
 }
 
 /// This process's own CPU time.

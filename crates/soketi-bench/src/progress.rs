@@ -64,6 +64,19 @@ impl Progress {
         }
     }
 
+    /// Ticks the bar against `length` from `started` until every task has finished.
+    pub(crate) async fn until_done<T>(
+        &self,
+        tasks: &[tokio::task::JoinHandle<T>],
+        started: Instant,
+        length: Duration,
+    ) {
+        while tasks.iter().any(|task| !task.is_finished()) {
+            self.tick_time(started, length, String::new());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     pub(crate) fn finish(&self) {
         if let Some(bar) = &self.0 {
             bar.finish_and_clear();

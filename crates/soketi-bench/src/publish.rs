@@ -229,10 +229,8 @@ pub(crate) async fn run(
     for (step_index, &rate) in publish.rates.iter().enumerate() {
         progress.phase(&format!("{rate}/s"), 0);
         let before: Vec<u64> = accepted.iter().map(|n| n.load(Ordering::Relaxed)).collect();
-        let server_start = procfs::sample(&plan.server_pids)?;
-        let own_start = procfs::own_cpu();
+        let meter = procfs::Meter::start(&plan.server_pids)?;
         let delivered_start = shared.delivered.load(Ordering::Relaxed);
-        let started = Instant::now();
         let total = (u64::from(rate) as f64 * publish.step.as_secs_f64()).round() as u64;
         let next = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -270,7 +268,7 @@ pub(crate) async fn run(
             let rate_now = (now.1 - last.1) as f64 / (now.0 - last.0).as_secs_f64().max(1e-3);
             last = now;
             progress.tick_time(
-                started,
+                meter.started(),
                 publish.step,
                 format!("{:.0} deliveries/s", rate_now),
             );
@@ -280,10 +278,8 @@ pub(crate) async fn run(
                 clients.push(client);
             }
         }
-        let elapsed = started.elapsed();
         let delivered = shared.delivered.load(Ordering::Relaxed) - delivered_start;
-        let server_end = procfs::sample(&plan.server_pids)?;
-        let own = procfs::own_cpu().saturating_sub(own_start);
+        let spent = meter.read(&plan.server_pids)?;
         tokio::time::sleep(publish.drain).await;
         shared.cutoff.store(step_index as i64, Ordering::Relaxed);
 
@@ -294,8 +290,7 @@ pub(crate) async fn run(
             published += step_count;
             expected += step_count * subscribers[channel];
         }
-        let secs = elapsed.as_secs_f64().max(1e-3);
-        let server_cpu = server_end.cpu.saturating_sub(server_start.cpu);
+        let secs = spent.wall.as_secs_f64().max(1e-3);
         let in_time = shared.in_time(step_index);
         let step = Step {
             rate,
@@ -311,10 +306,10 @@ pub(crate) async fn run(
             server_cpu_us_per_delivery: if delivered == 0 {
                 0.0
             } else {
-                server_cpu.as_secs_f64() * 1e6 / delivered as f64
+                spent.server_cpu.as_secs_f64() * 1e6 / delivered as f64
             },
-            server_cpu_percent: percent(server_cpu, elapsed),
-            generator_cpu_percent: percent(own, elapsed),
+            server_cpu_percent: percent(spent.server_cpu, spent.wall),
+            generator_cpu_percent: percent(spent.own_cpu, spent.wall),
             behind: false,
         };
         let behind = step.deliveries_per_sec < 0.9 * step.offered_per_sec
