@@ -143,9 +143,12 @@ export function assertMaster(nodes, views, masterId, when) {
  * the wait, which the first test reports), `fleet.mesh` (`{ views, took }`, `took` counted from
  * the moment the last node was ready) and `fleet.restart(scope)` (starts a stopped node again
  * with its spec). `specs` may be a function, called in `before`, for specs known only then.
+ * `setup(fleet)` runs before the nodes start (a bus, a receiver), `settle(fleet)` once the mesh
+ * is complete (its error is the discovery error too), `teardown(fleet)` after the nodes stopped,
+ * and `onFailure(fleet, test)` after a failed test's node output (the bus's output, say).
  * Clients are closed after each test; when a test fails, every node's output during it follows.
  */
-export function useFleet(specs, { meshTimeout = 10_000, setup, groups = (f) => [f.nodes] } = {}) {
+export function useFleet(specs, { meshTimeout = 10_000, setup, settle, teardown, onFailure, groups = (f) => [f.nodes] } = {}) {
   const fleet = { nodes: [], discovery: null, mesh: null };
   const marks = new Map();
 
@@ -175,6 +178,7 @@ export function useFleet(specs, { meshTimeout = 10_000, setup, groups = (f) => [
       return null;
     });
     fleet.mesh = meshes && { views: Object.assign({}, ...meshes.map((m) => m.views)), took: Math.max(...meshes.map((m) => m.took)) };
+    if (meshes && settle) fleet.discovery = await settle(fleet).then(() => null, (err) => err);
   });
   beforeEach(() => {
     for (const scope of fleet.nodes) marks.set(scope, scope.server?.logMark() ?? 0);
@@ -186,12 +190,14 @@ export function useFleet(specs, { meshTimeout = 10_000, setup, groups = (f) => [
         scope.previous = [];
         scope.server?.dumpLogs(`node ${scope.label}, test "${t.name}" failed`, marks.get(scope));
       }
+      onFailure?.(fleet, t);
     }
     for (const scope of fleet.nodes) scope.closeClients();
   });
   after(async () => {
     for (const scope of fleet.nodes) scope.closeClients();
     await Promise.all(fleet.nodes.map((scope) => scope.server?.stop()));
+    await teardown?.(fleet);
   });
   return fleet;
 }

@@ -21,11 +21,13 @@
 // are skipped, unless SOKETI_TEST_REQUIRE_ALL=1, where they fail with the reason instead.
 
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 
 export const SUBNET = '198.18.0';
 export const BRIDGE_ADDRESS = `${SUBNET}.254`;
 export const NAME_PREFIX = `skt${process.pid}`;
+/** Where `ip netns exec` finds a namespace's own /etc files (it bind-mounts them over /etc). */
+const NETNS_ETC = '/etc/netns';
 const LEFTOVER_RE = /^skt(\d+)(?:h\d+|br|[vp]\d+)$/;
 
 /** Runs `ip` with `args` and returns its stdout; throws with stderr on failure. */
@@ -141,6 +143,10 @@ export function removeLeftovers() {
     ipQuiet('netns', 'del', ns);
     removed.push(`netns ${ns}`);
   }
+  for (const ns of listEtcDirs().filter(stale)) {
+    rmSync(`${NETNS_ETC}/${ns}`, { recursive: true, force: true });
+    removed.push(`${NETNS_ETC}/${ns}`);
+  }
   // Root ends of veths first (their peers die with the namespaces anyway), then bridges.
   const links = listLinks().filter(stale);
   for (const link of links.filter((l) => !l.endsWith('br'))) {
@@ -160,8 +166,11 @@ export function removeLeftovers() {
  * - `hosts`: `[{ name: 'h1', ns, address, wrap }]`, where `wrap` is the `startServer` option
  *   that runs a server in that namespace;
  * - `leftovers`: what a crashed earlier run had left and was removed first;
- * - `destroy()`: kills whatever still runs in the namespaces and removes them, the veths and the
- *   bridge (safe to call twice; also runs at process exit).
+ * - `writeHosts(text)`: writes `text` as the /etc/hosts that processes started in every namespace
+ *   see (`/etc/netns/<ns>/hosts`, bind-mounted by `ip netns exec`; written in place, so that a
+ *   node already running reads the new names at its next lookup);
+ * - `destroy()`: kills whatever still runs in the namespaces and removes them, their /etc files,
+ *   the veths and the bridge (safe to call twice; also runs at process exit).
  */
 export async function createNetwork({ hosts = 3, busyTimeout = 120_000 } = {}) {
   const reason = netnsUnavailable();
@@ -183,8 +192,15 @@ export async function createNetwork({ hosts = 3, busyTimeout = 120_000 } = {}) {
       killNamespaceProcesses(host.ns);
       ipQuiet('netns', 'del', host.ns);
       ipQuiet('link', 'del', host.rootEnd);
+      rmSync(`${NETNS_ETC}/${host.ns}`, { recursive: true, force: true });
     }
     ipQuiet('link', 'del', bridge);
+  };
+  const writeHosts = (text) => {
+    for (const host of list) {
+      mkdirSync(`${NETNS_ETC}/${host.ns}`, { recursive: true });
+      writeFileSync(`${NETNS_ETC}/${host.ns}/hosts`, `127.0.0.1 localhost\n${text}`);
+    }
   };
   process.on('exit', destroy);
 
@@ -211,7 +227,7 @@ export async function createNetwork({ hosts = 3, busyTimeout = 120_000 } = {}) {
     throw err;
   }
 
-  return { hosts: list, bridge, leftovers, destroy };
+  return { hosts: list, bridge, leftovers, destroy, writeHosts };
 }
 
 /** Interfaces of the root namespace that hold an address in 198.18.0.0/24. */
@@ -242,8 +258,21 @@ async function awaitSubnetFree(timeout) {
   }
 }
 
-/** What is left of this process's network (namespaces and links named `skt<pid>`), for checks. */
+/** What is left of this process's network (namespaces, their /etc files and links named `skt<pid>`), for checks. */
 export function ownLeftovers() {
   const own = (name) => name.startsWith(NAME_PREFIX) && LEFTOVER_RE.test(name);
-  return [...listNamespaces().filter(own).map((n) => `netns ${n}`), ...listLinks().filter(own).map((l) => `link ${l}`)];
+  return [
+    ...listNamespaces().filter(own).map((n) => `netns ${n}`),
+    ...listEtcDirs().filter(own).map((n) => `${NETNS_ETC}/${n}`),
+    ...listLinks().filter(own).map((l) => `link ${l}`),
+  ];
+}
+
+/** The folders of /etc/netns (namespaces' own /etc files). */
+function listEtcDirs() {
+  try {
+    return readdirSync(NETNS_ETC);
+  } catch {
+    return [];
+  }
 }

@@ -15,7 +15,8 @@ const DEFAULT_WAIT_MS = 5_000;
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
 
 /**
- * Starts a receiver on a free loopback port (or `port`). Resolves once it listens with:
+ * Starts a receiver on a free port (or `port`) of `host` (loopback by default; the bridge
+ * address for nodes in network namespaces). Resolves once it listens with:
  * - `port`, `url(path = '/hook')`;
  * - `requests`: every request received, in order of arrival, each
  *   `{ seq, path, method, headers, rawBody, json, status, at }` (`status` is what it answered);
@@ -32,7 +33,7 @@ const MAX_BODY_BYTES = 8 * 1024 * 1024;
  * - `describe(since)`: the requests as text, for assertion messages;
  * - `close()`.
  */
-export async function startReceiver({ port: wantedPort } = {}) {
+export async function startReceiver({ port: wantedPort, host = '127.0.0.1' } = {}) {
   const port = wantedPort ?? (await freePort());
   const requests = [];
   const waiters = new Set();
@@ -44,7 +45,7 @@ export async function startReceiver({ port: wantedPort } = {}) {
     requests,
     failing: false,
     failStatus: 500,
-    url: (path = '/hook') => `http://127.0.0.1:${port}${path}`,
+    url: (path = '/hook') => `http://${host}:${port}${path}`,
     mark: () => requests.length,
     accepted: (since = 0) => requests.slice(since).filter((r) => r.status >= 200 && r.status < 300),
     failed: (since = 0) => requests.slice(since).filter((r) => !(r.status >= 200 && r.status < 300)),
@@ -174,7 +175,7 @@ export async function startReceiver({ port: wantedPort } = {}) {
     return new Promise((resolve, reject) => {
       const onError = (err) => reject(err);
       server.once('error', onError);
-      server.listen(port, '127.0.0.1', () => {
+      server.listen(port, host, () => {
         server.off('error', onError);
         isUp = true;
         resolve();

@@ -1,8 +1,9 @@
 // Webhooks: every event type's body and headers, the signature (checked with the official
 // `pusher` SDK), filters and event types, batching (and that batches never mix apps, and that
 // a filtered body is what gets signed), the delay of channel_vacated/member_removed and its
-// cancellation, retries of the sync queue, the durable Redis queue across a server restart,
-// and a two-node fleet (Redis adapter) that sends each fleet-wide event once.
+// cancellation, retries of the sync queue and the durable Redis queue across a server restart.
+// That a fleet sends each fleet-wide event once is part of the fleet suite (fleet-suite.mjs),
+// over every adapter.
 //
 // Each `describe` starts a webhook receiver (webhook-receiver.mjs) and the server(s) posting to
 // it; tests share the receiver and use their own channel names, so they only look at the
@@ -23,7 +24,6 @@ import PusherSdk from 'pusher';
 import { APP, Scope, parseData, startServer, subscribeData, uniqueChannel, until, writeConfig } from './harness.mjs';
 import { redisSkip, startRedis } from './redis.mjs';
 import { startReceiver } from './webhook-receiver.mjs';
-import { awaitDiscovery } from './cluster.mjs';
 
 const VACATED_DELAY_MS = 200;
 const QUEUE_BACKOFF_MS = 100;
@@ -979,170 +979,3 @@ describe('webhooks: the Redis queue (SOKETI_QUEUE_DRIVER=redis)', { skip: redisS
     assert.ok(gaps[1] >= QUEUE_BACKOFF_MS * 1.6, `the second retry waits about ${2 * QUEUE_BACKOFF_MS} ms, waited ${gaps[1]}`);
   });
 });
-
-// ---------------------------------------------------------------------------------------------
-// 7. A fleet: two nodes with the Redis adapter
-// ---------------------------------------------------------------------------------------------
-
-describe('webhooks: two nodes with the Redis adapter send each fleet-wide event once', { skip: redisSkip() }, () => {
-  const FLEET_TYPES = ['channel_occupied', 'channel_vacated', 'member_added', 'member_removed'];
-  const A = new Scope();
-  const B = new Scope();
-  A.label = 'A';
-  B.label = 'B';
-  let redis = null;
-  let receiver = null;
-  let discovery = null;
-  const marks = new Map();
-  let requestMark = 0;
-
-  before(async () => {
-    redis = await startRedis();
-    receiver = await startReceiver();
-    const env = {
-      ...BASE_ENV,
-      SOKETI_ADAPTER_DRIVER: 'redis',
-      SOKETI_DB_REDIS_HOST: '127.0.0.1',
-      SOKETI_DB_REDIS_PORT: String(redis.port),
-      SOKETI_ADAPTER_REDIS_HEARTBEAT_INTERVAL: '200',
-      SOKETI_ADAPTER_REDIS_NODE_TIMEOUT: '1000',
-      SOKETI_ADAPTER_REDIS_REQUESTS_TIMEOUT: '1000',
-      ...hooksEnv([{ url: receiver.url('/fleet'), event_types: FLEET_TYPES, headers: CUSTOM_HEADERS }]),
-    };
-    [A.server, B.server] = await Promise.all([startServer(env), startServer(env)]);
-    discovery = await awaitDiscovery([A, B]).then(
-      () => null,
-      (err) => err,
-    );
-  });
-  beforeEach(() => {
-    requestMark = receiver?.mark() ?? 0;
-    for (const scope of [A, B]) marks.set(scope, scope.server?.logMark() ?? 0);
-  });
-  afterEach((t) => {
-    if (t.passed === false) {
-      for (const scope of [A, B]) scope.server?.dumpLogs(`node ${scope.label}, test "${t.name}" failed`, marks.get(scope));
-      dumpRequests(receiver, requestMark, t.name);
-    }
-    A.closeClients();
-    B.closeClients();
-  });
-  after(async () => {
-    A.closeClients();
-    B.closeClients();
-    await Promise.all([A.server?.stop(), B.server?.stop()]);
-    await receiver?.close();
-    await redis?.stop();
-  });
-
-  /** A sentinel channel on `scope`: `leave()` it, then `vacated()` waits for its channel_vacated. */
-  async function sentinelChannel(scope) {
-    const name = uniqueChannel(`sentinel-${scope.label}-`);
-    const client = await scope.rawSubscribed(name);
-    await receiver.waitForEvents({ name: 'channel_occupied', channel: name });
-    return {
-      leave: () => client.terminate(),
-      vacated: () => receiver.waitForEvents({ name: 'channel_vacated', channel: name }, 1, { what: `the sentinel's channel_vacated (${name})` }),
-    };
-  }
-
-  it('nodes discover each other', () => {
-    if (discovery) throw discovery;
-  });
-
-  it('a channel with subscribers on both nodes: channel_occupied once, channel_vacated once after the last leaves', async () => {
-    const name = uniqueChannel('fleet-');
-    const onA = await A.rawSubscribed(name);
-    await receiver.waitForEvents({ name: 'channel_occupied', channel: name });
-    const onB = await B.rawSubscribed(name);
-
-    // A leaves while B stays: no channel_vacated.
-    const sentinel = await sentinelChannel(A);
-    onA.terminate();
-    sentinel.leave();
-    await sentinel.vacated();
-    assert.deepEqual(channelTags(receiver, name, { path: '/fleet' }), [`channel_occupied:${name}`], 'still occupied on B');
-
-    onB.terminate();
-    await receiver.waitForEvents({ name: 'channel_vacated', channel: name });
-    const later = await sentinelChannel(B);
-    later.leave();
-    await later.vacated();
-    assert.deepEqual(channelTags(receiver, name, { path: '/fleet' }), [`channel_occupied:${name}`, `channel_vacated:${name}`]);
-    for (const event of receiver.events({ path: '/fleet' }).filter((e) => e.channel === name)) assertSingle(event);
-  });
-
-  it('first subscriptions on both nodes at the same moment: channel_occupied once', async () => {
-    const name = uniqueChannel('fleet-race-in-');
-    const [onA, onB] = await Promise.all([A.rawConnected(), B.rawConnected()]);
-    await Promise.all([onA.subscribeOk(name), onB.subscribeOk(name)]);
-    await receiver.waitForEvents({ name: 'channel_occupied', channel: name });
-    const sentinel = await sentinelChannel(B);
-    sentinel.leave();
-    await sentinel.vacated();
-    assert.deepEqual(channelTags(receiver, name, { path: '/fleet' }), [`channel_occupied:${name}`]);
-  });
-
-  it('the last subscribers on both nodes leave at the same moment: channel_vacated once', async () => {
-    const name = uniqueChannel('fleet-race-out-');
-    const onA = await A.rawSubscribed(name);
-    await receiver.waitForEvents({ name: 'channel_occupied', channel: name });
-    const onB = await B.rawSubscribed(name);
-    const sentinel = await sentinelChannel(B);
-    onA.terminate();
-    onB.terminate();
-    sentinel.leave();
-    await sentinel.vacated();
-    await receiver.waitForEvents({ name: 'channel_vacated', channel: name }, 1, { timeout: 3_000 });
-    const later = await sentinelChannel(A);
-    later.leave();
-    await later.vacated();
-    assert.deepEqual(channelTags(receiver, name, { path: '/fleet' }), [`channel_occupied:${name}`, `channel_vacated:${name}`]);
-  });
-
-  it('a channel that moves from A to B within the delay is never vacated', async () => {
-    const name = uniqueChannel('fleet-move-');
-    const onA = await A.rawSubscribed(name);
-    await receiver.waitForEvents({ name: 'channel_occupied', channel: name });
-    const onB = await B.rawConnected();
-    const sentinel = await sentinelChannel(A);
-    onA.terminate();
-    sentinel.leave();
-    await onB.subscribeOk(name);
-    await sentinel.vacated();
-    assert.deepEqual(channelTags(receiver, name, { path: '/fleet' }), [`channel_occupied:${name}`], 'a quick move is invisible');
-  });
-
-  it('a presence user on both nodes: member_added once, member_removed once after the last connection leaves', async () => {
-    const name = uniqueChannel('presence-fleet-');
-    const onA = await A.rawSubscribed(name, member('ivy'));
-    await receiver.waitForEvents({ name: 'member_added', channel: name, user_id: 'ivy' });
-    const onB = await B.rawSubscribed(name, member('ivy'));
-    await B.rawSubscribed(name, member('jack'));
-    await receiver.waitForEvents({ name: 'member_added', channel: name, user_id: 'jack' });
-
-    // ivy leaves A but is still on B: no member_removed.
-    const sentinel = await sentinelChannel(A);
-    onA.terminate();
-    sentinel.leave();
-    await sentinel.vacated();
-    assert.deepEqual(
-      channelTags(receiver, name, { path: '/fleet' }).sort(),
-      [`channel_occupied:${name}`, `member_added:${name}:ivy`, `member_added:${name}:jack`].sort(),
-      'ivy is still on B',
-    );
-
-    onB.terminate();
-    await receiver.waitForEvents({ name: 'member_removed', channel: name, user_id: 'ivy' });
-    const later = await sentinelChannel(A);
-    later.leave();
-    await later.vacated();
-    assert.deepEqual(countBy(channelTags(receiver, name, { path: '/fleet' })), {
-      [`channel_occupied:${name}`]: 1,
-      [`member_added:${name}:ivy`]: 1,
-      [`member_added:${name}:jack`]: 1,
-      [`member_removed:${name}:ivy`]: 1,
-    });
-  });
-});
-
