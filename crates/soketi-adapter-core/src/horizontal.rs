@@ -5,7 +5,8 @@
 //! replicated here from their `PresenceChange` messages, so that presence answers need no
 //! round trip and `member_added` / `member_removed` fire once for the fleet. When a node leaves
 //! or dies, its members are dropped and this node tells its own subscribers about the users
-//! who were only there.
+//! who were only there; one node of the fleet (see [`Adapter::set_departure_sink`]) reports
+//! those users and the channels only the dead node held, for the webhooks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +27,7 @@ use tokio::sync::Notify;
 use crate::local::{LocalAdapter, Origin};
 use crate::transport::{Transport, TransportEvent};
 use crate::wire::{self, v1};
-use crate::{Adapter, AdapterError, OccupancyQuestion};
+use crate::{Adapter, AdapterError, Departure, DepartureSink, OccupancyQuestion};
 
 /// A presence member seen on other nodes.
 struct RemoteMember {
@@ -160,6 +161,8 @@ pub struct HorizontalAdapter {
     /// Channels this node reported occupied, for the snapshot a new node receives.
     occupied_here: Mutex<HashSet<(String, String)>>,
     extensions: parking_lot::RwLock<HashMap<String, Arc<dyn Extension>>>,
+    /// Where the departures of nodes that left go, once the server has set it.
+    departures: parking_lot::RwLock<Option<Arc<dyn DepartureSink>>>,
 }
 
 impl HorizontalAdapter {
@@ -182,6 +185,7 @@ impl HorizontalAdapter {
             vacated: Mutex::default(),
             occupied_here: Mutex::default(),
             extensions: parking_lot::RwLock::default(),
+            departures: parking_lot::RwLock::default(),
         });
         if let Some(mut events) = transport.events() {
             let weak: Weak<Self> = Arc::downgrade(&adapter);
@@ -473,9 +477,28 @@ impl HorizontalAdapter {
         }
     }
 
+    /// Whether this node reports what `gone` left behind for the fleet: the master, or without
+    /// one the node with the smallest id. Every survivor computes the same from the same nodes.
+    fn speaks_for(&self, gone: &str) -> bool {
+        let me = self.transport.node_id();
+        match self.transport.master() {
+            Some(master) if master != gone => master == me,
+            _ => self
+                .transport
+                .live_nodes()
+                .iter()
+                .filter(|n| n.as_str() != gone)
+                .all(|n| me < n.as_str()),
+        }
+    }
+
     fn on_node_left(&self, node: &str) {
-        self.occupancy.lock().retain(|_, nodes| {
-            nodes.remove(node);
+        let mut emptied = Vec::new();
+        self.occupancy.lock().retain(|key, nodes| {
+            let held = nodes.remove(node).is_some();
+            if held && nodes.is_empty() {
+                emptied.push(key.clone());
+            }
             !nodes.is_empty()
         });
         self.vacated.lock().retain(|_, nodes| {
@@ -486,13 +509,37 @@ impl HorizontalAdapter {
         for pending in self.pending.iter() {
             pending.settle(node, None);
         }
+        let mut departures = Vec::new();
         for (app, channel, user) in gone {
             if !self.is_local_member(&app, &channel, &user) {
                 // Every surviving node tells its own subscribers, so each hears it once.
                 let removed = message::member_removed(&channel, &user);
                 self.local
                     .deliver_now(&app, &channel, removed.as_bytes(), None);
+                departures.push(Departure::MemberRemoved {
+                    app_id: app,
+                    channel,
+                    user_id: user,
+                });
             }
+        }
+        for (app, channel) in emptied {
+            let here = Adapter::local(self)
+                .get_app(&app)
+                .is_some_and(|a| a.channel_counts(&channel).subscription_count > 0);
+            if !here {
+                departures.push(Departure::Vacated {
+                    app_id: app,
+                    channel,
+                });
+            }
+        }
+        let sink = self.departures.read().clone();
+        if let Some(sink) = sink
+            && !departures.is_empty()
+            && self.speaks_for(node)
+        {
+            sink.departed(departures);
         }
         tracing::info!(node, "a node left the fleet");
     }
@@ -848,6 +895,10 @@ impl Adapter for HorizontalAdapter {
                 })
             })
         }
+    }
+
+    fn set_departure_sink(&self, sink: Arc<dyn DepartureSink>) {
+        *self.departures.write() = Some(sink);
     }
 
     async fn presence_left(

@@ -120,6 +120,35 @@ pub struct OccupancyQuestion {
     pub vacated_delay: std::time::Duration,
 }
 
+/// What the fleet lost with a node that left without leaving its channels first (it died, or
+/// went silent past the node timeout): the users whose last connection anywhere was there, and
+/// the channels only it held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Departure {
+    /// `user_id` has no connection left on the presence channel `channel` anywhere.
+    MemberRemoved {
+        /// The app of the channel.
+        app_id: String,
+        /// The presence channel.
+        channel: String,
+        /// The user who is gone.
+        user_id: String,
+    },
+    /// `channel` has no subscriber left anywhere.
+    Vacated {
+        /// The app of the channel.
+        app_id: String,
+        /// The channel that is empty now.
+        channel: String,
+    },
+}
+
+/// Where an adapter reports [`Departure`]s: the server's webhooks.
+pub trait DepartureSink: Send + Sync {
+    /// The departures a node left behind, reported by one node of the fleet.
+    fn departed(&self, departures: Vec<Departure>);
+}
+
 /// Publishing and queries across every node that serves the same apps.
 #[async_trait]
 pub trait Adapter: Send + Sync {
@@ -205,6 +234,11 @@ pub trait Adapter: Send + Sync {
     fn announces(&self, _app_id: &str, _channel: &str, _question: &OccupancyQuestion) -> bool {
         true
     }
+
+    /// Sets where the departures of nodes that left go. One node of the fleet (the master, or
+    /// the node with the smallest id without one) reports them, so that the fleet reports each
+    /// once. One node alone has no departures, so the default drops the sink.
+    fn set_departure_sink(&self, _sink: Arc<dyn DepartureSink>) {}
 
     /// Tells the other nodes that `user_id` left `channel` here (its last connection on this
     /// node). Returns whether the user is gone from the whole fleet, in which case the caller

@@ -58,7 +58,7 @@ use crate::config::{
 };
 use crate::metrics::Metrics;
 use crate::state::{Services, State};
-use crate::webhooks::{WebhookSettings, Webhooks};
+use crate::webhooks::{FleetDepartures, WebhookSettings, Webhooks};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -361,6 +361,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     } = adapter(&config).await?;
     let rate_limiter = rate_limiter(&config, horizontal.as_ref())?;
     let webhooks = webhooks(&config, adapter.clone())?;
+    adapter.set_departure_sink(Arc::new(FleetDepartures::new(webhooks.clone(), apps.clone())));
     let state = Arc::new(State::new(
         config,
         Services {

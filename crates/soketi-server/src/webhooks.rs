@@ -5,7 +5,9 @@
 //! `channel_vacated` after its last leaves everywhere; `member_added` and `member_removed` on a
 //! user's first and last connection anywhere; `client_event`; `cache_miss`. Vacated and
 //! removed wait `webhooks.vacatedDelay` and are dropped, with the occupied or added that would
-//! follow, when the channel or user comes back in time: a quick reconnect is invisible.
+//! follow, when the channel or user comes back in time: a quick reconnect is invisible. A node
+//! that dies takes users and channels with it; one survivor fires their `member_removed` and
+//! `channel_vacated` ([`FleetDepartures`]).
 //!
 //! Each webhook gets only its event types and the channels its filter matches; the body is
 //! `{"time_ms", "events"}` and `X-Pusher-Signature` signs exactly that body. With batching,
@@ -28,9 +30,13 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use soketi_adapter_core::{Adapter, JobHandler, OccupancyQuestion, Queue};
+use soketi_adapter_core::{
+    Adapter, Departure, DepartureSink, JobHandler, OccupancyQuestion, Queue,
+};
 use soketi_protocol::App;
 use soketi_protocol::auth::hmac_sha256_hex;
+
+use crate::apps::AppManager;
 
 /// An event a webhook may carry.
 #[derive(Debug)]
@@ -99,6 +105,44 @@ impl Event {
             _ => {}
         }
         out
+    }
+}
+
+/// Fires the webhooks of what a node that died took with it (its last members, the channels only
+/// it held), for the node of the fleet that reports them.
+pub(crate) struct FleetDepartures {
+    webhooks: Arc<Webhooks>,
+    apps: Arc<dyn AppManager>,
+}
+
+impl FleetDepartures {
+    pub(crate) fn new(webhooks: Arc<Webhooks>, apps: Arc<dyn AppManager>) -> Self {
+        Self { webhooks, apps }
+    }
+}
+
+impl DepartureSink for FleetDepartures {
+    fn departed(&self, departures: Vec<Departure>) {
+        let (webhooks, apps) = (self.webhooks.clone(), self.apps.clone());
+        tokio::spawn(async move {
+            for departure in departures {
+                let (app_id, event) = match departure {
+                    Departure::MemberRemoved {
+                        app_id,
+                        channel,
+                        user_id,
+                    } => (app_id, Event::MemberRemoved { channel, user_id }),
+                    Departure::Vacated { app_id, channel } => (app_id, Event::Vacated(channel)),
+                };
+                match apps.find_by_id(&app_id).await {
+                    Ok(Some(app)) => webhooks.fire(&app, event),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(app_id, error = %e, "no webhook for what a node that left took with it: the app could not be read");
+                    }
+                }
+            }
+        });
     }
 }
 

@@ -204,6 +204,76 @@ async fn a_dead_node_takes_its_members_and_the_survivors_say_so() {
     );
 }
 
+/// Records the departures an adapter reports.
+#[derive(Default)]
+struct Departures(StdMutex<Vec<Departure>>);
+
+impl DepartureSink for Departures {
+    fn departed(&self, departures: Vec<Departure>) {
+        self.0.lock().unwrap().extend(departures);
+    }
+}
+
+#[tokio::test]
+async fn one_survivor_reports_what_a_dead_node_took_with_it() {
+    let hub = MemoryHub::new();
+    let (a, b, c) = (node(&hub, "a"), node(&hub, "b"), node(&hub, "c"));
+    let (seen_a, seen_b) = (
+        Arc::new(Departures::default()),
+        Arc::new(Departures::default()),
+    );
+    a.set_departure_sink(seen_a.clone());
+    b.set_departure_sink(seen_b.clone());
+    // c holds a presence user of its own, a channel alone, and a channel b holds too.
+    let m = member("gone");
+    c.local()
+        .app("app")
+        .join_presence("presence-r", recorder(1), m.clone(), 100)
+        .unwrap();
+    c.presence_joined("app", "presence-r", &m).await.unwrap();
+    for channel in ["presence-r", "only-c", "shared"] {
+        c.local().app("app").subscribe(channel, recorder(2));
+        c.occupancy_changed("app", channel, true).await.unwrap();
+    }
+    b.local().app("app").subscribe("shared", recorder(3));
+    b.occupancy_changed("app", "shared", true).await.unwrap();
+    eventually("a and b to know what c holds", || {
+        [&a, &b].iter().all(|n| {
+            n.replica.lock().has("app", "presence-r", "gone")
+                && n.occupied_elsewhere("app", "only-c")
+                && n.occupied_elsewhere("app", "presence-r")
+        }) && a.occupied_elsewhere("app", "shared")
+    })
+    .await;
+    hub.kill("c");
+    eventually("a's report", || seen_a.0.lock().unwrap().len() == 3).await;
+    let mut reported = seen_a.0.lock().unwrap().clone();
+    reported.sort_by_key(|d| format!("{d:?}"));
+    let vacated = |channel: &str| Departure::Vacated {
+        app_id: "app".into(),
+        channel: channel.into(),
+    };
+    assert_eq!(
+        reported,
+        vec![
+            Departure::MemberRemoved {
+                app_id: "app".into(),
+                channel: "presence-r".into(),
+                user_id: "gone".into(),
+            },
+            vacated("only-c"),
+            vacated("presence-r"),
+        ],
+        "a, the survivor with the smallest id, reports the user and the channels only c held"
+    );
+    // b heard of c's death too (its occupancy has forgotten c) and reported nothing.
+    eventually("b to forget c", || !b.occupied_elsewhere("app", "only-c")).await;
+    assert!(
+        seen_b.0.lock().unwrap().is_empty(),
+        "b leaves the report to a"
+    );
+}
+
 #[tokio::test]
 async fn a_joining_node_learns_the_members_of_the_others() {
     let hub = MemoryHub::new();

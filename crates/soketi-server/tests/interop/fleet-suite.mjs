@@ -361,8 +361,12 @@ export function fleetSuite(transport, { extra } = {}) {
       const name = uniqueChannel('cache-');
       const onA = await A.rawSubscribed(name);
       assert.equal((await onA.next()).event, 'pusher:cache_miss', `subscriber on A: ${onA.describeHistory()}`);
+      // A subscriber already on B shows when the event has reached B (the publish answers once
+      // A has it; B gets it a moment later, over the bus).
+      const watcherOnB = await B.rawSubscribed(name);
       await A.sdk().trigger(name, 'cached', { n: 1 });
       assert.deepEqual(parseData(await onA.next('cached')), { n: 1 });
+      assert.deepEqual(parseData(await watcherOnB.next('cached')), { n: 1 });
       const onB = await B.rawSubscribed(name);
       // The cached event comes right after subscription_succeeded.
       const frame = await onB.next();
@@ -473,7 +477,8 @@ export function fleetSuite(transport, { extra } = {}) {
     it('forgets C, killed with SIGKILL, after the node timeout: member_removed once to the watchers on A and B', async (t) => {
       const [A, B, C] = fleet.nodes;
       const name = uniqueChannel('presence-');
-      ctx.killed = name;
+      const alone = uniqueChannel('only-on-C-');
+      ctx.killed = { name, alone };
       const watcherA = await loggedPusher(A, { presence: member('wa') });
       const { channel: chA } = await subscribe(watcherA, name);
       const watcherB = await loggedPusher(B, { presence: member('wb') });
@@ -484,6 +489,8 @@ export function fleetSuite(transport, { extra } = {}) {
       await C.rawSubscribed(name, member('k'));
       await Promise.all(added);
       await waitHook({ name: 'member_added', channel: name, user_id: 'k' });
+      await C.rawSubscribed(alone);
+      await waitHook({ name: 'channel_occupied', channel: alone });
       await assertUsers([A, B], name, ['k', 'wa', 'wb'], 'with k on C');
 
       // The node timeout, then one check, then a wide margin for a loaded machine: the bound is
@@ -504,17 +511,29 @@ export function fleetSuite(transport, { extra } = {}) {
       for (const scope of [A, B]) assert.equal(scope.server.exitInfo(), null, `node ${scope.label} is still running`);
     });
 
-    // Known defect: the survivors tell their clients, but no node sends the webhooks of the
-    // departures a dead node leaves behind (member_removed, channel_vacated). The structure issue
-    // (the adapter owns the subscription lifecycle) is where it gets fixed.
-    it('webhooks: member_removed once for the user of C after C was killed', { todo: 'no webhook for departures of a dead node yet' }, async () => {
-      const name = ctx.killed;
+    it('webhooks: after C was killed, member_removed once for its user and channel_vacated once for the channel only it held', async () => {
+      const { name, alone } = ctx.killed ?? {};
       assert.ok(name, 'the test before killed C');
       await waitHook({ name: 'member_removed', channel: name, user_id: 'k' });
+      await waitHook({ name: 'channel_vacated', channel: alone });
+      // A sentinel channel left now has its channel_vacated after any late duplicate.
       const later = await sentinelChannel(fleet.nodes[0]);
       later.leave();
       await later.vacated();
-      assert.equal(countBy(hookTags(name))[`member_removed:${name}:k`], 1, `member_removed for k once: ${JSON.stringify(hookTags(name))}`);
+      assert.deepEqual(
+        countBy(hookTags(name)),
+        Object.fromEntries(
+          [
+            `channel_occupied:${name}`,
+            ...['wa', 'wb', 'k'].flatMap((id) => [`member_added:${name}:${id}`, `member_removed:${name}:${id}`]),
+            // The watchers on A and B were closed after the test before.
+            `channel_vacated:${name}`,
+          ].map((tag) => [tag, 1]),
+        ),
+        `the webhooks of ${name}: each once`,
+      );
+      assert.deepEqual(hookTags(alone), [`channel_occupied:${alone}`, `channel_vacated:${alone}`], `the webhooks of ${alone}, held by C alone`);
+      for (const event of ctx.receiver.events({ path: HOOK_PATH }).filter((e) => e.channel === alone || e.channel === name)) assertSingle(event);
     });
 
     extra?.(fleet, ctx);
