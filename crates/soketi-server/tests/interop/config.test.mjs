@@ -564,6 +564,64 @@ describe('values that stop start-up', () => {
     lineWith(failure, dir);
   });
 
+  // Settings that parse but cannot run: each stops start-up with a line that names the option
+  // and says what to do, rather than a server that silently does less than asked.
+  const refusals = [
+    ['QUEUE_DRIVER=sqs names the option and the drivers there are', { SOKETI_QUEUE_DRIVER: 'sqs' }, ['QUEUE_DRIVER', 'available: sync, redis']],
+    [
+      'a webhook without a url (an AWS Lambda one) names the webhook',
+      { SOKETI_DEFAULT_APP_WEBHOOKS: JSON.stringify([{ lambda_function: 'fn', event_types: ['channel_occupied'] }]) },
+      ['webhooks.0', 'no url'],
+    ],
+    [
+      'ADAPTER_REDIS_CLUSTER_MODE with the Redis adapter names the option',
+      { SOKETI_ADAPTER_DRIVER: 'redis', SOKETI_ADAPTER_REDIS_CLUSTER_MODE: 'true' },
+      ['ADAPTER_REDIS_CLUSTER_MODE', 'not supported'],
+    ],
+    [
+      'DB_REDIS_SENTINELS with the Redis adapter names the option',
+      { SOKETI_ADAPTER_DRIVER: 'redis', SOKETI_DB_REDIS_SENTINELS: '[{"host":"127.0.0.1","port":26379}]' },
+      ['DB_REDIS_SENTINELS', 'not supported'],
+    ],
+    [
+      'RATE_LIMITER_DRIVER=cluster without a fleet names both options',
+      { SOKETI_RATE_LIMITER_DRIVER: 'cluster' },
+      ['RATE_LIMITER_DRIVER', 'ADAPTER_DRIVER'],
+    ],
+    [
+      'an adapter node timeout not longer than the heartbeat names both',
+      { SOKETI_ADAPTER_DRIVER: 'redis', SOKETI_ADAPTER_REDIS_HEARTBEAT_INTERVAL: '500', SOKETI_ADAPTER_REDIS_NODE_TIMEOUT: '500' },
+      ['ADAPTER_REDIS_NODE_TIMEOUT', 'ADAPTER_REDIS_HEARTBEAT_INTERVAL'],
+    ],
+    [
+      'a cluster node timeout shorter than the check interval names both',
+      { SOKETI_ADAPTER_DRIVER: 'cluster', SOKETI_CLUSTER_HOST: '127.0.0.1', SOKETI_CLUSTER_CHECK_INTERVAL: '500', SOKETI_CLUSTER_NODE_TIMEOUT: '400' },
+      ['CLUSTER_NODE_TIMEOUT', 'CLUSTER_CHECK_INTERVAL'],
+    ],
+    [
+      'a cluster master timeout shorter than the node timeout names both',
+      { SOKETI_ADAPTER_DRIVER: 'cluster', SOKETI_CLUSTER_HOST: '127.0.0.1', SOKETI_CLUSTER_NODE_TIMEOUT: '2000', SOKETI_CLUSTER_MASTER_TIMEOUT: '1000' },
+      ['CLUSTER_MASTER_TIMEOUT', 'CLUSTER_NODE_TIMEOUT'],
+    ],
+    [
+      'an SQL table name that is not an identifier names the option',
+      { SOKETI_APP_MANAGER_DRIVER: 'postgres', SOKETI_APP_MANAGER_POSTGRES_TABLE: 'apps; drop table apps' },
+      ['APP_MANAGER_POSTGRES_TABLE', 'letters, digits and _'],
+    ],
+  ];
+  for (const [title, extra, words] of refusals) {
+    it(title, async () => {
+      const failure = await failedStart(['start'], await safeEnv(extra));
+      lineWith(failure, ...words);
+    });
+  }
+
+  it('--config=FILE reads the file as --config FILE does', async () => {
+    const file = writeConfig('equals-form.json', { 'eventLimits.maxNameLength': 'long' });
+    const failure = await failedStart([`start`, `--config=${file}`], await safeEnv());
+    lineWith(failure, file, 'maxNameLength');
+  });
+
   it('a malformed JSON config file is named', async () => {
     const file = writeConfig('malformed.json', '{"port": 6001,');
     const failure = await failedStart(['start', '--config', file], await safeEnv());
