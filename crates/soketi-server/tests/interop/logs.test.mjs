@@ -1,5 +1,5 @@
-// Log output: JSON lines with SOKETI_LOG_FORMAT=json, and debug-level lines with
-// SOKETI_DEBUG=true.
+// Log output: the start-up line, JSON lines with SOKETI_LOG_FORMAT=json, and debug-level lines
+// with SOKETI_DEBUG=true.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -36,6 +36,21 @@ async function someTraffic(scope) {
   await subscribe(client, name);
   await scope.sdk().trigger(name, 'logged', {});
 }
+
+describe('the default text logs', () => {
+  const scope = useServer();
+
+  it('name the addresses in the start-up line, as docs/getting-started.md shows it', async () => {
+    const { host, port, metricsHost, metricsPort } = scope.server;
+    // The server answers /ready as soon as it listens; the line follows a moment later.
+    const line = await until(() => stderrLines(scope.server).find((l) => l.includes('listening on')), {
+      timeout: 3_000,
+      what: 'the start-up line',
+    });
+    assert.match(line, /INFO/, line);
+    assert.ok(line.includes(`listening on ${host}:${port}, operations on ${metricsHost}:${metricsPort}`), line);
+  });
+});
 
 describe('SOKETI_LOG_FORMAT=json', () => {
   const scope = useServer({ SOKETI_LOG_FORMAT: 'json' });
