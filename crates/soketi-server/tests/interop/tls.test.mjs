@@ -1,6 +1,7 @@
 // TLS: with SOKETI_SSL_CERT and SOKETI_SSL_KEY the server serves wss:// and https:// with a
 // self-signed certificate that the test generates with the openssl CLI (for 127.0.0.1 and
-// localhost); a wrong key path stops start-up.
+// localhost); keys in PKCS#1 and SEC1 form work as PKCS#8 does; SOKETI_SSL_CA sends an
+// intermediate CA with the certificate; a wrong key path stops start-up.
 //
 // pusher-js's Node transport (faye-websocket) takes no CA option, so this file, and only
 // this file (each test file runs in its own process), trusts any certificate through
@@ -9,7 +10,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 
@@ -93,6 +94,81 @@ describe('TLS with a self-signed certificate', () => {
       (err) => err.code ?? err.message,
     );
     assert.notEqual(outcome, 200, 'plain http must not reach the API on the TLS port');
+  });
+});
+
+/** Runs the openssl CLI in the scratch directory; returns the path of `out` there. */
+function openssl(args, out) {
+  try {
+    execFileSync('openssl', args, { cwd: scratch(), stdio: ['ignore', 'ignore', 'pipe'], timeout: 20_000 });
+  } catch (err) {
+    throw new Error(`openssl ${args.join(' ')} failed: ${err.stderr ?? err.message}`);
+  }
+  return path.join(scratch(), out);
+}
+
+/**
+ * A root CA, an intermediate CA signed by it, and a leaf for 127.0.0.1 signed by the
+ * intermediate, with an EC key in SEC1 form (`BEGIN EC PRIVATE KEY`), and the leaf's RSA twin
+ * with a PKCS#1 key (`BEGIN RSA PRIVATE KEY`). A client that trusts only the root accepts the
+ * leaf only when the server sends the intermediate along.
+ */
+function certificateChain() {
+  const tag = `chain-${process.pid}`;
+  const ext = (name, text) => {
+    writeFileSync(path.join(scratch(), name), text);
+    return name;
+  };
+  const caExt = ext(`${tag}-ca.ext`, 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n');
+  const leafExt = ext(`${tag}-leaf.ext`, 'basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n');
+  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-days', '2', '-subj', '/CN=test root', '-keyout', `${tag}-root.key`, '-out', `${tag}-root.pem`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], `${tag}-root.pem`);
+  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=test intermediate', '-keyout', `${tag}-inter.key`, '-out', `${tag}-inter.csr`], `${tag}-inter.csr`);
+  openssl(['x509', '-req', '-in', `${tag}-inter.csr`, '-CA', `${tag}-root.pem`, '-CAkey', `${tag}-root.key`, '-CAcreateserial', '-days', '2', '-sha256', '-extfile', caExt, '-out', `${tag}-inter.pem`], `${tag}-inter.pem`);
+  const leaf = (kind, keyArgs) => {
+    openssl(keyArgs(`${tag}-${kind}.key`), `${tag}-${kind}.key`);
+    openssl(['req', '-new', '-key', `${tag}-${kind}.key`, '-subj', '/CN=127.0.0.1', '-out', `${tag}-${kind}.csr`], `${tag}-${kind}.csr`);
+    openssl(['x509', '-req', '-in', `${tag}-${kind}.csr`, '-CA', `${tag}-inter.pem`, '-CAkey', `${tag}-inter.key`, '-CAcreateserial', '-days', '2', '-sha256', '-extfile', leafExt, '-out', `${tag}-${kind}.pem`], `${tag}-${kind}.pem`);
+    return { cert: path.join(scratch(), `${tag}-${kind}.pem`), key: path.join(scratch(), `${tag}-${kind}.key`) };
+  };
+  const ec = leaf('ec', (out) => ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', out]);
+  const rsa = leaf('rsa', (out) => ['genrsa', '-traditional', '-out', out, '2048']);
+  return { root: readFileSync(path.join(scratch(), `${tag}-root.pem`), 'utf8'), intermediate: path.join(scratch(), `${tag}-inter.pem`), ec, rsa };
+}
+
+const chain = certificateChain();
+
+for (const [form, keyOf, header] of [
+  ['SEC1 (EC)', () => chain.ec, 'BEGIN EC PRIVATE KEY'],
+  ['PKCS#1 (RSA)', () => chain.rsa, 'BEGIN RSA PRIVATE KEY'],
+]) {
+  describe(`TLS with a ${form} key and SOKETI_SSL_CA holding the intermediate CA`, () => {
+    const { cert, key } = keyOf();
+    const scope = useServer({ SOKETI_SSL_CERT: cert, SOKETI_SSL_KEY: key, SOKETI_SSL_CA: chain.intermediate }, { tls: { ca: chain.root } });
+
+    it(`serves https with the key as written (${header}) and sends the intermediate, so a client trusting only the root accepts it`, async () => {
+      assert.ok(readFileSync(key, 'utf8').includes(header), `the key file is in ${form} form`);
+      const res = await httpRequest(`https://127.0.0.1:${scope.server.port}/ready`, { ca: chain.root });
+      assert.equal(res.status, 200, res.text);
+    });
+
+    it('delivers an event published over https to a wss:// client', async () => {
+      const name = uniqueChannel();
+      const client = await scope.rawSubscribed(name);
+      assert.equal((await scope.sdk().trigger(name, 'chained', { n: 1 })).status, 200);
+      assert.deepEqual(parseData(await client.next('chained')), { n: 1 });
+    });
+  });
+}
+
+describe('TLS without SOKETI_SSL_CA for a leaf of an intermediate CA', () => {
+  const scope = useServer({ SOKETI_SSL_CERT: chain.ec.cert, SOKETI_SSL_KEY: chain.ec.key }, { tls: { ca: `${chain.root}${readFileSync(chain.intermediate, 'utf8')}` } });
+
+  it('sends the leaf alone: a client that trusts only the root refuses it (the control of SOKETI_SSL_CA)', async () => {
+    const outcome = await httpRequest(`https://127.0.0.1:${scope.server.port}/ready`, { ca: chain.root, timeout: 2_000 }).then(
+      (res) => `status ${res.status}`,
+      (err) => err.code ?? err.message,
+    );
+    assert.equal(outcome, 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'without the intermediate the chain cannot be built');
   });
 });
 
