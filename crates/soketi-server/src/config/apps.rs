@@ -53,6 +53,7 @@ pub struct AppConfig {
     /// The app id.
     #[serde(
         alias = "Id",
+        alias = "AppId",
         deserialize_with = "opt_string",
         skip_serializing_if = "Option::is_none"
     )]

@@ -283,6 +283,68 @@ describe('soketi-server config', () => {
     }
   });
 
+  it('reads the app fields in PascalCase (as DynamoDB items hold them), and null or "" quotas as unlimited', async () => {
+    const file = writeConfig('pascal.json', {
+      appManager: {
+        array: {
+          apps: [
+            {
+              AppId: 'pascal-id',
+              AppKey: 'pascal-key',
+              AppSecret: 'pascal-secret',
+              Enabled: true,
+              MaxConnections: 5,
+              EnableClientMessages: true,
+              EnableUserAuthentication: true,
+              MaxBackendEventsPerSecond: null,
+              MaxClientEventsPerSecond: '',
+              MaxReadRequestsPerSecond: '7',
+              MaxPresenceMembersPerChannel: 9,
+              MaxEventNameLength: 33,
+            },
+          ],
+        },
+      },
+    });
+    const config = await effectiveConfig({}, ['--config', file]);
+    assertOptions(
+      config,
+      {
+        'appManager.array.apps.0.id': 'pascal-id',
+        'appManager.array.apps.0.key': 'pascal-key',
+        'appManager.array.apps.0.secret': MASK,
+        'appManager.array.apps.0.maxConnections': 5,
+        'appManager.array.apps.0.enableClientMessages': true,
+        'appManager.array.apps.0.enableUserAuthentication': true,
+        'appManager.array.apps.0.maxBackendEventsPerSecond': -1,
+        'appManager.array.apps.0.maxClientEventsPerSecond': -1,
+        'appManager.array.apps.0.maxReadRequestsPerSecond': 7,
+        'appManager.array.apps.0.maxPresenceMembersPerChannel': 9,
+        'appManager.array.apps.0.maxEventNameLength': 33,
+      },
+      file,
+    );
+  });
+
+  it('reads DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SEC, DEFAULT_APP_MAX_READ_REQ_PER_SEC and DEFAULT_APP_USER_AUTHENTICATION', async () => {
+    for (const prefix of ['', 'SOKETI_']) {
+      const config = await effectiveConfig({
+        [`${prefix}DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SEC`]: '3',
+        [`${prefix}DEFAULT_APP_MAX_READ_REQ_PER_SEC`]: '4',
+        [`${prefix}DEFAULT_APP_USER_AUTHENTICATION`]: 'true',
+      });
+      assertOptions(
+        config,
+        {
+          'appManager.array.apps.0.maxClientEventsPerSecond': 3,
+          'appManager.array.apps.0.maxReadRequestsPerSecond': 4,
+          'appManager.array.apps.0.enableUserAuthentication': true,
+        },
+        `the ${prefix || 'unprefixed'} names`,
+      );
+    }
+  });
+
   it("applies DEFAULT_APP_* to the first of a config file's apps, leaving the others", async () => {
     const file = writeConfig('override-first.json', {
       appManager: {

@@ -66,6 +66,17 @@ describe('SOKETI_LOG_FORMAT=json', () => {
   });
 });
 
+describe('--log-format json over SOKETI_LOG_FORMAT=text', () => {
+  const scope = useServer({ SOKETI_LOG_FORMAT: 'text' }, { args: ['--log-format', 'json', 'start'] });
+
+  it('writes JSON lines: the command line wins over the environment', async () => {
+    await someTraffic(scope);
+    const lines = stderrLines(scope.server);
+    assert.ok(lines.length >= 1, 'the server logs at least its start-up line');
+    for (const line of lines) assert.ok(jsonLine(line), `a stderr line is not a JSON object: ${line}`);
+  });
+});
+
 describe('SOKETI_DEBUG=true', () => {
   const scope = useServer({ SOKETI_DEBUG: 'true' });
 

@@ -16,6 +16,7 @@ import {
   uniqueChannel,
   useServer,
   waitFor,
+  writeConfig,
 } from './harness.mjs';
 
 const SOKETI_METRICS = [
@@ -310,6 +311,38 @@ describe('Prometheus metrics with prefix x_', () => {
     );
     for (const name of SOKETI_METRICS) assert.ok(mentions(text, `x_${name}`), `x_${name} is exposed:\n${text.slice(0, 3000)}`);
     assert.ok(!/^(?:# (?:HELP|TYPE) )?soketi_/m.test(text), `no soketi_ metric is left:\n${text.slice(0, 3000)}`);
+  });
+});
+
+describe('CORS from a config file', () => {
+  const ALLOWED = 'https://allowed.example';
+  const file = writeConfig('cors.json', {
+    cors: { credentials: false, origin: [ALLOWED], methods: ['GET', 'POST'], allowedHeaders: ['X-One', 'Content-Type'] },
+  });
+  const scope = useServer({}, { args: ['start', '--config', file] });
+
+  /** A preflight of a POST to /events from `origin`. */
+  const preflight = (origin) =>
+    httpRequest(`${scope.server.baseUrl}/apps/${scope.server.appId}/events`, {
+      method: 'OPTIONS',
+      headers: { Origin: origin, 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'content-type' },
+    });
+
+  it('answers a listed origin with the configured methods and headers, and no credentials', async () => {
+    const res = await preflight(ALLOWED);
+    const headers = JSON.stringify(res.headers);
+    assert.equal(res.headers['access-control-allow-origin'], ALLOWED, headers);
+    assert.deepEqual(res.headers['access-control-allow-methods'], 'GET, POST', headers);
+    assert.deepEqual(res.headers['access-control-allow-headers'], 'X-One, Content-Type', headers);
+    assert.equal(res.headers['access-control-allow-credentials'], undefined, `credentials false: ${headers}`);
+  });
+
+  it('gives an origin that is not listed no CORS headers, on a preflight and on an API answer', async () => {
+    const res = await preflight(ORIGIN);
+    assert.equal(res.headers['access-control-allow-origin'], undefined, JSON.stringify(res.headers));
+    const listed = await signedRequest(scope.server, { method: 'GET', path: `/apps/${scope.server.appId}/channels`, headers: { Origin: ORIGIN } });
+    assert.equal(listed.status, 200, listed.text);
+    assert.equal(listed.headers.get('access-control-allow-origin'), null, 'GET /channels from an origin that is not listed');
   });
 });
 
