@@ -386,3 +386,29 @@ describe('cluster adapter on loopback: processes killed with SIGKILL', () => {
     assert.ok(took >= MASTER_TIMEOUT_MS - KEEPALIVE_MS, `new master after ${took} ms, before the master timeout ran out`);
   });
 });
+
+describe('cluster adapter on loopback: nodes on another SOKETI_CLUSTER_PORT never meet', () => {
+  const group = randomMulticastGroup();
+  const portA = randomClusterPort();
+  const portB = portA + 1;
+  const fleet = useFleet(
+    [
+      { label: 'P1', env: { ...loopbackEnv(portA, group), SOKETI_CLUSTER_PREFIX: `skt-ports-${process.pid}` } },
+      { label: 'P2', env: { ...loopbackEnv(portB, group), SOKETI_CLUSTER_PREFIX: `skt-ports-${process.pid}` } },
+    ],
+    { groups: (f) => [[f.P1], [f.P2]] },
+  );
+
+  it('same prefix and group, other discovery port: for a node timeout, neither lists the other', async () => {
+    if (fleet.discovery) throw fleet.discovery;
+    const { P1, P2 } = fleet;
+    // A hello every keep-alive interval: ten of them would have been heard by now.
+    const until = Date.now() + NODE_TIMEOUT_MS;
+    while (Date.now() < until) {
+      const [v1, v2] = await Promise.all([P1, P2].map(clusterView));
+      assert.deepEqual(v1.nodes, [], `GET /cluster on P1 (port ${portA}): ${JSON.stringify(v1)}`);
+      assert.deepEqual(v2.nodes, [], `GET /cluster on P2 (port ${portB}): ${JSON.stringify(v2)}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  });
+});
