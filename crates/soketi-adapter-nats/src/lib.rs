@@ -60,29 +60,56 @@ pub struct NatsTransport {
 
 impl NatsTransport {
     /// Connects and joins the fleet.
+    ///
+    /// NATS servers that refuse the credentials stop start-up: retrying would not help, and
+    /// the node would run alone without a fleet. Servers that cannot be reached within the
+    /// connection timeout only delay the fleet: the client keeps trying in the background.
     pub async fn start(config: NatsTransportConfig) -> Result<Arc<Self>, NatsTransportError> {
         let fail = |message: String| NatsTransportError {
             servers: config.servers.join(","),
             message,
         };
-        let mut options = async_nats::ConnectOptions::new()
-            .connection_timeout(config.connect_timeout)
-            .retry_on_initial_connect();
-        if let Some((user, password)) = &config.user_password {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        if let Some(token) = &config.token {
-            options = options.token(token.clone());
-        }
+        let options = || {
+            let mut options =
+                async_nats::ConnectOptions::new().connection_timeout(config.connect_timeout);
+            if let Some((user, password)) = &config.user_password {
+                options = options.user_and_password(user.clone(), password.clone());
+            }
+            if let Some(token) = &config.token {
+                options = options.token(token.clone());
+            }
+            options
+        };
         let servers: Vec<async_nats::ServerAddr> = config
             .servers
             .iter()
             .map(|s| s.parse().map_err(|e| fail(format!("{s}: {e}"))))
             .collect::<Result<_, _>>()?;
-        let client = options
-            .connect(servers)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        let first =
+            tokio::time::timeout(config.connect_timeout, options().connect(servers.clone())).await;
+        let client = match first {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) if is_refusal(e.kind()) => {
+                return Err(fail(format!(
+                    "{e} (check ADAPTER_NATS_USER and ADAPTER_NATS_PASSWORD, or ADAPTER_NATS_TOKEN)"
+                )));
+            }
+            away => {
+                let why = match away {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no connection within {:?}", config.connect_timeout),
+                };
+                tracing::warn!(
+                    error = why,
+                    "cannot reach NATS at start-up; this node works alone until it can"
+                );
+                options()
+                    .retry_on_initial_connect()
+                    .connect(servers)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?
+            }
+        };
         let node_id = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
         let fleet_subject = format!("{}soketi.nats-adapter", config.prefix);
         let node_subject_prefix = format!("{fleet_subject}.");
@@ -141,6 +168,16 @@ impl Drop for NatsTransport {
             task.abort();
         }
     }
+}
+
+/// Whether a connection error says that the servers refused this node, rather than that they
+/// are away.
+fn is_refusal(kind: async_nats::ConnectErrorKind) -> bool {
+    use async_nats::ConnectErrorKind;
+    matches!(
+        kind,
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication
+    )
 }
 
 async fn heartbeat_loop(

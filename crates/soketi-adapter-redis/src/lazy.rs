@@ -18,7 +18,7 @@ impl LazyConnection {
     /// A connection to `url` for `what` (named in errors).
     pub(crate) fn new(url: &str, what: &'static str) -> Result<Self, RedisTransportError> {
         let client = redis::Client::open(url).map_err(|source| RedisTransportError::Url {
-            url: url.to_owned(),
+            url: crate::redact(url),
             source,
         })?;
         Ok(Self {

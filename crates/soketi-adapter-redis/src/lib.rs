@@ -21,6 +21,8 @@ mod cache;
 mod lazy;
 mod queue;
 mod ratelimit;
+#[cfg(test)]
+mod tests;
 
 pub use cache::RedisCache;
 pub use queue::RedisQueue;
@@ -60,12 +62,45 @@ pub enum RedisTransportError {
     /// The URL is not a Redis URL.
     #[error("invalid Redis URL {url}: {source}")]
     Url {
-        /// The URL.
+        /// The URL, its password masked.
         url: String,
         /// The cause.
         source: redis::RedisError,
     },
+    /// Redis answered and refused this node: a wrong user or password, a database number it
+    /// does not have, an ACL that forbids the fleet's channels, or not a Redis at all. Retrying
+    /// would not help, so start-up stops instead of leaving the node alone without a fleet.
+    #[error(
+        "Redis at {url} refused the adapter's connection: {source} \
+         (check the Redis user, password and database number, and that its ACL allows the \
+         adapter's channels)"
+    )]
+    Refused {
+        /// The URL, its password masked.
+        url: String,
+        /// What Redis answered.
+        source: redis::RedisError,
+    },
 }
+
+/// `url` with the password of its user info, if any, masked, for messages and logs.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// How long start-up waits for Redis to answer its first check. A Redis that does not answer in
+/// time is treated as one that is down: the node starts and keeps trying.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct Outgoing {
     channel: String,
@@ -84,13 +119,16 @@ pub struct RedisTransport {
 }
 
 impl RedisTransport {
-    /// Joins the fleet: starts the writer, the subscriber and the heartbeat. Connections are
-    /// made in the background and retried forever, so a Redis that is down at start-up only
-    /// delays the fleet.
-    pub fn start(config: RedisTransportConfig) -> Result<Arc<Self>, RedisTransportError> {
+    /// Joins the fleet: checks that Redis accepts this node, then starts the writer, the
+    /// subscriber and the heartbeat.
+    ///
+    /// A Redis that refuses the node (see [`RedisTransportError::Refused`]) stops start-up. A
+    /// Redis that cannot be reached only delays the fleet: connections are made in the
+    /// background and retried forever.
+    pub async fn start(config: RedisTransportConfig) -> Result<Arc<Self>, RedisTransportError> {
         let client = redis::Client::open(config.url.as_str()).map_err(|source| {
             RedisTransportError::Url {
-                url: config.url.clone(),
+                url: redact(&config.url),
                 source,
             }
         })?;
@@ -101,6 +139,17 @@ impl RedisTransport {
         let (membership, events_rx) = Membership::new(node_id.clone());
         let membership = Arc::new(membership);
         let stop = Arc::new(AtomicBool::new(false));
+
+        check(
+            &client,
+            &format!("{node_channel_prefix}{node_id}"),
+            membership.frame(Kind::Heartbeat, &[]),
+        )
+        .await
+        .map_err(|source| RedisTransportError::Refused {
+            url: redact(&config.url),
+            source,
+        })?;
 
         tokio::spawn(write_loop(client.clone(), out_rx));
         tokio::spawn(subscribe_loop(Subscriber {
@@ -189,6 +238,50 @@ impl Transport for RedisTransport {
         let _ = tokio::time::timeout(Duration::from_secs(1), done).await;
         Ok(())
     }
+}
+
+/// Publishes `frame` on this node's own channel, which nobody hears yet: a command that needs
+/// what the fleet needs (the credentials, the database, the ACL's channel rights). Fails only
+/// when Redis answered with a refusal; an unreachable or silent Redis is logged and let be.
+async fn check(
+    client: &redis::Client,
+    channel: &str,
+    frame: Bytes,
+) -> Result<(), redis::RedisError> {
+    let attempt = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(&frame[..])
+            .query_async::<i64>(&mut conn)
+            .await
+    };
+    let error = match tokio::time::timeout(CHECK_TIMEOUT, attempt).await {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(e)) if !is_transient(&e) => return Err(e),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {CHECK_TIMEOUT:?}"),
+    };
+    tracing::warn!(
+        error,
+        "cannot reach Redis at start-up; this node works alone until it can"
+    );
+    Ok(())
+}
+
+/// Whether an error says that Redis is away or busy for now, rather than that it refuses us.
+fn is_transient(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    e.is_io_error()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ClusterDown
+            )
+        )
 }
 
 /// Backoff between reconnection attempts.

@@ -132,6 +132,7 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
                 node_timeout: Duration::from_millis(redis.node_timeout),
                 max_buffered: 100_000,
             })
+            .await
             .map_err(|e| StartError::Adapter(e.to_string()))?;
             (transport, redis.requests_timeout)
         }
@@ -361,7 +362,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     } = adapter(&config).await?;
     let rate_limiter = rate_limiter(&config, horizontal.as_ref())?;
     let webhooks = webhooks(&config, adapter.clone())?;
-    adapter.set_departure_sink(Arc::new(FleetDepartures::new(webhooks.clone(), apps.clone())));
+    adapter.set_departure_sink(Arc::new(FleetDepartures::new(
+        webhooks.clone(),
+        apps.clone(),
+    )));
     let state = Arc::new(State::new(
         config,
         Services {

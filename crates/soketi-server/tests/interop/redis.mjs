@@ -56,17 +56,34 @@ export function redisSkip() {
 
 /**
  * Starts redis-server on a free loopback port (or `port`) and waits until it answers PING.
+ * Options, all optional:
+ * - `password`: the default user's password (`--requirepass`);
+ * - `users`: ACL users, `[{ name, password, rules }]`, each `--user <name> reset on ><password> <rules>`
+ *   (`rules` defaults to `['~*', '&*', '+@all']`: every key, channel and command); a user named
+ *   `default` replaces the default one (`{ name: 'default', off: true }` turns it off);
+ * - `admin`: `{ user, password }` that `command()` and readiness log in with (by default the
+ *   default user with `password`, or none).
  * Resolves with:
  * - `port`;
  * - `stop()`: SIGTERM, SIGKILL after a grace period; resolves once it has exited;
  * - `restart()`: SIGKILL (no goodbye to its clients), then a new redis-server on the same
- *   port, resolving once that one answers PING;
- * - `logs()`: what the redis-servers of this handle printed (its tail).
+ *   port with the same options, resolving once that one answers PING;
+ * - `logs()`: what the redis-servers of this handle printed (its tail);
+ * - `command(args, { db })`: one command (`['PUBSUB', 'CHANNELS']`) over a raw connection
+ *   logged in as `admin`, in database `db` (0 by default); resolves with the decoded reply
+ *   (see `redisCommands`), rejecting on a Redis error.
  */
-export async function startRedis({ port } = {}) {
+export async function startRedis({ port, password, users = [], admin } = {}) {
   const bin = redisServerBinary();
   if (!bin) throw new Error(MISSING);
   const redisPort = port ?? (await freePort());
+  const auth = admin ?? (password === undefined ? null : { password });
+  const authArgs = [];
+  if (password !== undefined) authArgs.push('--requirepass', password);
+  for (const user of users) {
+    const rules = user.off ? ['off'] : ['on', `>${user.password}`, ...(user.rules ?? ['~*', '&*', '+@all'])];
+    authArgs.push('--user', user.name, ...(user.off ? [] : ['reset']), ...rules);
+  }
 
   let log = '';
   let current = null;
@@ -74,7 +91,10 @@ export async function startRedis({ port } = {}) {
   const launch = async () => {
     const child = spawn(
       bin,
-      ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'],
+      [
+        ...['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'],
+        ...authArgs,
+      ],
       { cwd: scratch(), stdio: ['ignore', 'pipe', 'pipe'] },
     );
     liveChildren.add(child);
@@ -103,7 +123,7 @@ export async function startRedis({ port } = {}) {
     spawnError.catch(() => {});
     earlyExit.catch(() => {});
     try {
-      await Promise.race([waitPong(redisPort), spawnError, earlyExit]);
+      await Promise.race([waitPong(redisPort, auth), spawnError, earlyExit]);
     } catch (err) {
       child.kill('SIGKILL');
       throw new Error(`redis-server on port ${redisPort} did not start: ${err.message}\nIts output:\n${log}`);
@@ -136,16 +156,26 @@ export async function startRedis({ port } = {}) {
       log += `\n----- killed with SIGKILL; starting again on port ${redisPort} -----\n`;
       await launch();
     },
+    async command(args, { db = 0 } = {}) {
+      const [reply] = await redisCommands(redisPort, [args], { auth, db });
+      if (reply instanceof Error) throw reply;
+      return reply;
+    },
   };
 }
 
-/** Resolves once a raw `PING` on `port` answers `+PONG`, retrying until the deadline. */
-async function waitPong(port) {
+/** Resolves once a raw `PING` on `port` (after `AUTH`, with `auth`) answers PONG, retrying until the deadline. */
+async function waitPong(port, auth = null) {
   const deadline = Date.now() + READY_DEADLINE_MS;
   let lastError = 'no answer yet';
   while (Date.now() < deadline) {
     try {
-      if (await pingOnce(port)) return;
+      if (auth === null) {
+        if (await pingOnce(port)) return;
+      } else {
+        const [pong] = await redisCommands(port, [['PING']], { auth });
+        if (pong === 'PONG') return;
+      }
       lastError = 'an answer other than +PONG';
     } catch (err) {
       lastError = err.code ?? err.message;
@@ -153,6 +183,99 @@ async function waitPong(port) {
     await new Promise((resolve) => setTimeout(resolve, READY_POLL_MS));
   }
   throw new Error(`PING on 127.0.0.1:${port} did not answer +PONG within ${READY_DEADLINE_MS} ms (${lastError})`);
+}
+
+/**
+ * Sends `commands` (arrays of strings) over one raw RESP connection to `port`, after `AUTH`
+ * (`auth`: `{ user, password }`, or null) and `SELECT db` when `db` is not 0, and resolves
+ * with their replies in order: strings for simple and bulk strings, numbers for integers,
+ * arrays, null, and an Error (not thrown) for a Redis error reply. A failed AUTH or SELECT
+ * rejects.
+ */
+export function redisCommands(port, commands, { auth = null, db = 0, timeout = 5_000 } = {}) {
+  const setup = [];
+  if (auth) setup.push(auth.user === undefined ? ['AUTH', auth.password] : ['AUTH', auth.user, auth.password]);
+  if (db !== 0) setup.push(['SELECT', String(db)]);
+  const all = [...setup, ...commands];
+  const encode = (args) => {
+    const parts = [`*${args.length}\r\n`];
+    for (const arg of args) parts.push(`$${Buffer.byteLength(String(arg))}\r\n${arg}\r\n`);
+    return parts.join('');
+  };
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    let buffer = Buffer.alloc(0);
+    const replies = [];
+    const done = (err, value) => {
+      clearTimeout(timer);
+      socket.destroy();
+      if (err) reject(err);
+      else resolve(value);
+    };
+    const timer = setTimeout(() => done(new Error(`no answer to ${JSON.stringify(commands)} within ${timeout} ms`)), timeout);
+    socket.on('connect', () => socket.write(all.map(encode).join('')));
+    socket.on('data', (chunk) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      for (;;) {
+        let parsed;
+        try {
+          parsed = parseReply(buffer, 0);
+        } catch (err) {
+          done(err);
+          return;
+        }
+        if (parsed === null) return;
+        replies.push(parsed.value);
+        buffer = buffer.subarray(parsed.end);
+        if (replies.length === all.length) {
+          const failedSetup = replies.slice(0, setup.length).find((r) => r instanceof Error);
+          if (failedSetup) done(new Error(`${setup.map((c) => c[0]).join(' and ')} failed: ${failedSetup.message}`));
+          else done(null, replies.slice(setup.length));
+          return;
+        }
+      }
+    });
+    socket.on('error', (err) => done(err));
+    socket.on('close', () => done(new Error(`the connection closed after ${replies.length} of ${all.length} replies`)));
+  });
+}
+
+/** Parses one RESP2 reply at `offset`: `{ value, end }`, or null until it is complete. */
+function parseReply(buffer, offset) {
+  const lineEnd = buffer.indexOf('\r\n', offset);
+  if (lineEnd < 0) return null;
+  const type = String.fromCharCode(buffer[offset]);
+  const line = buffer.toString('utf8', offset + 1, lineEnd);
+  const next = lineEnd + 2;
+  switch (type) {
+    case '+':
+      return { value: line, end: next };
+    case '-':
+      return { value: new Error(line), end: next };
+    case ':':
+      return { value: Number(line), end: next };
+    case '$': {
+      const length = Number(line);
+      if (length < 0) return { value: null, end: next };
+      if (buffer.length < next + length + 2) return null;
+      return { value: buffer.toString('utf8', next, next + length), end: next + length + 2 };
+    }
+    case '*': {
+      const count = Number(line);
+      if (count < 0) return { value: null, end: next };
+      const items = [];
+      let end = next;
+      for (let i = 0; i < count; i += 1) {
+        const item = parseReply(buffer, end);
+        if (item === null) return null;
+        items.push(item.value);
+        end = item.end;
+      }
+      return { value: items, end };
+    }
+    default:
+      throw new Error(`not a RESP reply: ${JSON.stringify(buffer.toString('utf8', offset, Math.min(buffer.length, offset + 80)))}`);
+  }
 }
 
 /** One connection that sends `PING` and resolves with whether the answer was `+PONG`. */

@@ -1,0 +1,287 @@
+//! The Redis queue against a real redis-server on a free port: a job runs once and leaves no
+//! key behind, a failing one is retried with the policy's backoff and then dropped, jobs
+//! outlive the queue instance (and the process) that held them, and a Redis restart is
+//! survived.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use soketi_adapter_core::{JobHandler, Queue, RetryPolicy};
+use soketi_adapter_redis::RedisQueue;
+use support::{DEADLINE, Redis, poll, raw};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Says whether a job fails this time, given the job and how often it ran before.
+type Fails = Box<dyn Fn(&[u8], usize) -> bool + Send + Sync>;
+
+/// Records each run (job, when) and fails the jobs that `fails` says should fail this time.
+struct Recorder {
+    runs: Mutex<Vec<(Vec<u8>, Instant)>>,
+    ran: mpsc::UnboundedSender<Vec<u8>>,
+    fails: Fails,
+}
+
+impl Recorder {
+    /// A handler and the stream of the jobs it runs. `fails(job, runs_of_it_so_far)`.
+    fn new(
+        fails: impl Fn(&[u8], usize) -> bool + Send + Sync + 'static,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Vec<u8>>) {
+        let (ran, rx) = mpsc::unbounded_channel();
+        let recorder = Self {
+            runs: Mutex::default(),
+            ran,
+            fails: Box::new(fails),
+        };
+        (Arc::new(recorder), rx)
+    }
+
+    fn runs_of(&self, job: &[u8]) -> Vec<Instant> {
+        self.runs
+            .lock()
+            .iter()
+            .filter(|(j, _)| j == job)
+            .map(|(_, at)| *at)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl JobHandler for Recorder {
+    async fn run(&self, job: &[u8]) -> Result<(), String> {
+        let before = {
+            let mut runs = self.runs.lock();
+            let before = runs.iter().filter(|(j, _)| j == job).count();
+            runs.push((job.to_vec(), Instant::now()));
+            before
+        };
+        let _ = self.ran.send(job.to_vec());
+        if (self.fails)(job, before) {
+            Err("failing as the test asks".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A handler that says when it started a job and then never finishes it, as a process that
+/// dies in the middle of one.
+struct Hangs(mpsc::UnboundedSender<Vec<u8>>);
+
+#[async_trait]
+impl JobHandler for Hangs {
+    async fn run(&self, job: &[u8]) -> Result<(), String> {
+        let _ = self.0.send(job.to_vec());
+        std::future::pending().await
+    }
+}
+
+const POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    backoff: Duration::from_millis(100),
+};
+
+async fn next_run(runs: &mut mpsc::UnboundedReceiver<Vec<u8>>, what: &str) -> Vec<u8> {
+    tokio::time::timeout(DEADLINE, runs.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not run within {DEADLINE:?}"))
+        .expect("the handler is alive")
+}
+
+/// The keys of database `db` that match `pattern`, sorted.
+async fn keys(url: &str, pattern: &str) -> Vec<String> {
+    let mut conn = raw(url).await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+/// Waits until no key matches `pattern`: the queue holds nothing.
+async fn drained(url: &str, pattern: &str) {
+    poll(&format!("no key matching {pattern}"), DEADLINE, || async {
+        keys(url, pattern).await.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_once_in_order_and_leave_nothing_behind() {
+    let Some(redis) = Redis::start("jobs_run_once_in_order_and_leave_nothing_behind", &[]) else {
+        return;
+    };
+    // A database other than 0 and a key prefix: the queue's keys are there and only there.
+    let url = redis.url("", 3);
+    let queue = RedisQueue::new(&url, "pfx:", "jobs", POLICY, 1).unwrap();
+    for job in ["one", "two", "three"] {
+        queue.push(Bytes::from(job)).await.unwrap();
+    }
+    assert_eq!(
+        keys(&url, "*").await,
+        ["pfx:queue:jobs:waiting"],
+        "jobs wait in the chosen database under the key prefix"
+    );
+    assert!(
+        keys(&redis.url("", 0), "*").await.is_empty(),
+        "database 0 stays empty"
+    );
+
+    let (recorder, mut runs) = Recorder::new(|_, _| false);
+    queue.start(recorder.clone());
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        order.push(String::from_utf8(next_run(&mut runs, "a pushed job").await).unwrap());
+    }
+    assert_eq!(
+        order,
+        ["one", "two", "three"],
+        "one worker runs them in order"
+    );
+    drained(&url, "pfx:queue:jobs:*").await;
+    queue.push(Bytes::from("sentinel")).await.unwrap();
+    assert_eq!(next_run(&mut runs, "the sentinel").await, b"sentinel");
+    for job in ["one", "two", "three"] {
+        assert_eq!(recorder.runs_of(job.as_bytes()).len(), 1, "{job} ran once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_is_retried_with_backoff_then_dropped() {
+    let Some(redis) = Redis::start("a_failing_job_is_retried_with_backoff_then_dropped", &[])
+    else {
+        return;
+    };
+    let url = redis.url("", 0);
+    let queue = RedisQueue::new(&url, "retry:", "jobs", POLICY, 1).unwrap();
+    // "flaky" fails twice and then succeeds; "doomed" always fails.
+    let (recorder, mut runs) = Recorder::new(|job, before| job == b"doomed" || before < 2);
+    queue.start(recorder.clone());
+    queue.push(Bytes::from("flaky")).await.unwrap();
+    queue.push(Bytes::from("doomed")).await.unwrap();
+
+    // Each is tried max_attempts times in all; once a job's last attempt has run and the queue
+    // holds no key, no further attempt can come.
+    poll("3 attempts of each job", DEADLINE, || {
+        let done = recorder.runs_of(b"flaky").len() >= 3 && recorder.runs_of(b"doomed").len() >= 3;
+        async move { done.then_some(()) }
+    })
+    .await;
+    drained(&url, "retry:queue:jobs:*").await;
+    queue.push(Bytes::from("sentinel")).await.unwrap();
+    loop {
+        if next_run(&mut runs, "the sentinel").await == b"sentinel" {
+            break;
+        }
+    }
+    for job in [&b"flaky"[..], b"doomed"] {
+        let at = recorder.runs_of(job);
+        assert_eq!(at.len(), 3, "{} ran 3 times", String::from_utf8_lossy(job));
+        // A retry never comes before its delay (a busy machine only makes it later): the
+        // policy's backoff, then twice that.
+        assert!(
+            at[1] - at[0] >= POLICY.delay(1),
+            "first retry after {:?}",
+            at[1] - at[0]
+        );
+        assert!(
+            at[2] - at[1] >= POLICY.delay(2),
+            "second retry after {:?}",
+            at[2] - at[1]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_outlive_the_queue_and_the_process_that_held_them() {
+    let Some(redis) = Redis::start("jobs_outlive_the_queue_and_the_process_that_held_them", &[])
+    else {
+        return;
+    };
+    let url = redis.url("", 0);
+
+    // Pushed by a queue that never ran them, then dropped.
+    let pusher = RedisQueue::new(&url, "outlive:", "jobs", POLICY, 1).unwrap();
+    pusher.push(Bytes::from("waiting")).await.unwrap();
+    drop(pusher);
+
+    // Taken by a worker of another runtime, which is then shut down in the middle of the job,
+    // as a process that dies: the job stays in Redis's processing list.
+    let (started, mut started_rx) = mpsc::unbounded_channel();
+    let (shutdown, shutdown_rx) = std::sync::mpsc::channel::<()>();
+    let dying = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let queue = RedisQueue::new(&url, "outlive:", "jobs", POLICY, 1).unwrap();
+                queue.start(Arc::new(Hangs(started)));
+                // Keep the queue alive until the test says the process dies.
+                tokio::task::spawn_blocking(move || shutdown_rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+            });
+            runtime.shutdown_background();
+        })
+    };
+    assert_eq!(
+        next_run(&mut started_rx, "the job in the dying process").await,
+        b"waiting"
+    );
+    assert_eq!(
+        keys(&url, "outlive:*").await,
+        ["outlive:queue:jobs:processing"]
+    );
+    shutdown.send(()).unwrap();
+    dying.join().unwrap();
+
+    // A new queue queues it again and runs it.
+    let queue = RedisQueue::new(&url, "outlive:", "jobs", POLICY, 1).unwrap();
+    let (recorder, mut runs) = Recorder::new(|_, _| false);
+    queue.start(recorder.clone());
+    assert_eq!(
+        next_run(&mut runs, "the job left half done").await,
+        b"waiting"
+    );
+    drained(&url, "outlive:queue:jobs:*").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_works_again_after_a_redis_restart() {
+    let Some(mut redis) = Redis::start("the_queue_works_again_after_a_redis_restart", &[]) else {
+        return;
+    };
+    let url = redis.url("", 0);
+    let queue = RedisQueue::new(&url, "restart:", "jobs", POLICY, 1).unwrap();
+    let (recorder, mut runs) = Recorder::new(|_, _| false);
+    queue.start(recorder.clone());
+    queue.push(Bytes::from("before")).await.unwrap();
+    assert_eq!(
+        next_run(&mut runs, "the job before the restart").await,
+        b"before"
+    );
+
+    redis.restart();
+    // A push may fail while the connection is made again (the caller hears it); one succeeds
+    // within the deadline, and the worker takes it.
+    poll("a push to the new Redis", DEADLINE, || {
+        let queue = &queue;
+        async move { queue.push(Bytes::from("after")).await.ok() }
+    })
+    .await;
+    assert_eq!(
+        next_run(&mut runs, "the job after the restart").await,
+        b"after"
+    );
+}
