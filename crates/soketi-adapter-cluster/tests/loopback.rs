@@ -1,41 +1,64 @@
 //! Two cluster transports on this host find each other by multicast on 127.0.0.1 (never on the
 //! machine's real interfaces), carry a megabyte intact, agree on the master, and hear a goodbye.
+//!
+//! Hellos go every 50 ms. A node is dropped after its timeout of silence, so a timeout close to
+//! that interval would drop live nodes whenever a busy machine delays a hello; each test sets
+//! one it can afford: never reached where nodes say goodbye, and 2 s (40 hello intervals) where
+//! a silent node must be dropped, waited for with that timeout plus a margin.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use soketi_adapter_cluster::{ClusterConfig, ClusterTransport, Mode};
 use soketi_adapter_core::{Transport, TransportEvent};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-fn config(port: u16, group: Ipv4Addr, prefix: &str) -> ClusterConfig {
+const HELLO_INTERVAL: Duration = Duration::from_millis(50);
+/// For tests where every node leaves with a goodbye: silence never drops one.
+const NEVER: Duration = Duration::from_secs(3600);
+/// For the test where a silent node must be dropped: 40 hello intervals.
+const SILENCE: Duration = Duration::from_secs(2);
+/// How long discovery and messages may take on a busy machine.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn config(port: u16, group: Ipv4Addr, prefix: &str, timeout: Duration) -> ClusterConfig {
     ClusterConfig {
         prefix: prefix.into(),
         host: IpAddr::V4(Ipv4Addr::LOCALHOST),
         port,
         mode: Mode::Multicast(group),
-        hello_interval: Duration::from_millis(50),
-        check_interval: Duration::from_millis(50),
-        node_timeout: Duration::from_millis(400),
-        master_timeout: Duration::from_millis(400),
+        hello_interval: HELLO_INTERVAL,
+        check_interval: HELLO_INTERVAL,
+        node_timeout: timeout,
+        master_timeout: timeout,
         max_queued_frames: 1000,
         max_frame_bytes: 4 * 1024 * 1024,
     }
 }
 
-/// The next event that matches, within five seconds.
+/// The next event that matches, within `DEADLINE`.
 async fn next(
     events: &mut UnboundedReceiver<TransportEvent>,
     what: &str,
     matches: impl Fn(&TransportEvent) -> bool,
 ) -> TransportEvent {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    next_within(DEADLINE, events, what, matches).await
+}
+
+/// The next event that matches, within `within`.
+async fn next_within(
+    within: Duration,
+    events: &mut UnboundedReceiver<TransportEvent>,
+    what: &str,
+    matches: impl Fn(&TransportEvent) -> bool,
+) -> TransportEvent {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let event = tokio::time::timeout_at(deadline, events.recv())
             .await
-            .unwrap_or_else(|_| panic!("no {what} within 5 s"))
+            .unwrap_or_else(|_| panic!("no {what} within {within:?}"))
             .expect("events open");
         if matches(&event) {
             return event;
@@ -54,6 +77,21 @@ fn group() -> Ipv4Addr {
     Ipv4Addr::new(239, 255, rand_byte(), rand_byte())
 }
 
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// Returns once the wall clock has passed the millisecond it reads now: a node started after
+/// that is younger (its start time larger) than one started before, whatever the machine's load.
+async fn next_millisecond() {
+    let now = now_ms();
+    while now_ms() <= now {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 fn rand_byte() -> u8 {
     (std::process::id() as u8).wrapping_mul(31).wrapping_add(
         std::time::SystemTime::now()
@@ -65,12 +103,13 @@ fn rand_byte() -> u8 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_meet_talk_and_part() {
     let (port, group) = (free_udp_port(), group());
-    let a = ClusterTransport::start(config(port, group, "t"))
+    let a = ClusterTransport::start(config(port, group, "t", NEVER))
         .await
         .unwrap();
     let mut a_events = a.events().unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let b = ClusterTransport::start(config(port, group, "t"))
+    // The master is the node that started first, by its start time in milliseconds.
+    next_millisecond().await;
+    let b = ClusterTransport::start(config(port, group, "t", NEVER))
         .await
         .unwrap();
     let mut b_events = b.events().unwrap();
@@ -124,14 +163,14 @@ async fn two_nodes_meet_talk_and_part() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_prefixes_stay_apart_and_silence_ends_a_node() {
     let (port, group) = (free_udp_port(), group());
-    let a = ClusterTransport::start(config(port, group, "one"))
+    let a = ClusterTransport::start(config(port, group, "one", SILENCE))
         .await
         .unwrap();
     let mut a_events = a.events().unwrap();
-    let other = ClusterTransport::start(config(port, group, "two"))
+    let other = ClusterTransport::start(config(port, group, "two", SILENCE))
         .await
         .unwrap();
-    let b = ClusterTransport::start(config(port, group, "one"))
+    let b = ClusterTransport::start(config(port, group, "one", SILENCE))
         .await
         .unwrap();
     let b_id = b.node_id().to_owned();
@@ -147,9 +186,13 @@ async fn other_prefixes_stay_apart_and_silence_ends_a_node() {
     assert!(other.live_nodes().is_empty());
     // Dropping b stops its hellos without a goodbye, as a crash would.
     drop(b);
-    next(&mut a_events, "b timing out", |e| {
-        *e == TransportEvent::NodeLeft(b_id.clone())
-    })
+    // Dropped after its timeout and at most one check later; the margin is for a busy machine.
+    next_within(
+        SILENCE + HELLO_INTERVAL + DEADLINE,
+        &mut a_events,
+        "b timing out",
+        |e| *e == TransportEvent::NodeLeft(b_id.clone()),
+    )
     .await;
     drop(other);
     let _: Arc<ClusterTransport> = a;

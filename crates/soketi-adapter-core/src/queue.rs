@@ -97,16 +97,23 @@ impl Queue for SyncQueue {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
 
     use super::*;
 
-    struct FailsTwice(AtomicU32);
+    /// Fails its first two runs, then succeeds; remembers when each run began.
+    #[derive(Default)]
+    struct FailsTwice {
+        runs: Mutex<Vec<Instant>>,
+    }
 
     #[async_trait]
     impl JobHandler for FailsTwice {
         async fn run(&self, _job: &[u8]) -> Result<(), String> {
-            if self.0.fetch_add(1, Ordering::SeqCst) < 2 {
+            let mut runs = self.runs.lock().expect("the runs lock is never poisoned");
+            runs.push(Instant::now());
+            if runs.len() <= 2 {
                 Err("not yet".into())
             } else {
                 Ok(())
@@ -116,25 +123,36 @@ mod tests {
 
     #[tokio::test]
     async fn retries_until_done() {
-        let handler = Arc::new(FailsTwice(AtomicU32::new(0)));
+        let backoff = Duration::from_millis(5);
+        let handler = Arc::new(FailsTwice::default());
         let queue = SyncQueue::new(RetryPolicy {
             max_attempts: 5,
-            backoff: Duration::from_millis(5),
+            backoff,
         });
         queue.start(handler.clone());
         queue.push(Bytes::from_static(b"job")).await.unwrap();
-        for _ in 0..200 {
-            if handler.0.load(Ordering::SeqCst) == 3 {
-                break;
+
+        // The job's task holds a clone of the handler until it ends (the test and the queue hold
+        // the two others): once it is gone, no attempt can follow, so the count below is final.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while Arc::strong_count(&handler) > 2 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        assert_eq!(
-            handler.0.load(Ordering::SeqCst),
-            3,
-            "two failures, one success, no more"
+        })
+        .await
+        .expect("the job's task ends within 10 s");
+        let runs = handler.runs.lock().unwrap().clone();
+        assert_eq!(runs.len(), 3, "two failures, one success, no more");
+        // Lower bounds only: a busy machine makes the waits longer, never shorter.
+        assert!(
+            runs[1] - runs[0] >= backoff,
+            "the first retry waits the backoff"
         );
+        assert!(
+            runs[2] - runs[1] >= backoff * 2,
+            "the second retry waits twice the backoff"
+        );
+
         assert_eq!(
             RetryPolicy {
                 max_attempts: 6,

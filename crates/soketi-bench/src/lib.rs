@@ -145,7 +145,8 @@ pub struct PublishPlan {
     pub rates: Vec<u32>,
     /// How long each step publishes.
     pub step: Duration,
-    /// The pause after each step, in which its last deliveries still count as in time.
+    /// The pause after each step, in which its last deliveries still count as in time; it ends
+    /// early once every delivery owed has arrived.
     pub drain: Duration,
     /// Stop at the first step that falls behind.
     pub stop_when_behind: bool,

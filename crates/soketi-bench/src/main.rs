@@ -88,7 +88,8 @@ enum ModeArgs {
         /// Seconds each step publishes.
         #[arg(long, default_value_t = 5.0)]
         step_secs: f64,
-        /// Milliseconds after each step in which its deliveries still count as in time.
+        /// Milliseconds after each step in which its deliveries still count as in time (less
+        /// once every delivery owed has arrived).
         #[arg(long, default_value_t = 1000)]
         drain_ms: u64,
         /// Stop at the first step that falls behind.

@@ -2,9 +2,10 @@
 // the clients that talk to it (pusher-js, the official `pusher` SDK, and a raw `ws` client for
 // frames that pusher-js cannot express).
 //
-// Every wait in here has a deadline, and no test sleeps. To show that something does NOT
-// arrive, tests send a sentinel that must arrive after it (a later event, or a pong to a ping
-// sent after the input), then check that the unwanted frame is not among those received.
+// Every wait in here has a deadline, and waits for something that happens rather than for time
+// to pass (README.md, "Waits"). To show that something does NOT arrive, tests send a sentinel that
+// must arrive after it (a later event, or a pong to a ping sent after the input), then check that
+// the unwanted frame is not among those received.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';

@@ -7,7 +7,6 @@
 // lists, a cached key's TTL and which commands reached Redis, not only what a client receives.
 
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 
@@ -27,89 +26,15 @@ import {
   useServer,
   waitFor,
 } from './harness.mjs';
-import { redisSkip, startRedis } from './redis.mjs';
+import { redisCall as redisCallOn, redisSkip, startRedis } from './redis.mjs';
 import { startReceiver } from './webhook-receiver.mjs';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/** Encodes a command as a RESP array of bulk strings. */
-function respCommand(args) {
-  const parts = [`*${args.length}\r\n`];
-  for (const arg of args) {
-    const text = String(arg);
-    parts.push(`$${Buffer.byteLength(text)}\r\n${text}\r\n`);
-  }
-  return parts.join('');
-}
-
-/**
- * Parses one RESP reply at `offset` of `buf`: `{ value, end }`, or null when the reply is not
- * complete yet. Bulk strings are decoded as latin1, so that binary values (the queue's 4-byte
- * attempt counter) survive and their ASCII parts can be searched.
- */
-function parseResp(buf, offset = 0) {
-  const lineEnd = buf.indexOf('\r\n', offset);
-  if (lineEnd < 0) return null;
-  const type = String.fromCharCode(buf[offset]);
-  const line = buf.toString('latin1', offset + 1, lineEnd);
-  const next = lineEnd + 2;
-  switch (type) {
-    case '+':
-      return { value: line, end: next };
-    case '-':
-      return { value: new Error(`Redis: ${line}`), end: next };
-    case ':':
-      return { value: Number(line), end: next };
-    case '$': {
-      const length = Number(line);
-      if (length < 0) return { value: null, end: next };
-      if (buf.length < next + length + 2) return null;
-      return { value: buf.toString('latin1', next, next + length), end: next + length + 2 };
-    }
-    case '*': {
-      const count = Number(line);
-      if (count < 0) return { value: null, end: next };
-      const items = [];
-      let at = next;
-      for (let i = 0; i < count; i += 1) {
-        const item = parseResp(buf, at);
-        if (!item) return null;
-        items.push(item.value);
-        at = item.end;
-      }
-      return { value: items, end: at };
-    }
-    default:
-      throw new Error(`unexpected RESP type ${JSON.stringify(type)} in ${JSON.stringify(buf.toString('latin1'))}`);
-  }
-}
-
-/** Sends one command to the redis-server on `port` and resolves with its reply. */
-function redisCall(port, args, timeout = 5_000) {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    let buf = Buffer.alloc(0);
-    const done = (err, value) => {
-      clearTimeout(timer);
-      socket.destroy();
-      if (err) reject(err);
-      else resolve(value);
-    };
-    const timer = setTimeout(() => done(new Error(`Redis ${args.join(' ')}: no answer within ${timeout} ms`)), timeout);
-    socket.on('connect', () => socket.write(respCommand(args)));
-    socket.on('data', (chunk) => {
-      buf = Buffer.concat([buf, chunk]);
-      const reply = parseResp(buf);
-      if (!reply) return;
-      if (reply.value instanceof Error) done(reply.value);
-      else done(null, reply.value);
-    });
-    socket.on('error', (err) => done(err));
-    socket.on('close', () => done(new Error(`Redis ${args.join(' ')}: closed without an answer`)));
-  });
-}
+/** One command to the redis-server on `port`, binary values kept byte for byte. */
+const redisCall = (port, args) => redisCallOn(port, args, { encoding: 'latin1' });
 
 /** The number of calls of `command` since the last `CONFIG RESETSTAT`, from `INFO commandstats`. */
 async function commandCalls(port, command) {

@@ -190,9 +190,9 @@ async function waitPong(port, auth = null) {
  * (`auth`: `{ user, password }`, or null) and `SELECT db` when `db` is not 0, and resolves
  * with their replies in order: strings for simple and bulk strings, numbers for integers,
  * arrays, null, and an Error (not thrown) for a Redis error reply. A failed AUTH or SELECT
- * rejects.
+ * rejects. `encoding: 'latin1'` keeps every byte of binary values as one character.
  */
-export function redisCommands(port, commands, { auth = null, db = 0, timeout = 5_000 } = {}) {
+export function redisCommands(port, commands, { auth = null, db = 0, timeout = 5_000, encoding = 'utf8' } = {}) {
   const setup = [];
   if (auth) setup.push(auth.user === undefined ? ['AUTH', auth.password] : ['AUTH', auth.user, auth.password]);
   if (db !== 0) setup.push(['SELECT', String(db)]);
@@ -219,7 +219,7 @@ export function redisCommands(port, commands, { auth = null, db = 0, timeout = 5
       for (;;) {
         let parsed;
         try {
-          parsed = parseReply(buffer, 0);
+          parsed = parseReply(buffer, 0, encoding);
         } catch (err) {
           done(err);
           return;
@@ -240,12 +240,22 @@ export function redisCommands(port, commands, { auth = null, db = 0, timeout = 5
   });
 }
 
+/**
+ * Sends one command with `redisCommands` and resolves with its reply; a Redis error reply
+ * rejects.
+ */
+export async function redisCall(port, args, options) {
+  const [reply] = await redisCommands(port, [args], options);
+  if (reply instanceof Error) throw new Error(`Redis ${args.join(' ')}: ${reply.message}`);
+  return reply;
+}
+
 /** Parses one RESP2 reply at `offset`: `{ value, end }`, or null until it is complete. */
-function parseReply(buffer, offset) {
+function parseReply(buffer, offset, encoding) {
   const lineEnd = buffer.indexOf('\r\n', offset);
   if (lineEnd < 0) return null;
   const type = String.fromCharCode(buffer[offset]);
-  const line = buffer.toString('utf8', offset + 1, lineEnd);
+  const line = buffer.toString(encoding, offset + 1, lineEnd);
   const next = lineEnd + 2;
   switch (type) {
     case '+':
@@ -258,7 +268,7 @@ function parseReply(buffer, offset) {
       const length = Number(line);
       if (length < 0) return { value: null, end: next };
       if (buffer.length < next + length + 2) return null;
-      return { value: buffer.toString('utf8', next, next + length), end: next + length + 2 };
+      return { value: buffer.toString(encoding, next, next + length), end: next + length + 2 };
     }
     case '*': {
       const count = Number(line);
@@ -266,7 +276,7 @@ function parseReply(buffer, offset) {
       const items = [];
       let end = next;
       for (let i = 0; i < count; i += 1) {
-        const item = parseReply(buffer, end);
+        const item = parseReply(buffer, end, encoding);
         if (item === null) return null;
         items.push(item.value);
         end = item.end;

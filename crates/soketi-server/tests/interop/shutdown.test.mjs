@@ -2,7 +2,10 @@
 // 200 while the server drains, the process exits 0 within the grace period, and an HTTP
 // request already in flight still completes.
 //
-// Each test stops its own server, so each starts one.
+// Each test stops its own server, so each starts one. The server waits for a client that never
+// answers its close frame until the grace period ends: that it did wait is shown by when it
+// exited (never sooner than the grace period after SIGTERM, whatever the machine's load), not by
+// catching it still running at some moment.
 
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -23,8 +26,13 @@ import {
 } from './harness.mjs';
 
 const GRACE_MS = 1_500;
-// How long after SIGTERM the process may take to exit: the grace period and 2 s of slack.
-const EXIT_DEADLINE_MS = GRACE_MS + 2_000;
+// How long after SIGTERM the process may take to exit: the grace period, then the server's last
+// steps (a 20 ms poll of its connections, stopping its tasks) and the harness seeing the exit;
+// 3 s leave room for a busy machine and still catch a server that ignores the grace period.
+const EXIT_DEADLINE_MS = GRACE_MS + 3_000;
+// For the request in flight: long enough that no busy machine reaches it, since the server
+// exits as soon as its connections are closed and its requests answered.
+const LONG_GRACE_MS = 60_000;
 
 /**
  * A WebSocket client on a bare TCP socket that never answers the server's close frame, so
@@ -142,10 +150,10 @@ async function withServer(env, body) {
   }
 }
 
-describe('graceful shutdown with a 1.5 s grace period', () => {
+describe('graceful shutdown on SIGTERM', () => {
   const env = { SOKETI_SHUTDOWN_GRACE_PERIOD: String(GRACE_MS) };
 
-  it('closes connections with 4200, stops answering /ready, and exits 0 within the grace period', async () => {
+  it(`closes connections with 4200, stops answering /ready, waits out the ${GRACE_MS} ms grace period for a client that never closes, and exits 0`, async () => {
     await withServer(env, async (server) => {
       const client = pusherClient(server);
       const stubborn = stubbornClient(server);
@@ -163,8 +171,8 @@ describe('graceful shutdown with a 1.5 s grace period', () => {
           what: `pusher-js to report code 4200 (errors: ${JSON.stringify(errors)})`,
         });
 
-        // The stubborn client has not answered the close frame: the server is still draining.
-        assert.equal(server.exitInfo(), null, 'the server waits for the connection it closed, up to the grace period');
+        // The stubborn client has not answered the close frame: the server is draining (or,
+        // on a machine slow enough to get here after the grace period, gone).
         for (const url of [`${server.baseUrl}/ready`, `${server.metricsUrl}/ready`]) {
           const probe = await probeReady(url);
           assert.ok(
@@ -176,6 +184,9 @@ describe('graceful shutdown with a 1.5 s grace period', () => {
         const exit = await server.waitExit(Math.max(0, EXIT_DEADLINE_MS - (Date.now() - start)));
         const elapsed = Date.now() - start;
         assert.deepEqual(exit, { code: 0, signal: null }, 'a clean exit');
+        // `start` was taken before the signal was sent, so a server that waited out the grace
+        // period for the stubborn client cannot have exited sooner than this.
+        assert.ok(elapsed >= GRACE_MS, `exited ${elapsed} ms after SIGTERM: it did not wait ${GRACE_MS} ms for the connection it closed`);
         assert.ok(elapsed <= EXIT_DEADLINE_MS, `exited ${elapsed} ms after SIGTERM`);
       } finally {
         client.disconnect();
@@ -184,8 +195,8 @@ describe('graceful shutdown with a 1.5 s grace period', () => {
     });
   });
 
-  it('completes an HTTP request that is in flight when SIGTERM arrives', async () => {
-    await withServer(env, async (server) => {
+  it('completes an HTTP request that is in flight when SIGTERM arrives, then exits as soon as nothing is left', async () => {
+    await withServer({ SOKETI_SHUTDOWN_GRACE_PERIOD: String(LONG_GRACE_MS) }, async (server) => {
       const stubborn = stubbornClient(server);
       try {
         await stubborn.established();
@@ -220,9 +231,12 @@ describe('graceful shutdown with a 1.5 s grace period', () => {
         assert.equal(await stubborn.closeCode(3_000), 4200, 'shutdown has begun');
         req.end(text);
 
-        const res = await withTimeout(response, 3_000, 'the answer to the request in flight');
+        const res = await withTimeout(response, 5_000, 'the answer to the request in flight');
         assert.equal(res.status, 200, `the request in flight: ${res.status} ${res.body}`);
-        const exit = await server.waitExit(EXIT_DEADLINE_MS);
+        // With its last connection gone and nothing in flight, the server exits at once, long
+        // before the grace period.
+        stubborn.destroy();
+        const exit = await server.waitExit(5_000);
         assert.equal(exit.code, 0, `exit: ${JSON.stringify(exit)}`);
       } finally {
         stubborn.destroy();

@@ -1,11 +1,15 @@
 // A webhook receiver for the webhook tests: an `http.createServer` on a free loopback port that
 // records every request (`{ path, method, headers, rawBody, json, status, at }`) and answers
-// 200, or 500 while `failing` is set, or nothing at all while it is `down()` (the port is
-// closed, so the server's POST is refused). Several webhooks can share one receiver through
-// different paths (`receiver.url('/a')`, `receiver.url('/b')`).
+// 200, or 500 while `failing` is set, or resets the connection without an answer while
+// `refusing` is set (the sender's POST fails as against a receiver that is down, but the attempt
+// is recorded), or keeps the answer until the sender gives up while `holding` is set (a receiver
+// slower than the webhook timeout), or nothing at all while it is `down()` (the port is closed,
+// so the server's POST is refused and leaves no trace here). Several webhooks can share one
+// receiver through different paths (`receiver.url('/a')`, `receiver.url('/b')`).
 //
 // Every wait has a deadline. `waitFor(n)` waits for n accepted (2xx) requests; `waitForEvents`
-// waits for events (flattened out of the bodies' `events`) that match a predicate.
+// waits for events (flattened out of the bodies' `events`) that match a predicate;
+// `waitForRequests` for requests of any outcome (refused and held ones included).
 
 import http from 'node:http';
 
@@ -19,16 +23,27 @@ const MAX_BODY_BYTES = 8 * 1024 * 1024;
  * address for nodes in network namespaces). Resolves once it listens with:
  * - `port`, `url(path = '/hook')`;
  * - `requests`: every request received, in order of arrival, each
- *   `{ seq, path, method, headers, rawBody, json, status, at }` (`status` is what it answered);
+ *   `{ seq, path, method, headers, rawBody, json, status, at }` (`status` is what it answered:
+ *   a number, `'reset'` for a refused request, `'held'` for one never answered, whose
+ *   `closedAt` is when the sender closed the connection);
  * - `accepted()`: the requests answered 2xx; `failed()`: the others;
  * - `failing`: set to true to answer 500 (`failStatus`) to every request, to a number n to
  *   answer 500 to the next n requests only, or to a function of the request record (`path`,
  *   `json`, ...) that says whether to answer 500;
+ * - `refusing`: the same choices, for requests that are read, recorded with status `'reset'`
+ *   and answered by resetting the connection (TCP RST), so that the sender counts a failed
+ *   attempt that the test can count too;
+ * - `holding`: the same choices, for requests recorded with status `'held'` and not answered
+ *   until the sender closes the connection (`closedAt`); `refusing` comes first, then
+ *   `holding`, then `failing`;
  * - `down()` / `up()`: close the port (connections too) and listen again on the same port;
  * - `events({ path, accepted })`: the events of the bodies, each `{ ...event, request }`;
  * - `waitFor(n, { timeout, path })`: resolves with the accepted requests once there are n;
  * - `waitForEvents(match, n, { timeout, path, since })`: resolves with the first n events
  *   (of accepted requests) that match, once there are n;
+ * - `waitForRequests(match, n, { timeout, since, what })`: resolves with the first n requests
+ *   (of any status) for which `match(request)` holds, once there are n; `waitForRequest(fn)`
+ *   with the first one;
  * - `mark()`: the number of requests so far, for `since`;
  * - `describe(since)`: the requests as text, for assertion messages;
  * - `close()`.
@@ -44,6 +59,8 @@ export async function startReceiver({ port: wantedPort, host = '127.0.0.1' } = {
     port,
     requests,
     failing: false,
+    refusing: false,
+    holding: false,
     failStatus: 500,
     url: (path = '/hook') => `http://${host}:${port}${path}`,
     mark: () => requests.length,
@@ -79,6 +96,14 @@ export async function startReceiver({ port: wantedPort, host = '127.0.0.1' } = {
     /** Waits until some request (accepted or not) matches `fn`. */
     waitForRequest(fn, { timeout = DEFAULT_WAIT_MS, since = 0, what = 'a request' } = {}) {
       const check = () => requests.slice(since).find(fn) ?? null;
+      return wait(check, timeout, () => `${what}; received: ${receiver.describe(since)}`);
+    },
+    /** Waits until `n` requests (accepted or not) match `fn`, and resolves with the first n. */
+    waitForRequests(fn, n = 1, { timeout = DEFAULT_WAIT_MS, since = 0, what = `${n} matching request(s)` } = {}) {
+      const check = () => {
+        const got = requests.slice(since).filter(fn);
+        return got.length >= n ? got.slice(0, n) : null;
+      };
       return wait(check, timeout, () => `${what}; received: ${receiver.describe(since)}`);
     },
     describe(since = 0) {
@@ -150,21 +175,40 @@ export async function startReceiver({ port: wantedPort, host = '127.0.0.1' } = {
         status: 200,
         at: Date.now(),
       };
-      if (receiver.failing === true) {
-        record.status = receiver.failStatus;
-      } else if (typeof receiver.failing === 'number' && receiver.failing > 0) {
-        receiver.failing -= 1;
-        record.status = receiver.failStatus;
-      } else if (typeof receiver.failing === 'function' && receiver.failing(record)) {
+      if (takes('refusing', record)) {
+        record.status = 'reset';
+      } else if (takes('holding', record)) {
+        record.status = 'held';
+      } else if (takes('failing', record)) {
         record.status = receiver.failStatus;
       }
       const { status } = record;
       requests.push(record);
-      res.writeHead(status, { 'content-type': 'text/plain' });
-      res.end(status === 200 ? 'ok' : 'failing on purpose');
+      if (status === 'reset') {
+        req.socket.resetAndDestroy();
+      } else if (status === 'held') {
+        res.on('close', () => {
+          record.closedAt = Date.now();
+          notify();
+        });
+      } else {
+        res.writeHead(status, { 'content-type': 'text/plain' });
+        res.end(status === 200 ? 'ok' : 'failing on purpose');
+      }
       notify();
     });
   });
+  /** Whether the mode `name` (`failing`, `refusing`, `holding`) applies to this request. */
+  function takes(name, record) {
+    const mode = receiver[name];
+    if (mode === true) return true;
+    if (typeof mode === 'number' && mode > 0) {
+      receiver[name] -= 1;
+      return true;
+    }
+    return typeof mode === 'function' && Boolean(mode(record));
+  }
+
   server.on('connection', (socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
