@@ -17,6 +17,17 @@ use soketi_adapter_core::{AdapterError, JobHandler, Queue, RetryPolicy};
 
 use crate::lazy::LazyConnection;
 
+/// Moves up to 100 jobs of the delayed set (`KEYS[1]`) whose time (`ARGV[1]`, ms) has come to the
+/// waiting list (`KEYS[2]`), atomically.
+const PROMOTE_DUE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
+for _, job in ipairs(due) do
+  redis.call('ZREM', KEYS[1], job)
+  redis.call('LPUSH', KEYS[2], job)
+end
+return #due
+";
+
 /// A queue in Redis under `<key prefix>queue:<name>:`.
 pub struct RedisQueue {
     connection: LazyConnection,
@@ -184,19 +195,36 @@ impl Keys {
                 if attempts < self.policy.max_attempts {
                     let due = now_ms() + self.policy.delay(attempts).as_millis() as u64;
                     tracing::debug!(attempts, why, "a queued job failed; it will run again");
-                    let _ = redis::cmd("ZADD")
+                    // Into the delayed set and out of the processing list in one transaction:
+                    // if it fails, the job stays in the processing list, where the next start
+                    // finds it, rather than being lost.
+                    let moved = redis::pipe()
+                        .atomic()
+                        .cmd("ZADD")
                         .arg(&self.delayed)
                         .arg(due)
                         .arg(&wrap(attempts, job)[..])
+                        .ignore()
+                        .cmd("LREM")
+                        .arg(&self.processing)
+                        .arg(1)
+                        .arg(&stored[..])
+                        .ignore()
                         .query_async::<()>(&mut conn)
                         .await;
-                } else {
-                    tracing::warn!(
-                        attempts,
-                        why,
-                        "a queued job failed for the last time; dropped"
-                    );
+                    if let Err(e) = moved {
+                        tracing::warn!(
+                            error = %e,
+                            "could not schedule a failed job again; it stays in the processing list until the next start"
+                        );
+                    }
+                    continue;
                 }
+                tracing::warn!(
+                    attempts,
+                    why,
+                    "a queued job failed for the last time; dropped"
+                );
             }
             if let Err(e) = self.remove_processing(&mut conn, &stored).await {
                 tracing::warn!(
@@ -221,39 +249,23 @@ impl Keys {
             .map_err(failed)
     }
 
-    /// Moves delayed jobs whose time has come back to the waiting list.
+    /// Moves delayed jobs whose time has come back to the waiting list: the removal from the
+    /// set and the push are one script, so no crash, shutdown or lost connection between the two
+    /// can drop a job, and only one process moves each.
     async fn promote_delayed(self: Arc<Self>) {
+        let script = redis::Script::new(PROMOTE_DUE);
         let mut conn = self.connect().await;
         let mut ticks = tokio::time::interval(Duration::from_millis(100));
         loop {
             ticks.tick().await;
-            let due: Result<Vec<Vec<u8>>, _> = redis::cmd("ZRANGEBYSCORE")
-                .arg(&self.delayed)
-                .arg("-inf")
+            let moved: Result<i64, _> = script
+                .key(&self.delayed)
+                .key(&self.waiting)
                 .arg(now_ms())
-                .arg("LIMIT")
-                .arg(0)
-                .arg(100)
-                .query_async(&mut conn)
+                .invoke_async(&mut conn)
                 .await;
-            let Ok(due) = due else {
-                continue;
-            };
-            for job in due {
-                // Only the process that removes the job from the set moves it.
-                let removed: i64 = redis::cmd("ZREM")
-                    .arg(&self.delayed)
-                    .arg(&job[..])
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or(0);
-                if removed == 1 {
-                    let _ = redis::cmd("LPUSH")
-                        .arg(&self.waiting)
-                        .arg(&job[..])
-                        .query_async::<()>(&mut conn)
-                        .await;
-                }
+            if let Err(e) = moved {
+                tracing::debug!(error = %e, "could not move the due webhook jobs; trying again");
             }
         }
     }
