@@ -9,4 +9,7 @@ pub enum AdapterError {
     /// Other nodes did not answer in time; the answer would be partial.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// This node's registry refused the operation (a presence channel is full, say).
+    #[error(transparent)]
+    Channels(#[from] soketi_channels::ChannelsError),
 }

@@ -19,7 +19,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use prost::Message as _;
 use serde_json::value::RawValue;
-use soketi_channels::{ChannelCounts, Registry};
+use soketi_channels::{ChannelCounts, Registry, SocketRef};
 use soketi_protocol::message::{self, PresenceMember};
 use soketi_protocol::{ChannelName, SocketId};
 use tokio::sync::Notify;
@@ -27,7 +27,9 @@ use tokio::sync::Notify;
 use crate::local::{LocalAdapter, Origin};
 use crate::transport::{Transport, TransportEvent};
 use crate::wire::{self, v1};
-use crate::{Adapter, AdapterError, Departure, DepartureSink, OccupancyQuestion};
+use crate::{
+    Adapter, AdapterError, ChannelLeft, Departure, DepartureSink, OccupancyQuestion, PresenceJoined,
+};
 
 /// A presence member seen on other nodes.
 struct RemoteMember {
@@ -313,20 +315,7 @@ impl HorizontalAdapter {
                     pending.settle(from, response.answer);
                 }
             }
-            Body::PresenceChange(change) => {
-                let mut replica = self.replica.lock();
-                if change.present {
-                    replica.add(
-                        app,
-                        &change.channel,
-                        from,
-                        &change.user_id,
-                        &change.user_info,
-                    );
-                } else {
-                    replica.remove(app, &change.channel, from, &change.user_id);
-                }
-            }
+            Body::PresenceChange(change) => self.on_presence_change(from, app, change),
             Body::PresenceSnapshot(snapshot) => self.on_snapshot(from, snapshot),
             Body::OccupancyChange(change) => {
                 let key = (app.to_owned(), change.channel);
@@ -363,6 +352,32 @@ impl HorizontalAdapter {
         }
     }
 
+    /// Takes in another node's presence change, and tells this node's subscribers when the
+    /// user came to or left the whole fleet as this node sees it. Each node announces the
+    /// changes of its own view to its own subscribers, under its presence lock, so a socket
+    /// that joins meanwhile gets the user either in its `subscription_succeeded` or after it.
+    fn on_presence_change(&self, from: &str, app: &str, change: v1::PresenceChange) {
+        let channel = change.channel.as_str();
+        let user = change.user_id.as_str();
+        let _presence = self.local.presence_lock();
+        let local = self.is_local_member(app, channel, user);
+        let mut replica = self.replica.lock();
+        let before = local || replica.has(app, channel, user);
+        if change.present {
+            replica.add(app, channel, from, user, &change.user_info);
+        } else {
+            replica.remove(app, channel, from, user);
+        }
+        let after = local || replica.has(app, channel, user);
+        drop(replica);
+        let frame = match (before, after) {
+            (false, true) => message::member_added(channel, &wire_member(user, &change.user_info)),
+            (true, false) => message::member_removed(channel, user),
+            _ => return,
+        };
+        self.local.deliver_now(app, channel, frame.as_bytes(), None);
+    }
+
     /// Takes in the presence members of a node. Users that nobody knew of are announced to
     /// this node's subscribers: after a partition heals, they would otherwise stay unseen.
     fn on_snapshot(&self, from: &str, snapshot: v1::PresenceSnapshot) {
@@ -379,6 +394,7 @@ impl HorizontalAdapter {
                     .insert(from.to_owned(), long_ago);
             }
         }
+        let _presence = self.local.presence_lock();
         let mut announce = Vec::new();
         {
             let mut replica = self.replica.lock();
@@ -400,13 +416,7 @@ impl HorizontalAdapter {
             }
         }
         for (app, channel, member) in announce {
-            let member = PresenceMember {
-                user_id: member.user_id,
-                user_info: std::str::from_utf8(&member.user_info)
-                    .ok()
-                    .filter(|s| !s.is_empty())
-                    .and_then(|s| RawValue::from_string(s.to_owned()).ok()),
-            };
+            let member = wire_member(&member.user_id, &member.user_info);
             let added = message::member_added(&channel, &member);
             self.local
                 .deliver_now(&app, &channel, added.as_bytes(), None);
@@ -505,10 +515,11 @@ impl HorizontalAdapter {
             nodes.remove(node);
             !nodes.is_empty()
         });
-        let gone = self.replica.lock().drop_node(node);
         for pending in self.pending.iter() {
             pending.settle(node, None);
         }
+        let presence = self.local.presence_lock();
+        let gone = self.replica.lock().drop_node(node);
         let mut departures = Vec::new();
         for (app, channel, user) in gone {
             if !self.is_local_member(&app, &channel, &user) {
@@ -523,6 +534,7 @@ impl HorizontalAdapter {
                 });
             }
         }
+        drop(presence);
         for (app, channel) in emptied {
             let here = Adapter::local(self)
                 .get_app(&app)
@@ -799,19 +811,57 @@ impl Adapter for HorizontalAdapter {
         Ok(count)
     }
 
-    async fn presence_joined(
+    async fn join_presence(
         &self,
         app_id: &str,
         channel: &str,
-        member: &PresenceMember,
-    ) -> Result<bool, AdapterError> {
-        let first = !self.replica.lock().has(app_id, channel, &member.user_id);
-        let body =
-            self.presence_change(channel, &member.user_id, member.user_info.as_deref(), true);
-        if let Err(e) = self.tell_others(app_id, body).await {
-            tracing::warn!(error = %e, channel, "could not tell the other nodes of a presence join");
+        socket: SocketRef,
+        member: PresenceMember,
+        max_members: usize,
+    ) -> Result<PresenceJoined, AdapterError> {
+        let info = member.user_info.clone();
+        let user_id = member.user_id.clone();
+        let (joined, new_here) = self.local.join_presence_locked(
+            app_id,
+            channel,
+            socket,
+            member,
+            max_members,
+            |user| {
+                let replica = self.replica.lock();
+                (
+                    replica.members(app_id, channel),
+                    replica.has(app_id, channel, user),
+                )
+            },
+        )?;
+        if new_here {
+            let body = self.presence_change(channel, &user_id, info.as_deref(), true);
+            if let Err(e) = self.tell_others(app_id, body).await {
+                tracing::warn!(error = %e, channel, "could not tell the other nodes of a presence join");
+            }
         }
-        Ok(first)
+        Ok(joined)
+    }
+
+    async fn leave_channel(
+        &self,
+        app_id: &str,
+        channel: &str,
+        socket_id: &SocketId,
+    ) -> Option<ChannelLeft> {
+        let (left, gone_here) =
+            self.local
+                .leave_channel_locked(app_id, channel, socket_id, |user| {
+                    self.replica.lock().has(app_id, channel, user)
+                })?;
+        if let Some(user_id) = gone_here {
+            let body = self.presence_change(channel, &user_id, None, false);
+            if let Err(e) = self.tell_others(app_id, body).await {
+                tracing::warn!(error = %e, channel, "could not tell the other nodes of a presence leave");
+            }
+        }
+        Some(left)
     }
 
     async fn occupancy_changed(
@@ -900,19 +950,16 @@ impl Adapter for HorizontalAdapter {
     fn set_departure_sink(&self, sink: Arc<dyn DepartureSink>) {
         *self.departures.write() = Some(sink);
     }
+}
 
-    async fn presence_left(
-        &self,
-        app_id: &str,
-        channel: &str,
-        user_id: &str,
-    ) -> Result<bool, AdapterError> {
-        let last = !self.replica.lock().has(app_id, channel, user_id);
-        let body = self.presence_change(channel, user_id, None, false);
-        if let Err(e) = self.tell_others(app_id, body).await {
-            tracing::warn!(error = %e, channel, "could not tell the other nodes of a presence leave");
-        }
-        Ok(last)
+/// A presence member as another node sent it: its user info is JSON text, or empty.
+fn wire_member(user_id: &str, info: &[u8]) -> PresenceMember {
+    PresenceMember {
+        user_id: user_id.to_owned(),
+        user_info: std::str::from_utf8(info)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .and_then(|s| RawValue::from_string(s.to_owned()).ok()),
     }
 }
 

@@ -89,7 +89,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use soketi_channels::{ChannelCounts, Registry};
+use soketi_channels::{ChannelCounts, Registry, SocketRef};
 use soketi_protocol::SocketId;
 use soketi_protocol::message::PresenceMember;
 
@@ -118,6 +118,25 @@ pub struct OccupancyQuestion {
     /// How long a vacated channel waits before it is announced; a channel taken again within
     /// it was never vacated.
     pub vacated_delay: std::time::Duration,
+}
+
+/// What joining a presence channel did, for the caller's webhooks and occupancy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceJoined {
+    /// The channel had no connection on this node before.
+    pub first_on_channel: bool,
+    /// The user was nowhere in the fleet before: `member_added` went out.
+    pub first_anywhere: bool,
+}
+
+/// What leaving a channel did, for the caller's webhooks and occupancy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChannelLeft {
+    /// The channel has no connection left on this node.
+    pub channel_empty: bool,
+    /// On a presence channel, the user whose last connection anywhere just left:
+    /// `member_removed` went out.
+    pub user_gone: Option<String>,
 }
 
 /// What the fleet lost with a node that left without leaving its channels first (it died, or
@@ -200,15 +219,34 @@ pub trait Adapter: Send + Sync {
     /// The app's open connections.
     async fn socket_count(&self, app_id: &str) -> Result<u64, AdapterError>;
 
-    /// Tells the other nodes that `member` is now on `channel` here (its first connection on
-    /// this node). Returns whether the user is new to the whole fleet, in which case the
-    /// caller sends `member_added`.
-    async fn presence_joined(
+    /// Adds `socket` to the presence channel `channel` as `member`, and writes its
+    /// `pusher_internal:subscription_succeeded` with the members of the whole fleet. When the
+    /// user is new to the fleet, this node's other subscribers of the channel get
+    /// `member_added` and the other nodes are told, so that each tells its own.
+    ///
+    /// The guarantee a client relies on: no `member_added` or `member_removed` of the channel
+    /// reaches the socket before its `subscription_succeeded`, and a member that joins or
+    /// leaves anywhere meanwhile is either in that list or announced after it, never both and
+    /// never neither. Every change of this node's view of a channel's members, and the frames it
+    /// sends about it, happen under one lock with the join.
+    async fn join_presence(
         &self,
         app_id: &str,
         channel: &str,
-        member: &PresenceMember,
-    ) -> Result<bool, AdapterError>;
+        socket: SocketRef,
+        member: PresenceMember,
+        max_members: usize,
+    ) -> Result<PresenceJoined, AdapterError>;
+
+    /// Removes a connection from `channel` (of any kind). When it was a presence user's last
+    /// connection anywhere, this node's other subscribers get `member_removed` and the other
+    /// nodes are told. Returns `None` when the connection was not subscribed.
+    async fn leave_channel(
+        &self,
+        app_id: &str,
+        channel: &str,
+        socket_id: &SocketId,
+    ) -> Option<ChannelLeft>;
 
     /// Tells the other nodes that `channel` became occupied (`true`) or empty (`false`) on
     /// this node. Returns whether the whole fleet changed with it: the first subscriber
@@ -239,14 +277,4 @@ pub trait Adapter: Send + Sync {
     /// the node with the smallest id without one) reports them, so that the fleet reports each
     /// once. One node alone has no departures, so the default drops the sink.
     fn set_departure_sink(&self, _sink: Arc<dyn DepartureSink>) {}
-
-    /// Tells the other nodes that `user_id` left `channel` here (its last connection on this
-    /// node). Returns whether the user is gone from the whole fleet, in which case the caller
-    /// sends `member_removed`.
-    async fn presence_left(
-        &self,
-        app_id: &str,
-        channel: &str,
-        user_id: &str,
-    ) -> Result<bool, AdapterError>;
 }

@@ -5,18 +5,23 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use soketi_channels::{ChannelCounts, Registry};
-use soketi_protocol::message::PresenceMember;
+use parking_lot::{Mutex, MutexGuard};
+use soketi_channels::{ChannelCounts, Registry, SocketRef};
+use soketi_protocol::message::{self, PresenceMember};
 use soketi_protocol::{ChannelName, CloseCode, SocketId, ws};
 
 use crate::cache::{self, Cache};
-use crate::{Adapter, AdapterError};
+use crate::{Adapter, AdapterError, ChannelLeft, PresenceJoined};
 
 /// Serves every operation from this node's [`Registry`].
 pub struct LocalAdapter {
     registry: Arc<Registry>,
     cache: Arc<dyn Cache>,
     cache_ttl: Duration,
+    /// Held while this node's view of presence members changes and while the frames about
+    /// it are queued, so that a join's `subscription_succeeded` and every `member_added` /
+    /// `member_removed` reach each socket in the order the changes happened.
+    presence: Mutex<()>,
 }
 
 /// Where a delivered frame comes from.
@@ -36,7 +41,90 @@ impl LocalAdapter {
             registry,
             cache,
             cache_ttl,
+            presence: Mutex::new(()),
         }
+    }
+
+    /// The lock of this node's presence changes (see the field); a horizontal adapter takes it
+    /// while it applies another node's change.
+    pub(crate) fn presence_lock(&self) -> MutexGuard<'_, ()> {
+        self.presence.lock()
+    }
+
+    /// Joins `socket` to a presence channel under the presence lock: registers it, writes its
+    /// `subscription_succeeded` with this node's members and those `elsewhere` gives (the other
+    /// nodes' members, and whether `member`'s user is among them), and announces a user new to
+    /// the fleet to this node's other subscribers. Returns the outcome and whether the user is
+    /// new on this node (the other nodes must then be told).
+    pub(crate) fn join_presence_locked(
+        &self,
+        app_id: &str,
+        channel: &str,
+        socket: SocketRef,
+        member: PresenceMember,
+        max_members: usize,
+        elsewhere: impl FnOnce(&str) -> (Vec<PresenceMember>, bool),
+    ) -> Result<(PresenceJoined, bool), AdapterError> {
+        let _presence = self.presence.lock();
+        let joined = self.registry.app(app_id).join_presence(
+            channel,
+            socket.clone(),
+            member.clone(),
+            max_members,
+        )?;
+        let (others, user_elsewhere) = elsewhere(&member.user_id);
+        let mut members = joined.members;
+        let here: std::collections::HashSet<String> =
+            members.iter().map(|m| m.user_id.clone()).collect();
+        members.extend(others.into_iter().filter(|m| !here.contains(&m.user_id)));
+        socket.send(ws::text(
+            message::presence_subscription_succeeded(channel, &members).as_bytes(),
+        ));
+        let first_anywhere = joined.first_for_user && !user_elsewhere;
+        if first_anywhere {
+            let added = message::member_added(channel, &member);
+            self.deliver_now(app_id, channel, added.as_bytes(), Some(socket.socket_id()));
+        }
+        Ok((
+            PresenceJoined {
+                first_on_channel: joined.first_on_channel,
+                first_anywhere,
+            },
+            joined.first_for_user,
+        ))
+    }
+
+    /// Removes a connection from a channel under the presence lock, and tells this node's other
+    /// subscribers when a presence user left for good (`still_elsewhere` says whether another
+    /// node has the user). Returns the outcome and the user whose last connection on this node
+    /// left (the other nodes must then be told).
+    pub(crate) fn leave_channel_locked(
+        &self,
+        app_id: &str,
+        channel: &str,
+        socket_id: &SocketId,
+        still_elsewhere: impl FnOnce(&str) -> bool,
+    ) -> Option<(ChannelLeft, Option<String>)> {
+        let _presence = self.presence.lock();
+        let left = self
+            .registry
+            .get_app(app_id)?
+            .unsubscribe(channel, socket_id)?;
+        let user_gone = left
+            .user_removed
+            .clone()
+            .filter(|user| !still_elsewhere(user));
+        if let Some(user) = &user_gone {
+            let removed = message::member_removed(channel, user);
+            self.deliver_now(app_id, channel, removed.as_bytes(), None);
+        }
+        Some((
+            ChannelLeft {
+                channel_empty: left.channel_empty,
+                user_gone,
+            },
+            left.user_removed,
+        ))
     }
 
     /// The cache of cache channels.
@@ -186,23 +274,28 @@ impl Adapter for LocalAdapter {
             .unwrap_or_default())
     }
 
-    async fn presence_joined(
+    async fn join_presence(
         &self,
-        _app_id: &str,
-        _channel: &str,
-        _member: &PresenceMember,
-    ) -> Result<bool, AdapterError> {
-        // On one node, the registry's first connection of a user is the fleet's first.
-        Ok(true)
+        app_id: &str,
+        channel: &str,
+        socket: SocketRef,
+        member: PresenceMember,
+        max_members: usize,
+    ) -> Result<PresenceJoined, AdapterError> {
+        self.join_presence_locked(app_id, channel, socket, member, max_members, |_| {
+            (Vec::new(), false)
+        })
+        .map(|(joined, _)| joined)
     }
 
-    async fn presence_left(
+    async fn leave_channel(
         &self,
-        _app_id: &str,
-        _channel: &str,
-        _user_id: &str,
-    ) -> Result<bool, AdapterError> {
-        Ok(true)
+        app_id: &str,
+        channel: &str,
+        socket_id: &SocketId,
+    ) -> Option<ChannelLeft> {
+        self.leave_channel_locked(app_id, channel, socket_id, |_| false)
+            .map(|(left, _)| left)
     }
 
     async fn occupancy_changed(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use soketi_adapter_core::ratelimit::LocalBucket;
-use soketi_adapter_core::{Adapter, cache};
+use soketi_adapter_core::{Adapter, AdapterError, cache};
 use soketi_channels::{AppChannels, ChannelsError, Outbox, SocketRef};
 use soketi_protocol::channel::{ChannelKind, server_to_user_channel};
 use soketi_protocol::message::{
@@ -273,14 +273,21 @@ impl Session {
             return false;
         }
         let user_id = member.user_id.clone();
-        let joined = match self.app_channels.join_presence(
-            name,
-            self.socket(),
-            member.clone(),
-            limits.max_presence_members_per_channel,
-        ) {
+        // The adapter registers the connection, writes its subscription_succeeded with the
+        // fleet's members and announces a new user, in an order no other join can cut into.
+        let joined = match self
+            .adapter()
+            .join_presence(
+                &self.app.id,
+                name,
+                self.socket(),
+                member,
+                limits.max_presence_members_per_channel,
+            )
+            .await
+        {
             Ok(joined) => joined,
-            Err(e @ ChannelsError::PresenceFull { .. }) => {
+            Err(AdapterError::Channels(e @ ChannelsError::PresenceFull { .. })) => {
                 self.subscription_error(name, "LimitReached", &e.to_string(), 4100);
                 return false;
             }
@@ -289,38 +296,16 @@ impl Session {
                 return false;
             }
         };
-        self.channels.insert(name.to_owned(), Some(user_id));
-        // The members of every node, this connection's user included.
-        let members = match self.adapter().presence_members(&self.app.id, name).await {
-            Ok(members) => members,
-            Err(e) => {
-                tracing::warn!(error = %e, channel = name, "presence members of this node only");
-                joined.members
-            }
-        };
+        self.channels.insert(name.to_owned(), Some(user_id.clone()));
         if joined.first_on_channel {
             self.occupancy(name, true).await;
         }
-        if joined.first_for_user {
-            let first_anywhere = self
-                .adapter()
-                .presence_joined(&self.app.id, name, &member)
-                .await
-                .unwrap_or(true);
-            if first_anywhere {
-                let added = message::member_added(name, &member);
-                self.publish_to_others(name, added, "member_added").await;
-                self.webhook(Event::MemberAdded {
-                    channel: name.to_owned(),
-                    user_id: member.user_id.clone(),
-                });
-            }
+        if joined.first_anywhere {
+            self.webhook(Event::MemberAdded {
+                channel: name.to_owned(),
+                user_id,
+            });
         }
-        // The other nodes are told of the join before the client hears it succeeded: a member
-        // who joins elsewhere once this one is in then finds it in the list, and gets no
-        // `member_added` for it after.
-        self.conn
-            .send_json(&message::presence_subscription_succeeded(name, &members));
         true
     }
 
@@ -382,24 +367,18 @@ impl Session {
     }
 
     async fn leave(&self, name: &str) {
-        let Some(left) = self.app_channels.unsubscribe(name, self.conn.socket_id()) else {
+        let Some(left) = self
+            .adapter()
+            .leave_channel(&self.app.id, name, self.conn.socket_id())
+            .await
+        else {
             return;
         };
-        if let Some(user_id) = left.user_removed {
-            let last_anywhere = self
-                .adapter()
-                .presence_left(&self.app.id, name, &user_id)
-                .await
-                .unwrap_or(true);
-            if last_anywhere {
-                let removed = message::member_removed(name, &user_id);
-                self.publish_to_others(name, removed, "member_removed")
-                    .await;
-                self.webhook(Event::MemberRemoved {
-                    channel: name.to_owned(),
-                    user_id,
-                });
-            }
+        if let Some(user_id) = left.user_gone {
+            self.webhook(Event::MemberRemoved {
+                channel: name.to_owned(),
+                user_id,
+            });
         }
         if left.channel_empty {
             self.occupancy(name, false).await;

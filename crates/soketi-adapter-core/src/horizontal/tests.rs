@@ -17,8 +17,14 @@ impl Outbox for Recorder {
         &self.id
     }
     fn send(&self, frame: Bytes) {
-        // Strip the WebSocket header: frames here are short text frames.
-        let text = String::from_utf8_lossy(&frame[2..]).into_owned();
+        // Strip the WebSocket header of an unmasked text frame: 2 bytes, and 2 or 8 more for a
+        // payload over 125 bytes.
+        let header = match frame[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        let text = String::from_utf8_lossy(&frame[header..]).into_owned();
         self.frames.lock().unwrap().push(text);
     }
     fn close(&self, code: CloseCode, _reason: &str) {
@@ -130,43 +136,203 @@ async fn queries_merge_every_node() {
     assert_eq!(c.socket_count("app").await.unwrap(), 3);
 }
 
+/// The `pusher_internal:` presence frames of `channel` a recorder got, as
+/// `succeeded:<ids>`, `added:<id>` and `removed:<id>`, in order.
+fn presence_frames(rec: &Recorder, channel: &str) -> Vec<String> {
+    rec.frames
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|f| {
+            let v: serde_json::Value = serde_json::from_str(f).ok()?;
+            if v["channel"] != channel {
+                return None;
+            }
+            let data: serde_json::Value = serde_json::from_str(v["data"].as_str()?).ok()?;
+            match v["event"].as_str()? {
+                "pusher_internal:subscription_succeeded" => {
+                    let mut ids: Vec<String> = data["presence"]["ids"]
+                        .as_array()?
+                        .iter()
+                        .filter_map(|id| id.as_str().map(str::to_owned))
+                        .collect();
+                    ids.sort();
+                    Some(format!("succeeded:{}", ids.join(",")))
+                }
+                "pusher_internal:member_added" => {
+                    Some(format!("added:{}", data["user_id"].as_str()?))
+                }
+                "pusher_internal:member_removed" => {
+                    Some(format!("removed:{}", data["user_id"].as_str()?))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Joins `rec` to `channel` on `node` as `user`.
+async fn join(
+    node: &HorizontalAdapter,
+    channel: &str,
+    rec: &Arc<Recorder>,
+    user: &str,
+) -> PresenceJoined {
+    node.join_presence("app", channel, rec.clone(), member(user), 100)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn presence_is_announced_once_for_the_fleet() {
     let hub = MemoryHub::new();
     let (a, b) = (node(&hub, "a"), node(&hub, "b"));
-    let m = member("u");
-    assert!(
-        a.presence_joined("app", "presence-r", &m).await.unwrap(),
-        "first anywhere"
-    );
-    a.local()
-        .app("app")
-        .join_presence("presence-r", recorder(1), m.clone(), 100)
-        .unwrap();
+    let (u_on_a, u_on_b, watcher) = (recorder(1), recorder(2), recorder(3));
+    join(&b, "presence-r", &watcher, "w").await;
+    let first = join(&a, "presence-r", &u_on_a, "u").await;
+    assert!(first.first_anywhere && first.first_on_channel, "{first:?}");
     eventually("b's replica", || {
         b.replica.lock().has("app", "presence-r", "u")
     })
     .await;
+    let second = join(&b, "presence-r", &u_on_b, "u").await;
     assert!(
-        !b.presence_joined("app", "presence-r", &m).await.unwrap(),
-        "the user is already on a"
+        !second.first_anywhere,
+        "the user is already on a: {second:?}"
     );
     let members = b.presence_members("app", "presence-r").await.unwrap();
-    assert_eq!(members.len(), 1, "merged by user id");
+    assert_eq!(members.len(), 2, "merged by user id");
     assert_eq!(
         b.channel_counts("app", "presence-r")
             .await
             .unwrap()
             .user_count,
-        Some(1)
+        Some(2)
     );
+    // The watcher on b heard of u once, from a's change; u's second connection got the list.
+    assert_eq!(
+        presence_frames(&watcher, "presence-r"),
+        ["succeeded:w", "added:u"]
+    );
+    assert_eq!(presence_frames(&u_on_b, "presence-r"), ["succeeded:u,w"]);
 
-    // The user leaves a: b still has it, so the fleet keeps the user.
-    eventually("a's replica", || {
-        a.replica.lock().has("app", "presence-r", "u")
+    // The user leaves a: b still has it, so the fleet keeps the user and nobody hears of it.
+    let left = a
+        .leave_channel("app", "presence-r", u_on_a.socket_id())
+        .await
+        .unwrap();
+    assert_eq!(left.user_gone, None, "u is still on b");
+    eventually("b's replica to drop u of a", || {
+        !b.replica.lock().has("app", "presence-r", "u")
     })
     .await;
-    assert!(!a.presence_left("app", "presence-r", "u").await.unwrap());
+    assert_eq!(
+        presence_frames(&watcher, "presence-r"),
+        ["succeeded:w", "added:u"]
+    );
+    // Its last connection leaves b: gone from the fleet, and the watcher hears it.
+    let left = b
+        .leave_channel("app", "presence-r", u_on_b.socket_id())
+        .await
+        .unwrap();
+    assert_eq!(left.user_gone.as_deref(), Some("u"));
+    assert_eq!(
+        presence_frames(&watcher, "presence-r"),
+        ["succeeded:w", "added:u", "removed:u"]
+    );
+}
+
+#[tokio::test]
+async fn a_remote_join_is_in_the_list_or_announced_after_it_never_both() {
+    let hub = MemoryHub::new();
+    let (a, b) = (node(&hub, "a"), node(&hub, "b"));
+    // Before: x's change reached a before s joins there, so s finds x in its list and hears
+    // nothing more of it.
+    let x = recorder(1);
+    join(&b, "presence-before", &x, "x").await;
+    eventually("a's replica", || {
+        a.replica.lock().has("app", "presence-before", "x")
+    })
+    .await;
+    let s = recorder(2);
+    join(&a, "presence-before", &s, "s").await;
+    assert_eq!(presence_frames(&s, "presence-before"), ["succeeded:s,x"]);
+
+    // After: s joins first, x's change comes later and is announced after the list.
+    let s = recorder(3);
+    join(&a, "presence-after", &s, "s").await;
+    let x = recorder(4);
+    join(&b, "presence-after", &x, "x").await;
+    eventually("x announced to s", || {
+        presence_frames(&s, "presence-after").len() == 2
+    })
+    .await;
+    assert_eq!(
+        presence_frames(&s, "presence-after"),
+        ["succeeded:s", "added:x"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_joining_at_once_on_two_nodes_add_up_for_every_socket() {
+    // Many rounds of joins racing on two nodes: every socket's first frame is its
+    // subscription_succeeded, and its list plus what it hears after is every member, once.
+    for round in 0..50 {
+        let hub = MemoryHub::new();
+        let (a, b) = (node(&hub, "a"), node(&hub, "b"));
+        let channel = format!("presence-race-{round}");
+        let sockets: Vec<(Arc<Recorder>, String)> = (0..8)
+            .map(|i| (recorder(10 + i), format!("m{i}")))
+            .collect();
+        let joins = sockets.iter().enumerate().map(|(i, (rec, user))| {
+            let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let (rec, user, channel) = (rec.clone(), user.clone(), channel.clone());
+            tokio::spawn(async move {
+                node.join_presence("app", &channel, rec, member(&user), 100)
+                    .await
+                    .unwrap();
+            })
+        });
+        for join in joins.collect::<Vec<_>>() {
+            join.await.unwrap();
+        }
+        let everyone: Vec<String> = sockets.iter().map(|(_, u)| u.clone()).collect();
+        for (rec, user) in &sockets {
+            eventually("every member to reach every socket", || {
+                seen_members(&presence_frames(rec, &channel)).len() == everyone.len()
+            })
+            .await;
+            let frames = presence_frames(rec, &channel);
+            assert!(
+                frames[0].starts_with("succeeded:"),
+                "round {round}, {user}: the first frame is subscription_succeeded: {frames:?}"
+            );
+            let mut seen = seen_members(&frames);
+            seen.sort();
+            let mut expected = everyone.clone();
+            expected.sort();
+            assert_eq!(seen, expected, "round {round}, {user}: {frames:?}");
+        }
+    }
+}
+
+/// The members a socket knows from its presence frames; panics on a member counted twice.
+fn seen_members(frames: &[String]) -> Vec<String> {
+    let mut members: Vec<String> = Vec::new();
+    for frame in frames {
+        if let Some(ids) = frame.strip_prefix("succeeded:") {
+            members = ids.split(',').map(str::to_owned).collect();
+        } else if let Some(id) = frame.strip_prefix("added:") {
+            assert!(
+                !members.iter().any(|m| m == id),
+                "{id} added twice: {frames:?}"
+            );
+            members.push(id.to_owned());
+        } else if let Some(id) = frame.strip_prefix("removed:") {
+            members.retain(|m| m != id);
+        }
+    }
+    members
 }
 
 #[tokio::test]
@@ -174,30 +340,21 @@ async fn a_dead_node_takes_its_members_and_the_survivors_say_so() {
     let hub = MemoryHub::new();
     let (a, b) = (node(&hub, "a"), node(&hub, "b"));
     let watcher = recorder(9);
-    a.local()
-        .app("app")
-        .join_presence("presence-r", watcher.clone(), member("w"), 100)
-        .unwrap();
-    let m = member("gone");
-    b.local()
-        .app("app")
-        .join_presence("presence-r", recorder(2), m.clone(), 100)
-        .unwrap();
-    b.presence_joined("app", "presence-r", &m).await.unwrap();
+    join(&a, "presence-r", &watcher, "w").await;
+    join(&b, "presence-r", &recorder(2), "gone").await;
     eventually("a's replica", || {
         a.replica.lock().has("app", "presence-r", "gone")
     })
     .await;
     hub.kill("b");
     eventually("member_removed on a", || {
-        watcher
-            .frames
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|f| f.contains("member_removed") && f.contains("gone"))
+        presence_frames(&watcher, "presence-r").contains(&"removed:gone".to_owned())
     })
     .await;
+    assert_eq!(
+        presence_frames(&watcher, "presence-r"),
+        ["succeeded:w", "added:gone", "removed:gone"]
+    );
     assert_eq!(
         a.presence_members("app", "presence-r").await.unwrap().len(),
         1
@@ -225,12 +382,7 @@ async fn one_survivor_reports_what_a_dead_node_took_with_it() {
     a.set_departure_sink(seen_a.clone());
     b.set_departure_sink(seen_b.clone());
     // c holds a presence user of its own, a channel alone, and a channel b holds too.
-    let m = member("gone");
-    c.local()
-        .app("app")
-        .join_presence("presence-r", recorder(1), m.clone(), 100)
-        .unwrap();
-    c.presence_joined("app", "presence-r", &m).await.unwrap();
+    join(&c, "presence-r", &recorder(1), "gone").await;
     for channel in ["presence-r", "only-c", "shared"] {
         c.local().app("app").subscribe(channel, recorder(2));
         c.occupancy_changed("app", channel, true).await.unwrap();

@@ -39,6 +39,10 @@ import {
 import { startReceiver } from './webhook-receiver.mjs';
 import { assertSingle, channelTags, countBy, CUSTOM_HEADERS, dumpRequests, hooksEnv } from './webhook-checks.mjs';
 
+/** How many presence members join at once in the crowd test, and how many times. */
+const CROWD = 30;
+const CROWD_ROUNDS = 3;
+
 /** The delay of channel_vacated and member_removed webhooks in the suite, ms. */
 export const VACATED_DELAY_MS = 200;
 
@@ -373,6 +377,70 @@ export function fleetSuite(transport, { extra } = {}) {
       assert.deepEqual({ event: frame.event, channel: frame.channel }, { event: 'cached', channel: name }, `subscriber on B: ${onB.describeHistory()}`);
       assert.deepEqual(parseData(frame), { n: 1 });
     });
+
+    it(`presence: ${CROWD} members joining at once over the nodes, then half leaving while others join, all end with the fleet's members (${CROWD_ROUNDS} rounds)`, async () => {
+      for (let round = 1; round <= CROWD_ROUNDS; round += 1) {
+        const name = uniqueChannel(`presence-crowd-${round}-`);
+        const ids = (from, to) => Array.from({ length: to - from }, (_, i) => `c${from + i}`);
+        const open = async (id, i) => {
+          const client = await loggedPusher(fleet.nodes[i % fleet.nodes.length], { presence: member(id) });
+          return { id, client };
+        };
+        // Everyone connects first, then all subscribe at the same moment.
+        let crowd = await Promise.all(ids(0, CROWD).map(open));
+        await Promise.all(crowd.map(({ client }) => subscribe(client, name, 10_000)));
+        await assertCrowd(crowd, name, ids(0, CROWD), `round ${round}, after ${CROWD} joined at once`);
+
+        // Half leave while as many others join, at the same moment.
+        const half = CROWD / 2;
+        const [leaving, staying] = [crowd.slice(0, half), crowd.slice(half)];
+        const joining = await Promise.all(ids(CROWD, CROWD + half).map((id, i) => open(id, i + 1)));
+        for (const { client } of leaving) client.disconnect();
+        await Promise.all(joining.map(({ client }) => subscribe(client, name, 10_000)));
+        crowd = [...staying, ...joining];
+        await assertCrowd(crowd, name, ids(half, CROWD + half), `round ${round}, after ${half} left while ${half} joined`);
+        for (const { client } of crowd) client.disconnect();
+      }
+    });
+
+    /**
+     * Waits until every client of `crowd` shows exactly `expected` as the channel's members
+     * (pusher-js's own list), then checks what each heard: no member event before its
+     * subscription_succeeded, nobody added twice, and the list plus the changes after it
+     * giving `expected`; and that GET .../users on every node says the same.
+     */
+    async function assertCrowd(crowd, name, expected, when) {
+      const want = [...expected].sort();
+      const shown = (client) => {
+        const ids = [];
+        client.channel(name).members.each((m) => ids.push(m.id));
+        return ids.sort();
+      };
+      await until(() => crowd.every(({ client }) => JSON.stringify(shown(client)) === JSON.stringify(want)), {
+        timeout: 15_000,
+        what: `every client to show the ${want.length} members ${when}; ` +
+          crowd.filter(({ client }) => JSON.stringify(shown(client)) !== JSON.stringify(want)).map(({ id, client }) => `${id} shows ${shown(client).length}`).join(', '),
+      });
+      for (const { id, client } of crowd) {
+        const frames = client.frames.filter((f) => f.channel === name && /^pusher_internal:(subscription_succeeded|member_added|member_removed)$/.test(f.event));
+        assert.equal(frames[0]?.event, 'pusher_internal:subscription_succeeded', `${id} ${when}: its first presence frame: ${JSON.stringify(frames.slice(0, 3))}`);
+        let members = new Set(parseData(frames[0]).presence.ids);
+        for (const frame of frames.slice(1)) {
+          const user = parseData(frame).user_id;
+          if (frame.event === 'pusher_internal:member_added') {
+            assert.ok(!members.has(user), `${id} ${when}: member_added for ${user}, already in its list`);
+            members.add(user);
+          } else {
+            assert.ok(members.has(user), `${id} ${when}: member_removed for ${user}, not in its list`);
+            members.delete(user);
+          }
+        }
+        assert.deepEqual([...members].sort(), want, `${id} ${when}: its list and the changes after it`);
+      }
+      for (const scope of fleet.nodes) {
+        assert.deepEqual(await userIds(scope, name), want, `GET /channels/${name}/users on node ${scope.label} ${when}`);
+      }
+    }
 
     // Webhooks: each fleet-wide event is sent once, by one node. To show that something does NOT
     // arrive, a test leaves a sentinel channel at the same moment and waits for its

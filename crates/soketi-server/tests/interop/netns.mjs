@@ -166,9 +166,10 @@ export function removeLeftovers() {
  * - `hosts`: `[{ name: 'h1', ns, address, wrap }]`, where `wrap` is the `startServer` option
  *   that runs a server in that namespace;
  * - `leftovers`: what a crashed earlier run had left and was removed first;
- * - `writeHosts(text)`: writes `text` as the /etc/hosts that processes started in every namespace
- *   see (`/etc/netns/<ns>/hosts`, bind-mounted by `ip netns exec`; written in place, so that a
- *   node already running reads the new names at its next lookup);
+ * - `writeHosts(text, hosts)`: writes `text` as the /etc/hosts that processes started in the
+ *   namespaces of `hosts` (all by default) see (`/etc/netns/<ns>/hosts`, bind-mounted by
+ *   `ip netns exec`; written in place, so that a node already running reads the new names at
+ *   its next lookup);
  * - `destroy()`: kills whatever still runs in the namespaces and removes them, their /etc files,
  *   the veths and the bridge (safe to call twice; also runs at process exit).
  */
@@ -196,8 +197,8 @@ export async function createNetwork({ hosts = 3, busyTimeout = 120_000 } = {}) {
     }
     ipQuiet('link', 'del', bridge);
   };
-  const writeHosts = (text) => {
-    for (const host of list) {
+  const writeHosts = (text, hosts = list) => {
+    for (const host of hosts) {
       mkdirSync(`${NETNS_ETC}/${host.ns}`, { recursive: true });
       writeFileSync(`${NETNS_ETC}/${host.ns}/hosts`, `127.0.0.1 localhost\n${text}`);
     }
