@@ -24,7 +24,7 @@ use soketi_protocol::message::{self, PresenceMember};
 use soketi_protocol::{ChannelName, SocketId};
 use tokio::sync::Notify;
 
-use crate::local::{LocalAdapter, Origin};
+use crate::local::{LocalAdapter, Origin, PresenceJoin};
 use crate::transport::{Transport, TransportEvent};
 use crate::wire::{self, v1};
 use crate::{
@@ -263,7 +263,7 @@ impl HorizontalAdapter {
         match event {
             TransportEvent::Message { from, payload } => self.on_message(&from, &payload).await,
             TransportEvent::NodeJoined(node) => self.on_node_joined(&node).await,
-            TransportEvent::NodeLeft(node) => self.on_node_left(&node),
+            TransportEvent::NodeLeft(node) => self.on_node_left(&node).await,
         }
     }
 
@@ -315,8 +315,8 @@ impl HorizontalAdapter {
                     pending.settle(from, response.answer);
                 }
             }
-            Body::PresenceChange(change) => self.on_presence_change(from, app, change),
-            Body::PresenceSnapshot(snapshot) => self.on_snapshot(from, snapshot),
+            Body::PresenceChange(change) => self.on_presence_change(from, app, change).await,
+            Body::PresenceSnapshot(snapshot) => self.on_snapshot(from, snapshot).await,
             Body::OccupancyChange(change) => {
                 let key = (app.to_owned(), change.channel);
                 let now = Instant::now();
@@ -356,10 +356,10 @@ impl HorizontalAdapter {
     /// user came to or left the whole fleet as this node sees it. Each node announces the
     /// changes of its own view to its own subscribers, under its presence lock, so a socket
     /// that joins meanwhile gets the user either in its `subscription_succeeded` or after it.
-    fn on_presence_change(&self, from: &str, app: &str, change: v1::PresenceChange) {
+    async fn on_presence_change(&self, from: &str, app: &str, change: v1::PresenceChange) {
         let channel = change.channel.as_str();
         let user = change.user_id.as_str();
-        let _presence = self.local.presence_lock();
+        let _presence = self.local.presence_lock().await;
         let local = self.is_local_member(app, channel, user);
         let mut replica = self.replica.lock();
         let before = local || replica.has(app, channel, user);
@@ -380,7 +380,7 @@ impl HorizontalAdapter {
 
     /// Takes in the presence members of a node. Users that nobody knew of are announced to
     /// this node's subscribers: after a partition heals, they would otherwise stay unseen.
-    fn on_snapshot(&self, from: &str, snapshot: v1::PresenceSnapshot) {
+    async fn on_snapshot(&self, from: &str, snapshot: v1::PresenceSnapshot) {
         {
             let mut occupancy = self.occupancy.lock();
             // Occupied before this node knew: as good as long ago.
@@ -394,7 +394,7 @@ impl HorizontalAdapter {
                     .insert(from.to_owned(), long_ago);
             }
         }
-        let _presence = self.local.presence_lock();
+        let _presence = self.local.presence_lock().await;
         let mut announce = Vec::new();
         {
             let mut replica = self.replica.lock();
@@ -502,7 +502,7 @@ impl HorizontalAdapter {
         }
     }
 
-    fn on_node_left(&self, node: &str) {
+    async fn on_node_left(&self, node: &str) {
         let mut emptied = Vec::new();
         self.occupancy.lock().retain(|key, nodes| {
             let held = nodes.remove(node).is_some();
@@ -518,7 +518,7 @@ impl HorizontalAdapter {
         for pending in self.pending.iter() {
             pending.settle(node, None);
         }
-        let presence = self.local.presence_lock();
+        let presence = self.local.presence_lock().await;
         let gone = self.replica.lock().drop_node(node);
         let mut departures = Vec::new();
         for (app, channel, user) in gone {
@@ -821,26 +821,32 @@ impl Adapter for HorizontalAdapter {
     ) -> Result<PresenceJoined, AdapterError> {
         let info = member.user_info.clone();
         let user_id = member.user_id.clone();
-        let (joined, new_here) = self.local.join_presence_locked(
-            app_id,
-            channel,
-            socket,
+        // The lock is held until the client's subscription_succeeded is queued: the other
+        // nodes hear of the join first (so that, once the client knows it is in, any node
+        // answers with it), and no presence frame of the channel can reach the client before.
+        let held = self.local.presence_lock().await;
+        let join = PresenceJoin {
+            socket: socket.clone(),
             member,
             max_members,
-            |user| {
-                let replica = self.replica.lock();
-                (
-                    replica.members(app_id, channel),
-                    replica.has(app_id, channel, user),
-                )
-            },
-        )?;
+        };
+        let (joined, new_here, succeeded) =
+            self.local
+                .join_presence_locked(&held, app_id, channel, join, |user| {
+                    let replica = self.replica.lock();
+                    (
+                        replica.members(app_id, channel),
+                        replica.has(app_id, channel, user),
+                    )
+                })?;
         if new_here {
             let body = self.presence_change(channel, &user_id, info.as_deref(), true);
             if let Err(e) = self.tell_others(app_id, body).await {
                 tracing::warn!(error = %e, channel, "could not tell the other nodes of a presence join");
             }
         }
+        socket.send(succeeded);
+        drop(held);
         Ok(joined)
     }
 
@@ -850,9 +856,12 @@ impl Adapter for HorizontalAdapter {
         channel: &str,
         socket_id: &SocketId,
     ) -> Option<ChannelLeft> {
+        // Held while the other nodes are told, so that this node's presence changes reach them
+        // in the order they happened here.
+        let held = self.local.presence_lock().await;
         let (left, gone_here) =
             self.local
-                .leave_channel_locked(app_id, channel, socket_id, |user| {
+                .leave_channel_locked(&held, app_id, channel, socket_id, |user| {
                     self.replica.lock().has(app_id, channel, user)
                 })?;
         if let Some(user_id) = gone_here {

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use parking_lot::{Mutex, MutexGuard};
 use soketi_channels::{ChannelCounts, Registry, SocketRef};
 use soketi_protocol::message::{self, PresenceMember};
 use soketi_protocol::{ChannelName, CloseCode, SocketId, ws};
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::cache::{self, Cache};
 use crate::{Adapter, AdapterError, ChannelLeft, PresenceJoined};
@@ -20,8 +20,19 @@ pub struct LocalAdapter {
     cache_ttl: Duration,
     /// Held while this node's view of presence members changes and while the frames about
     /// it are queued, so that a join's `subscription_succeeded` and every `member_added` /
-    /// `member_removed` reach each socket in the order the changes happened.
+    /// `member_removed` reach each socket in the order the changes happened. An async lock: a
+    /// join holds it while it tells the other nodes, before the client hears it succeeded.
     presence: Mutex<()>,
+}
+
+/// A connection joining a presence channel as `member`, refused past `max_members` users.
+pub(crate) struct PresenceJoin {
+    /// The connection.
+    pub(crate) socket: SocketRef,
+    /// Its presence member.
+    pub(crate) member: PresenceMember,
+    /// The channel's most users on this node.
+    pub(crate) max_members: usize,
 }
 
 /// Where a delivered frame comes from.
@@ -46,26 +57,31 @@ impl LocalAdapter {
     }
 
     /// The lock of this node's presence changes (see the field); a horizontal adapter takes it
-    /// while it applies another node's change.
-    pub(crate) fn presence_lock(&self) -> MutexGuard<'_, ()> {
-        self.presence.lock()
+    /// while it applies another node's change, and passes the guard to the `_locked` methods.
+    pub(crate) async fn presence_lock(&self) -> MutexGuard<'_, ()> {
+        self.presence.lock().await
     }
 
-    /// Joins `socket` to a presence channel under the presence lock: registers it, writes its
-    /// `subscription_succeeded` with this node's members and those `elsewhere` gives (the other
-    /// nodes' members, and whether `member`'s user is among them), and announces a user new to
-    /// the fleet to this node's other subscribers. Returns the outcome and whether the user is
-    /// new on this node (the other nodes must then be told).
+    /// Joins `socket` to a presence channel under the presence lock (`_held`): registers it,
+    /// builds its `subscription_succeeded` with this node's members and those `elsewhere` gives
+    /// (the other nodes' members, and whether `member`'s user is among them), and announces a
+    /// user new to the fleet to this node's other subscribers. Returns the outcome, whether the
+    /// user is new on this node (the other nodes must then be told), and the
+    /// `subscription_succeeded` frame, which the caller sends, still under the lock, once the
+    /// other nodes are told.
     pub(crate) fn join_presence_locked(
         &self,
+        _held: &MutexGuard<'_, ()>,
         app_id: &str,
         channel: &str,
-        socket: SocketRef,
-        member: PresenceMember,
-        max_members: usize,
+        join: PresenceJoin,
         elsewhere: impl FnOnce(&str) -> (Vec<PresenceMember>, bool),
-    ) -> Result<(PresenceJoined, bool), AdapterError> {
-        let _presence = self.presence.lock();
+    ) -> Result<(PresenceJoined, bool, Bytes), AdapterError> {
+        let PresenceJoin {
+            socket,
+            member,
+            max_members,
+        } = join;
         let joined = self.registry.app(app_id).join_presence(
             channel,
             socket.clone(),
@@ -77,9 +93,8 @@ impl LocalAdapter {
         let here: std::collections::HashSet<String> =
             members.iter().map(|m| m.user_id.clone()).collect();
         members.extend(others.into_iter().filter(|m| !here.contains(&m.user_id)));
-        socket.send(ws::text(
-            message::presence_subscription_succeeded(channel, &members).as_bytes(),
-        ));
+        let succeeded =
+            ws::text(message::presence_subscription_succeeded(channel, &members).as_bytes());
         let first_anywhere = joined.first_for_user && !user_elsewhere;
         if first_anywhere {
             let added = message::member_added(channel, &member);
@@ -91,6 +106,7 @@ impl LocalAdapter {
                 first_anywhere,
             },
             joined.first_for_user,
+            succeeded,
         ))
     }
 
@@ -100,12 +116,12 @@ impl LocalAdapter {
     /// left (the other nodes must then be told).
     pub(crate) fn leave_channel_locked(
         &self,
+        _held: &MutexGuard<'_, ()>,
         app_id: &str,
         channel: &str,
         socket_id: &SocketId,
         still_elsewhere: impl FnOnce(&str) -> bool,
     ) -> Option<(ChannelLeft, Option<String>)> {
-        let _presence = self.presence.lock();
         let left = self
             .registry
             .get_app(app_id)?
@@ -282,10 +298,16 @@ impl Adapter for LocalAdapter {
         member: PresenceMember,
         max_members: usize,
     ) -> Result<PresenceJoined, AdapterError> {
-        self.join_presence_locked(app_id, channel, socket, member, max_members, |_| {
-            (Vec::new(), false)
-        })
-        .map(|(joined, _)| joined)
+        let held = self.presence_lock().await;
+        let join = PresenceJoin {
+            socket: socket.clone(),
+            member,
+            max_members,
+        };
+        let (joined, _, succeeded) =
+            self.join_presence_locked(&held, app_id, channel, join, |_| (Vec::new(), false))?;
+        socket.send(succeeded);
+        Ok(joined)
     }
 
     async fn leave_channel(
@@ -294,7 +316,8 @@ impl Adapter for LocalAdapter {
         channel: &str,
         socket_id: &SocketId,
     ) -> Option<ChannelLeft> {
-        self.leave_channel_locked(app_id, channel, socket_id, |_| false)
+        let held = self.presence_lock().await;
+        self.leave_channel_locked(&held, app_id, channel, socket_id, |_| false)
             .map(|(left, _)| left)
     }
 
