@@ -1,0 +1,192 @@
+//! Checks of a loaded configuration: values that parse but make no sense, and settings this
+//! build cannot run with.
+
+use super::drivers::{
+    AdapterDriver, AppManagerDriver, CacheDriver, QueueDriver, RateLimiterDriver,
+};
+use super::{Config, ConfigError};
+
+impl Config {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            (
+                "activityTimeout (ACTIVITY_TIMEOUT)",
+                self.activity_timeout as f64,
+            ),
+            ("pongTimeout (PONG_TIMEOUT)", self.pong_timeout as f64),
+            (
+                "eventLimits.maxPayloadInKb (EVENT_MAX_SIZE_IN_KB)",
+                self.event_limits.max_payload_in_kb,
+            ),
+            (
+                "presence.maxMemberSizeInKb (PRESENCE_MAX_MEMBER_SIZE)",
+                self.presence.max_member_size_in_kb,
+            ),
+            (
+                "httpApi.requestLimitInMb (HTTP_MAX_REQUEST_SIZE)",
+                self.http_api.request_limit_in_mb,
+            ),
+            (
+                "maxBackpressure (MAX_BACKPRESSURE)",
+                self.max_backpressure as f64,
+            ),
+        ];
+        for (name, value) in positive {
+            if !(value > 0.0 && value.is_finite()) {
+                return Err(ConfigError::new(format!(
+                    "invalid value for {name}: {value}; expected a positive number"
+                )));
+            }
+        }
+        if self.apps().is_empty() {
+            return Err(ConfigError::new(
+                "appManager.array.apps is empty; the array app manager needs at least one app",
+            ));
+        }
+        for (i, app) in self.app_manager.array.apps.iter().enumerate() {
+            app.check(i)?;
+        }
+        Ok(())
+    }
+
+    /// Checks that this build can run with the configuration: the drivers it names exist here,
+    /// and the TLS key needs no passphrase. `config` prints a configuration that fails this;
+    /// `start` refuses it.
+    pub fn check_runnable(&self) -> Result<(), ConfigError> {
+        let drivers = [
+            (
+                "appManager.driver (APP_MANAGER_DRIVER)",
+                self.app_manager.driver.as_str(),
+                self.app_manager.driver.is_implemented(),
+                AppManagerDriver::implemented(),
+            ),
+            (
+                "adapter.driver (ADAPTER_DRIVER)",
+                self.adapter.driver.as_str(),
+                self.adapter.driver.is_implemented(),
+                AdapterDriver::implemented(),
+            ),
+            (
+                "rateLimiter.driver (RATE_LIMITER_DRIVER)",
+                self.rate_limiter.driver.as_str(),
+                self.rate_limiter.driver.is_implemented(),
+                RateLimiterDriver::implemented(),
+            ),
+            (
+                "cache.driver (CACHE_DRIVER)",
+                self.cache.driver.as_str(),
+                self.cache.driver.is_implemented(),
+                CacheDriver::implemented(),
+            ),
+            (
+                "queue.driver (QUEUE_DRIVER)",
+                self.queue.driver.as_str(),
+                self.queue.driver.is_implemented(),
+                QueueDriver::implemented(),
+            ),
+        ];
+        for (name, value, implemented, available) in drivers {
+            if !implemented {
+                return Err(ConfigError::new(format!(
+                    "{name} is {value:?}, which this build does not provide yet; available: {}",
+                    available.join(", ")
+                )));
+            }
+        }
+        if self.adapter.driver == AdapterDriver::Redis {
+            if self.adapter.redis.cluster_mode {
+                return Err(ConfigError::new(
+                    "adapter.redis.clusterMode (ADAPTER_REDIS_CLUSTER_MODE) is not supported yet: \
+                     Redis Cluster does not carry pub/sub between shards the way the adapter \
+                     needs; point DB_REDIS_HOST at one Redis",
+                ));
+            }
+            if self
+                .database
+                .redis
+                .sentinels
+                .as_ref()
+                .is_some_and(|s| !s.is_null())
+            {
+                return Err(ConfigError::new(
+                    "database.redis.sentinels (DB_REDIS_SENTINELS) is not supported yet; point \
+                     DB_REDIS_HOST at the current Redis master",
+                ));
+            }
+            if self.adapter.redis.heartbeat_interval == 0
+                || self.adapter.redis.node_timeout <= self.adapter.redis.heartbeat_interval
+            {
+                return Err(ConfigError::new(format!(
+                    "adapter.redis.nodeTimeout (ADAPTER_REDIS_NODE_TIMEOUT, {} ms) must be longer \
+                     than adapter.redis.heartbeatInterval (ADAPTER_REDIS_HEARTBEAT_INTERVAL, {} ms), \
+                     which must be positive",
+                    self.adapter.redis.node_timeout, self.adapter.redis.heartbeat_interval
+                )));
+            }
+        }
+        if self.rate_limiter.driver == RateLimiterDriver::Cluster
+            && self.adapter.driver == AdapterDriver::Local
+        {
+            return Err(ConfigError::new(
+                "rateLimiter.driver (RATE_LIMITER_DRIVER) is cluster, which shares budgets \
+                 through the adapter; set adapter.driver (ADAPTER_DRIVER) to cluster, redis or \
+                 nats, or use the local or redis rate limiter",
+            ));
+        }
+        if self.adapter.driver == AdapterDriver::Cluster {
+            self.cluster_mode()?;
+            self.cluster_host()?;
+            let c = &self.cluster;
+            if c.hello_interval == 0 || c.check_interval == 0 {
+                return Err(ConfigError::new(
+                    "cluster.helloInterval (CLUSTER_KEEPALIVE_INTERVAL) and cluster.checkInterval \
+                     (CLUSTER_CHECK_INTERVAL) must be positive",
+                ));
+            }
+            if c.node_timeout < c.check_interval || c.node_timeout <= c.hello_interval {
+                return Err(ConfigError::new(format!(
+                    "cluster.nodeTimeout (CLUSTER_NODE_TIMEOUT, {} ms) must be at least \
+                     cluster.checkInterval (CLUSTER_CHECK_INTERVAL, {} ms) and longer than \
+                     cluster.helloInterval (CLUSTER_KEEPALIVE_INTERVAL, {} ms)",
+                    c.node_timeout, c.check_interval, c.hello_interval
+                )));
+            }
+            if c.master_timeout < c.node_timeout {
+                return Err(ConfigError::new(format!(
+                    "cluster.masterTimeout (CLUSTER_MASTER_TIMEOUT, {} ms) must be at least \
+                     cluster.nodeTimeout (CLUSTER_NODE_TIMEOUT, {} ms)",
+                    c.master_timeout, c.node_timeout
+                )));
+            }
+        }
+        for (driver, option, table) in [
+            (
+                AppManagerDriver::Postgres,
+                "appManager.postgres.table (APP_MANAGER_POSTGRES_TABLE)",
+                &self.app_manager.postgres.table,
+            ),
+            (
+                AppManagerDriver::Mysql,
+                "appManager.mysql.table (APP_MANAGER_MYSQL_TABLE)",
+                &self.app_manager.mysql.table,
+            ),
+        ] {
+            let identifier = !table.is_empty()
+                && table
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if self.app_manager.driver == driver && !identifier {
+                return Err(ConfigError::new(format!(
+                    "{option} is {table:?}; use a table name of letters, digits and _"
+                )));
+            }
+        }
+        if !self.ssl.passphrase.is_empty() {
+            return Err(ConfigError::new(
+                "ssl.passphrase (SSL_PASS) is set, but encrypted private keys are not supported; \
+                 decrypt the key (openssl pkey -in key.pem -out plain.pem) and unset SSL_PASS",
+            ));
+        }
+        Ok(())
+    }
+}
