@@ -13,6 +13,7 @@ mod env;
 mod error;
 mod load;
 mod schema;
+mod services;
 mod transports;
 mod validate;
 mod views;

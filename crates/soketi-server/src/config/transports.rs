@@ -3,10 +3,51 @@
 
 use std::time::Duration;
 
+use soketi_adapter_nats::NatsTransportConfig;
+use soketi_adapter_redis::RedisTransportConfig;
+
 use super::views::kb;
-use super::{Config, ConfigError, SqlDatabase};
+use super::{AdapterDriver, Config, ConfigError, SqlDatabase};
 
 impl Config {
+    /// The settings of the Redis transport.
+    pub fn redis_transport_config(&self) -> RedisTransportConfig {
+        let redis = &self.adapter.redis;
+        RedisTransportConfig {
+            url: self.redis_url(),
+            prefix: redis.prefix.clone(),
+            heartbeat_interval: Duration::from_millis(redis.heartbeat_interval),
+            node_timeout: Duration::from_millis(redis.node_timeout),
+            max_buffered: 100_000,
+        }
+    }
+
+    /// The settings of the NATS transport.
+    pub fn nats_transport_config(&self) -> NatsTransportConfig {
+        let nats = &self.adapter.nats;
+        NatsTransportConfig {
+            servers: nats.servers.clone(),
+            user_password: nats.user.clone().zip(nats.pass.clone()),
+            token: nats.token.clone(),
+            prefix: nats.prefix.clone(),
+            connect_timeout: Duration::from_millis(nats.timeout),
+            heartbeat_interval: Duration::from_millis(nats.heartbeat_interval.max(1)),
+            node_timeout: Duration::from_millis(nats.node_timeout),
+        }
+    }
+
+    /// How long a node waits for the other nodes' answers with the configured adapter; `None`
+    /// for the local adapter, which asks no one.
+    pub fn requests_timeout(&self) -> Option<Duration> {
+        let millis = match self.adapter.driver {
+            AdapterDriver::Redis => self.adapter.redis.requests_timeout,
+            AdapterDriver::Nats => self.adapter.nats.requests_timeout,
+            AdapterDriver::Cluster => self.adapter.cluster.requests_timeout,
+            AdapterDriver::Local => return None,
+        };
+        Some(Duration::from_millis(millis))
+    }
+
     /// How cluster hellos travel: unicast when a list is set, else multicast when a group is
     /// set, else broadcast (soketi's order).
     pub fn cluster_mode(&self) -> Result<soketi_adapter_cluster::Mode, ConfigError> {
