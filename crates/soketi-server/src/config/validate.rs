@@ -53,6 +53,34 @@ impl Config {
     /// and the TLS key needs no passphrase. `config` prints a configuration that fails this;
     /// `start` refuses it.
     pub fn check_runnable(&self) -> Result<(), ConfigError> {
+        self.check_drivers()?;
+        if self.adapter.driver == AdapterDriver::Redis {
+            self.check_redis_adapter()?;
+        }
+        if self.rate_limiter.driver == RateLimiterDriver::Cluster
+            && self.adapter.driver == AdapterDriver::Local
+        {
+            return Err(ConfigError::new(
+                "rateLimiter.driver (RATE_LIMITER_DRIVER) is cluster, which shares budgets \
+                 through the adapter; set adapter.driver (ADAPTER_DRIVER) to cluster, redis or \
+                 nats, or use the local or redis rate limiter",
+            ));
+        }
+        if self.adapter.driver == AdapterDriver::Cluster {
+            self.check_cluster()?;
+        }
+        self.check_sql_tables()?;
+        if !self.ssl.passphrase.is_empty() {
+            return Err(ConfigError::new(
+                "ssl.passphrase (SSL_PASS) is set, but encrypted private keys are not supported; \
+                 decrypt the key (openssl pkey -in key.pem -out plain.pem) and unset SSL_PASS",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that every driver the configuration names is one this build provides.
+    fn check_drivers(&self) -> Result<(), ConfigError> {
         let drivers = [
             (
                 "appManager.driver (APP_MANAGER_DRIVER)",
@@ -93,72 +121,74 @@ impl Config {
                 )));
             }
         }
-        if self.adapter.driver == AdapterDriver::Redis {
-            if self.adapter.redis.cluster_mode {
-                return Err(ConfigError::new(
-                    "adapter.redis.clusterMode (ADAPTER_REDIS_CLUSTER_MODE) is not supported yet: \
-                     Redis Cluster does not carry pub/sub between shards the way the adapter \
-                     needs; point DB_REDIS_HOST at one Redis",
-                ));
-            }
-            if self
-                .database
-                .redis
-                .sentinels
-                .as_ref()
-                .is_some_and(|s| !s.is_null())
-            {
-                return Err(ConfigError::new(
-                    "database.redis.sentinels (DB_REDIS_SENTINELS) is not supported yet; point \
-                     DB_REDIS_HOST at the current Redis master",
-                ));
-            }
-            if self.adapter.redis.heartbeat_interval == 0
-                || self.adapter.redis.node_timeout <= self.adapter.redis.heartbeat_interval
-            {
-                return Err(ConfigError::new(format!(
-                    "adapter.redis.nodeTimeout (ADAPTER_REDIS_NODE_TIMEOUT, {} ms) must be longer \
-                     than adapter.redis.heartbeatInterval (ADAPTER_REDIS_HEARTBEAT_INTERVAL, {} ms), \
-                     which must be positive",
-                    self.adapter.redis.node_timeout, self.adapter.redis.heartbeat_interval
-                )));
-            }
-        }
-        if self.rate_limiter.driver == RateLimiterDriver::Cluster
-            && self.adapter.driver == AdapterDriver::Local
-        {
+        Ok(())
+    }
+
+    /// Checks the Redis adapter's settings against what it supports.
+    fn check_redis_adapter(&self) -> Result<(), ConfigError> {
+        if self.adapter.redis.cluster_mode {
             return Err(ConfigError::new(
-                "rateLimiter.driver (RATE_LIMITER_DRIVER) is cluster, which shares budgets \
-                 through the adapter; set adapter.driver (ADAPTER_DRIVER) to cluster, redis or \
-                 nats, or use the local or redis rate limiter",
+                "adapter.redis.clusterMode (ADAPTER_REDIS_CLUSTER_MODE) is not supported yet: \
+                 Redis Cluster does not carry pub/sub between shards the way the adapter \
+                 needs; point DB_REDIS_HOST at one Redis",
             ));
         }
-        if self.adapter.driver == AdapterDriver::Cluster {
-            self.cluster_mode()?;
-            self.cluster_host()?;
-            let c = &self.cluster;
-            if c.hello_interval == 0 || c.check_interval == 0 {
-                return Err(ConfigError::new(
-                    "cluster.helloInterval (CLUSTER_KEEPALIVE_INTERVAL) and cluster.checkInterval \
-                     (CLUSTER_CHECK_INTERVAL) must be positive",
-                ));
-            }
-            if c.node_timeout < c.check_interval || c.node_timeout <= c.hello_interval {
-                return Err(ConfigError::new(format!(
-                    "cluster.nodeTimeout (CLUSTER_NODE_TIMEOUT, {} ms) must be at least \
-                     cluster.checkInterval (CLUSTER_CHECK_INTERVAL, {} ms) and longer than \
-                     cluster.helloInterval (CLUSTER_KEEPALIVE_INTERVAL, {} ms)",
-                    c.node_timeout, c.check_interval, c.hello_interval
-                )));
-            }
-            if c.master_timeout < c.node_timeout {
-                return Err(ConfigError::new(format!(
-                    "cluster.masterTimeout (CLUSTER_MASTER_TIMEOUT, {} ms) must be at least \
-                     cluster.nodeTimeout (CLUSTER_NODE_TIMEOUT, {} ms)",
-                    c.master_timeout, c.node_timeout
-                )));
-            }
+        if self
+            .database
+            .redis
+            .sentinels
+            .as_ref()
+            .is_some_and(|s| !s.is_null())
+        {
+            return Err(ConfigError::new(
+                "database.redis.sentinels (DB_REDIS_SENTINELS) is not supported yet; point \
+                 DB_REDIS_HOST at the current Redis master",
+            ));
         }
+        if self.adapter.redis.heartbeat_interval == 0
+            || self.adapter.redis.node_timeout <= self.adapter.redis.heartbeat_interval
+        {
+            return Err(ConfigError::new(format!(
+                "adapter.redis.nodeTimeout (ADAPTER_REDIS_NODE_TIMEOUT, {} ms) must be longer \
+                 than adapter.redis.heartbeatInterval (ADAPTER_REDIS_HEARTBEAT_INTERVAL, {} ms), \
+                 which must be positive",
+                self.adapter.redis.node_timeout, self.adapter.redis.heartbeat_interval
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that the cluster's addresses parse and its timers agree with each other.
+    fn check_cluster(&self) -> Result<(), ConfigError> {
+        self.cluster_mode()?;
+        self.cluster_host()?;
+        let c = &self.cluster;
+        if c.hello_interval == 0 || c.check_interval == 0 {
+            return Err(ConfigError::new(
+                "cluster.helloInterval (CLUSTER_KEEPALIVE_INTERVAL) and cluster.checkInterval \
+                 (CLUSTER_CHECK_INTERVAL) must be positive",
+            ));
+        }
+        if c.node_timeout < c.check_interval || c.node_timeout <= c.hello_interval {
+            return Err(ConfigError::new(format!(
+                "cluster.nodeTimeout (CLUSTER_NODE_TIMEOUT, {} ms) must be at least \
+                 cluster.checkInterval (CLUSTER_CHECK_INTERVAL, {} ms) and longer than \
+                 cluster.helloInterval (CLUSTER_KEEPALIVE_INTERVAL, {} ms)",
+                c.node_timeout, c.check_interval, c.hello_interval
+            )));
+        }
+        if c.master_timeout < c.node_timeout {
+            return Err(ConfigError::new(format!(
+                "cluster.masterTimeout (CLUSTER_MASTER_TIMEOUT, {} ms) must be at least \
+                 cluster.nodeTimeout (CLUSTER_NODE_TIMEOUT, {} ms)",
+                c.master_timeout, c.node_timeout
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that the table of the SQL app manager in use is a plain identifier.
+    fn check_sql_tables(&self) -> Result<(), ConfigError> {
         for (driver, option, table) in [
             (
                 AppManagerDriver::Postgres,
@@ -180,12 +210,6 @@ impl Config {
                     "{option} is {table:?}; use a table name of letters, digits and _"
                 )));
             }
-        }
-        if !self.ssl.passphrase.is_empty() {
-            return Err(ConfigError::new(
-                "ssl.passphrase (SSL_PASS) is set, but encrypted private keys are not supported; \
-                 decrypt the key (openssl pkey -in key.pem -out plain.pem) and unset SSL_PASS",
-            ));
         }
         Ok(())
     }
