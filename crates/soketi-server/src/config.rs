@@ -23,7 +23,7 @@ pub use self::drivers::{
     AdapterDriver, AppManagerDriver, CacheDriver, MetricsDriver, QueueDriver, RateLimiterDriver,
 };
 pub use self::env::{ENV_OPTIONS, EnvOption};
-pub use self::error::ConfigError;
+pub use self::error::{ConfigError, InvalidValue, SyntaxError};
 pub use self::schema::*;
 
 #[cfg(test)]

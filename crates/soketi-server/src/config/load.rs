@@ -7,7 +7,7 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
 use super::env::{self, ENV_OPTIONS};
-use super::{Config, ConfigError, apps};
+use super::{Config, ConfigError, InvalidValue, SyntaxError, apps};
 
 /// A figment provider holding one source's settings, named after the source.
 struct Source {
@@ -42,8 +42,8 @@ impl Config {
         // Apps are merged by index, so that `DEFAULT_APP_KEY` changes the first app of a
         // config file instead of replacing the list; the defaults hold no app, and the default
         // app fills the gaps of the first one afterwards.
-        let mut defaults = serde_json::to_value(Config::default())
-            .map_err(|e| ConfigError::new(format!("the defaults do not serialize: {e}")))?;
+        let mut defaults =
+            serde_json::to_value(Config::default()).map_err(ConfigError::Defaults)?;
         apps::index_apps(&mut defaults, true);
         let mut figment = Figment::from(Source {
             name: "the defaults".into(),
@@ -84,30 +84,34 @@ impl Config {
 
 /// Reads a config file by extension and expands soketi's dotted keys into nested maps.
 fn read_file(path: &Path) -> Result<serde_json::Value, ConfigError> {
-    let shown = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(format!("cannot read the config file {shown}: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })?;
     let extension = path
         .extension()
         .and_then(|e| e.to_str())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let parsed: Result<serde_json::Value, String> = match extension.as_str() {
-        "json" => serde_json::from_str(&text).map_err(|e| e.to_string()),
+    let parsed: Result<serde_json::Value, SyntaxError> = match extension.as_str() {
+        "json" => serde_json::from_str(&text).map_err(SyntaxError::from),
         "toml" => toml_to_json(&text),
         "yaml" | "yml" => yaml_to_json(&text),
         other => {
-            return Err(ConfigError::new(format!(
-                "the config file {shown} has the extension {other:?}; use .json, .toml, .yaml or .yml"
-            )));
+            return Err(ConfigError::FileFormat {
+                path: path.to_owned(),
+                extension: other.to_owned(),
+            });
         }
     };
-    let parsed = parsed
-        .map_err(|e| ConfigError::new(format!("the config file {shown} is not valid: {e}")))?;
+    let parsed = parsed.map_err(|source| ConfigError::FileSyntax {
+        path: path.to_owned(),
+        source,
+    })?;
     let serde_json::Value::Object(map) = parsed else {
-        return Err(ConfigError::new(format!(
-            "the config file {shown} must hold a map of options"
-        )));
+        return Err(ConfigError::FileNotMap {
+            path: path.to_owned(),
+        });
     };
     let mut out = serde_json::Value::Object(serde_json::Map::new());
     for (key, value) in map {
@@ -116,36 +120,34 @@ fn read_file(path: &Path) -> Result<serde_json::Value, ConfigError> {
     Ok(out)
 }
 
-fn toml_to_json(text: &str) -> Result<serde_json::Value, String> {
+fn toml_to_json(text: &str) -> Result<serde_json::Value, SyntaxError> {
     use figment::providers::{Format, Toml};
-    let dict = Toml::from_str::<Dict>(text).map_err(|e| e.to_string())?;
-    serde_json::to_value(&dict).map_err(|e| e.to_string())
+    let dict = Toml::from_str::<Dict>(text).map_err(SyntaxError::Toml)?;
+    Ok(serde_json::to_value(&dict)?)
 }
 
-fn yaml_to_json(text: &str) -> Result<serde_json::Value, String> {
+fn yaml_to_json(text: &str) -> Result<serde_json::Value, SyntaxError> {
     use figment::providers::{Format, Yaml};
-    let dict = Yaml::from_str::<Dict>(text).map_err(|e| e.to_string())?;
-    serde_json::to_value(&dict).map_err(|e| e.to_string())
+    let dict = Yaml::from_str::<Dict>(text).map_err(SyntaxError::Yaml)?;
+    Ok(serde_json::to_value(&dict)?)
 }
 
-/// One line per bad value: the option, where it came from, and what was wrong with it.
+/// Every bad value: the option, where it came from, and what was wrong with it.
 fn describe(errors: figment::Error) -> ConfigError {
-    let lines: Vec<String> = errors
+    let values = errors
         .into_iter()
         .map(|e| {
-            let path = e.path.join(".");
-            let source = e
-                .metadata
-                .as_ref()
-                .map_or_else(|| "the defaults".to_owned(), |m| m.name.to_string());
-            let known = env::env_names_for(&path);
-            let also = if known.is_empty() || source.contains("environment variable") {
-                String::new()
-            } else {
-                format!(" (environment: {known})")
-            };
-            format!("invalid value for {path}{also} from {source}: {}", e.kind)
+            let option = e.path.join(".");
+            InvalidValue {
+                environment: env::env_names_for(&option),
+                origin: e
+                    .metadata
+                    .as_ref()
+                    .map_or_else(|| "the defaults".to_owned(), |m| m.name.to_string()),
+                option,
+                kind: e.kind,
+            }
         })
         .collect();
-    ConfigError::new(lines.join("; "))
+    ConfigError::InvalidValues(values)
 }

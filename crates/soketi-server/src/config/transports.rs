@@ -64,35 +64,33 @@ impl Config {
                 .iter()
                 .map(|item| match item {
                     serde_json::Value::String(s) => Ok(s.trim().to_owned()),
-                    other => Err(ConfigError::new(format!(
-                        "cluster.unicast (CLUSTER_UNICAST_ADDRESSES) holds {other}; use strings \
-                         such as \"10.0.0.2\" or \"soketi-headless:11002\""
-                    ))),
+                    other => Err(ConfigError::ClusterUnicastItem {
+                        item: other.clone(),
+                    }),
                 })
                 .collect::<Result<_, _>>()?,
             Some(other) => {
-                return Err(ConfigError::new(format!(
-                    "cluster.unicast (CLUSTER_UNICAST_ADDRESSES) is {other}; use a JSON array of \
-                     addresses or a comma-separated list"
-                )));
+                return Err(ConfigError::ClusterUnicast {
+                    value: other.clone(),
+                });
             }
         };
         if !unicast.is_empty() {
             return Ok(Mode::Unicast(unicast));
         }
-        let ipv4 = |option: &str, value: &str| {
-            value.parse::<std::net::Ipv4Addr>().map_err(|_| {
-                ConfigError::new(format!("{option} is {value:?}; use an IPv4 address"))
-            })
+        let ipv4 = |option: &'static str, value: &str| {
+            value
+                .parse::<std::net::Ipv4Addr>()
+                .map_err(|_| ConfigError::NotIpv4 {
+                    option,
+                    value: value.to_owned(),
+                })
         };
         match c.multicast.as_deref().filter(|m| !m.is_empty()) {
             Some(group) => {
                 let group = ipv4("cluster.multicast (CLUSTER_MULTICAST_ADDRESS)", group)?;
                 if !group.is_multicast() {
-                    return Err(ConfigError::new(format!(
-                        "cluster.multicast (CLUSTER_MULTICAST_ADDRESS) is {group}, which is not a \
-                         multicast address (224.0.0.0/4)"
-                    )));
+                    return Err(ConfigError::NotMulticast { group });
                 }
                 Ok(Mode::Multicast(group))
             }
@@ -104,12 +102,12 @@ impl Config {
     }
 
     pub(super) fn cluster_host(&self) -> Result<std::net::IpAddr, ConfigError> {
-        self.cluster.hostname.parse().map_err(|_| {
-            ConfigError::new(format!(
-                "cluster.hostname (CLUSTER_HOST) is {:?}; use this node's IP address, or 0.0.0.0",
-                self.cluster.hostname
-            ))
-        })
+        self.cluster
+            .hostname
+            .parse()
+            .map_err(|_| ConfigError::ClusterHost {
+                hostname: self.cluster.hostname.clone(),
+            })
     }
 
     /// The settings of the cluster transport. Call after [`Config::check_runnable`].

@@ -33,15 +33,14 @@ impl Config {
         ];
         for (name, value) in positive {
             if !(value > 0.0 && value.is_finite()) {
-                return Err(ConfigError::new(format!(
-                    "invalid value for {name}: {value}; expected a positive number"
-                )));
+                return Err(ConfigError::NotPositive {
+                    option: name,
+                    value,
+                });
             }
         }
         if self.apps().is_empty() {
-            return Err(ConfigError::new(
-                "appManager.array.apps is empty; the array app manager needs at least one app",
-            ));
+            return Err(ConfigError::NoApps);
         }
         for (i, app) in self.app_manager.array.apps.iter().enumerate() {
             app.check(i)?;
@@ -60,21 +59,14 @@ impl Config {
         if self.rate_limiter.driver == RateLimiterDriver::Cluster
             && self.adapter.driver == AdapterDriver::Local
         {
-            return Err(ConfigError::new(
-                "rateLimiter.driver (RATE_LIMITER_DRIVER) is cluster, which shares budgets \
-                 through the adapter; set adapter.driver (ADAPTER_DRIVER) to cluster, redis or \
-                 nats, or use the local or redis rate limiter",
-            ));
+            return Err(ConfigError::RateLimiterWithoutFleet);
         }
         if self.adapter.driver == AdapterDriver::Cluster {
             self.check_cluster()?;
         }
         self.check_sql_tables()?;
         if !self.ssl.passphrase.is_empty() {
-            return Err(ConfigError::new(
-                "ssl.passphrase (SSL_PASS) is set, but encrypted private keys are not supported; \
-                 decrypt the key (openssl pkey -in key.pem -out plain.pem) and unset SSL_PASS",
-            ));
+            return Err(ConfigError::EncryptedKey);
         }
         Ok(())
     }
@@ -115,10 +107,11 @@ impl Config {
         ];
         for (name, value, implemented, available) in drivers {
             if !implemented {
-                return Err(ConfigError::new(format!(
-                    "{name} is {value:?}, which this build does not provide yet; available: {}",
-                    available.join(", ")
-                )));
+                return Err(ConfigError::DriverNotProvided {
+                    option: name,
+                    driver: value,
+                    available,
+                });
             }
         }
         Ok(())
@@ -127,11 +120,7 @@ impl Config {
     /// Checks the Redis adapter's settings against what it supports.
     fn check_redis_adapter(&self) -> Result<(), ConfigError> {
         if self.adapter.redis.cluster_mode {
-            return Err(ConfigError::new(
-                "adapter.redis.clusterMode (ADAPTER_REDIS_CLUSTER_MODE) is not supported yet: \
-                 Redis Cluster does not carry pub/sub between shards the way the adapter \
-                 needs; point DB_REDIS_HOST at one Redis",
-            ));
+            return Err(ConfigError::RedisClusterMode);
         }
         if self
             .database
@@ -140,20 +129,15 @@ impl Config {
             .as_ref()
             .is_some_and(|s| !s.is_null())
         {
-            return Err(ConfigError::new(
-                "database.redis.sentinels (DB_REDIS_SENTINELS) is not supported yet; point \
-                 DB_REDIS_HOST at the current Redis master",
-            ));
+            return Err(ConfigError::RedisSentinels);
         }
         if self.adapter.redis.heartbeat_interval == 0
             || self.adapter.redis.node_timeout <= self.adapter.redis.heartbeat_interval
         {
-            return Err(ConfigError::new(format!(
-                "adapter.redis.nodeTimeout (ADAPTER_REDIS_NODE_TIMEOUT, {} ms) must be longer \
-                 than adapter.redis.heartbeatInterval (ADAPTER_REDIS_HEARTBEAT_INTERVAL, {} ms), \
-                 which must be positive",
-                self.adapter.redis.node_timeout, self.adapter.redis.heartbeat_interval
-            )));
+            return Err(ConfigError::RedisAdapterTimers {
+                node_timeout: self.adapter.redis.node_timeout,
+                heartbeat_interval: self.adapter.redis.heartbeat_interval,
+            });
         }
         Ok(())
     }
@@ -164,25 +148,20 @@ impl Config {
         self.cluster_host()?;
         let c = &self.cluster;
         if c.hello_interval == 0 || c.check_interval == 0 {
-            return Err(ConfigError::new(
-                "cluster.helloInterval (CLUSTER_KEEPALIVE_INTERVAL) and cluster.checkInterval \
-                 (CLUSTER_CHECK_INTERVAL) must be positive",
-            ));
+            return Err(ConfigError::ClusterIntervals);
         }
         if c.node_timeout < c.check_interval || c.node_timeout <= c.hello_interval {
-            return Err(ConfigError::new(format!(
-                "cluster.nodeTimeout (CLUSTER_NODE_TIMEOUT, {} ms) must be at least \
-                 cluster.checkInterval (CLUSTER_CHECK_INTERVAL, {} ms) and longer than \
-                 cluster.helloInterval (CLUSTER_KEEPALIVE_INTERVAL, {} ms)",
-                c.node_timeout, c.check_interval, c.hello_interval
-            )));
+            return Err(ConfigError::ClusterNodeTimeout {
+                node_timeout: c.node_timeout,
+                check_interval: c.check_interval,
+                hello_interval: c.hello_interval,
+            });
         }
         if c.master_timeout < c.node_timeout {
-            return Err(ConfigError::new(format!(
-                "cluster.masterTimeout (CLUSTER_MASTER_TIMEOUT, {} ms) must be at least \
-                 cluster.nodeTimeout (CLUSTER_NODE_TIMEOUT, {} ms)",
-                c.master_timeout, c.node_timeout
-            )));
+            return Err(ConfigError::ClusterMasterTimeout {
+                master_timeout: c.master_timeout,
+                node_timeout: c.node_timeout,
+            });
         }
         Ok(())
     }
@@ -206,9 +185,10 @@ impl Config {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if self.app_manager.driver == driver && !identifier {
-                return Err(ConfigError::new(format!(
-                    "{option} is {table:?}; use a table name of letters, digits and _"
-                )));
+                return Err(ConfigError::SqlTable {
+                    option,
+                    table: table.clone(),
+                });
             }
         }
         Ok(())
