@@ -52,49 +52,13 @@ use crate::apps::{
 };
 pub use crate::config::Config;
 use crate::config::{
-    AdapterDriver, AppManagerDriver, CacheDriver, Mode, QueueDriver, RateLimiterDriver,
+    AdapterDriver, AppManagerDriver, CacheDriver, ConfigError, Mode, QueueDriver, RateLimiterDriver,
 };
+pub use crate::error::StartError;
+pub use crate::metrics::InvalidPrefix;
 use crate::metrics::Metrics;
 use crate::state::{Services, State};
 use crate::webhooks::{FleetDepartures, Webhooks};
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The listening socket could not be bound.
-    #[error("could not listen on {address}")]
-    Bind {
-        /// The address from the configuration.
-        address: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The adapter could not start.
-    #[error("could not start the adapter: {0}")]
-    Adapter(String),
-    /// The TLS certificate or key cannot be used.
-    #[error("invalid TLS setting {option}: {message}")]
-    Tls {
-        /// The option at fault.
-        option: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-    /// The operations server (probes and metrics) could not bind its socket.
-    #[error(
-        "could not listen on {address} for the operations server (metrics.host and \
-         metrics.port, SOKETI_METRICS_HOST and SOKETI_METRICS_SERVER_PORT)"
-    )]
-    MetricsBind {
-        /// The address from the configuration.
-        address: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The metrics cannot be named with the configured prefix.
-    #[error("{0}")]
-    MetricsPrefix(String),
-}
 
 /// The adapter the configuration names, and the transport of a horizontal one.
 struct Adapters {
@@ -109,7 +73,7 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
     let cache: Arc<dyn Cache> = match config.cache.driver {
         CacheDriver::Redis => Arc::new(
             RedisCache::new(&config.redis_url(), &config.database.redis.key_prefix)
-                .map_err(|e| StartError::Adapter(e.to_string()))?,
+                .map_err(StartError::RedisCache)?,
         ),
         // `Config::check_runnable` refuses the drivers this build does not provide.
         _ => {
@@ -120,15 +84,11 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
     };
     let local = LocalAdapter::new(registry, cache.clone(), config.cache_ttl());
     let transport: Arc<dyn Transport> = match config.adapter.driver {
-        AdapterDriver::Redis => RedisTransport::start(config.redis_transport_config())
-            .await
-            .map_err(|e| StartError::Adapter(e.to_string()))?,
-        AdapterDriver::Nats => NatsTransport::start(config.nats_transport_config())
-            .await
-            .map_err(|e| StartError::Adapter(e.to_string()))?,
-        AdapterDriver::Cluster => ClusterTransport::start(config.cluster_transport_config())
-            .await
-            .map_err(|e| StartError::Adapter(e.to_string()))?,
+        AdapterDriver::Redis => RedisTransport::start(config.redis_transport_config()).await?,
+        AdapterDriver::Nats => NatsTransport::start(config.nats_transport_config()).await?,
+        AdapterDriver::Cluster => {
+            ClusterTransport::start(config.cluster_transport_config()).await?
+        }
         AdapterDriver::Local => {
             return Ok(Adapters {
                 adapter: Arc::new(local),
@@ -166,14 +126,14 @@ fn webhooks(config: &Config, adapter: Arc<dyn Adapter>) -> Result<Arc<Webhooks>,
                 policy,
                 config.queue.redis.concurrency as usize,
             )
-            .map_err(|e| StartError::Adapter(e.to_string()))?,
+            .map_err(StartError::RedisQueue)?,
         ),
         // `Config::check_runnable` refuses the drivers this build does not provide.
         _ => Arc::new(SyncQueue::new(policy)),
     };
     if config.mode != Mode::Server || config.queue.driver == QueueDriver::Sync {
-        let sender = webhooks::Sender::new(config.webhook_timeout())
-            .map_err(|e| StartError::Adapter(format!("the webhook client: {e}")))?;
+        let sender =
+            webhooks::Sender::new(config.webhook_timeout()).map_err(StartError::WebhookClient)?;
         queue.start(Arc::new(sender));
     }
     Ok(Webhooks::new(queue, adapter, config.webhook_settings()))
@@ -214,14 +174,10 @@ fn rate_limiter(
 ) -> Result<Arc<dyn RateLimiter>, StartError> {
     match (config.rate_limiter.driver, horizontal) {
         (RateLimiterDriver::Cluster, Some(adapter)) => Ok(ClusterRateLimiter::new(adapter)),
-        (RateLimiterDriver::Cluster, None) => Err(StartError::Adapter(
-            "rateLimiter.driver (RATE_LIMITER_DRIVER) is cluster, which shares budgets through \
-             the adapter; set adapter.driver (ADAPTER_DRIVER) to cluster, redis or nats"
-                .into(),
-        )),
+        (RateLimiterDriver::Cluster, None) => Err(ConfigError::RateLimiterWithoutFleet.into()),
         (RateLimiterDriver::Redis, _) => Ok(Arc::new(
             RedisRateLimiter::new(&config.redis_url(), &config.database.redis.key_prefix)
-                .map_err(|e| StartError::Adapter(e.to_string()))?,
+                .map_err(StartError::RedisRateLimiter)?,
         )),
         (RateLimiterDriver::Local, _) => Ok(Arc::new(LocalRateLimiter::new())),
     }
@@ -299,9 +255,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .await
         .map_err(metrics_bind)?;
     let metrics_addr = ops_listener.local_addr().map_err(metrics_bind)?;
-    let metrics = Metrics::new(&config.metrics, local_addr.port())
-        .map_err(|e| StartError::MetricsPrefix(e.to_string()))?;
-    let apps = app_manager(&config).map_err(|e| StartError::Adapter(e.to_string()))?;
+    let metrics = Metrics::new(&config.metrics, local_addr.port())?;
+    let apps = app_manager(&config)?;
     let Adapters {
         adapter,
         horizontal,
