@@ -1,11 +1,81 @@
-//! Errors of the HTTP API, mapped to a status and Pusher's JSON body in one place.
+//! The server's errors: why it could not start, and the HTTP API's errors, mapped to a status
+//! and Pusher's JSON body in one place.
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::HeaderMap;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
+use soketi_adapter_cluster::ClusterError;
 use soketi_adapter_core::{AdapterError, Decision};
+use soketi_adapter_nats::NatsTransportError;
+use soketi_adapter_redis::RedisTransportError;
+
+use crate::apps::AppStoreError;
+use crate::config::ConfigError;
+use crate::metrics::InvalidPrefix;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration cannot run.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listening socket could not be bound.
+    #[error("could not listen on {address}")]
+    Bind {
+        /// The address from the configuration.
+        address: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The Redis adapter could not join the fleet.
+    #[error("could not start the Redis adapter: {0}")]
+    RedisTransport(#[from] RedisTransportError),
+    /// The NATS adapter could not join the fleet.
+    #[error("could not start the NATS adapter: {0}")]
+    NatsTransport(#[from] NatsTransportError),
+    /// The cluster adapter could not open its sockets.
+    #[error("could not start the cluster adapter: {0}")]
+    ClusterTransport(#[from] ClusterError),
+    /// The Redis cache could not be set up.
+    #[error("could not start the Redis cache: {0}")]
+    RedisCache(#[source] RedisTransportError),
+    /// The Redis webhook queue could not be set up.
+    #[error("could not start the Redis webhook queue: {0}")]
+    RedisQueue(#[source] RedisTransportError),
+    /// The Redis rate limiter could not be set up.
+    #[error("could not start the Redis rate limiter: {0}")]
+    RedisRateLimiter(#[source] RedisTransportError),
+    /// The app manager could not be set up.
+    #[error("could not start the app manager: {0}")]
+    AppManager(#[from] AppStoreError),
+    /// The HTTPS client that sends webhooks could not be set up.
+    #[error("could not start the webhook client: {0}")]
+    WebhookClient(#[source] tokio_rustls::rustls::Error),
+    /// The TLS certificate or key cannot be used.
+    #[error("invalid TLS setting {option}: {message}")]
+    Tls {
+        /// The option at fault.
+        option: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The operations server (probes and metrics) could not bind its socket.
+    #[error(
+        "could not listen on {address} for the operations server (metrics.host and \
+         metrics.port, SOKETI_METRICS_HOST and SOKETI_METRICS_SERVER_PORT)"
+    )]
+    MetricsBind {
+        /// The address from the configuration.
+        address: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The metrics cannot be named with the configured prefix.
+    #[error(transparent)]
+    MetricsPrefix(#[from] InvalidPrefix),
+}
 
 /// An HTTP API error: a status and a message, sent as `{"error": message, "code": status}`.
 #[derive(Debug, thiserror::Error)]

@@ -35,12 +35,10 @@ use hyper_util::rt::TokioIo;
 use soketi_adapter_cluster::ClusterTransport;
 use soketi_adapter_core::{
     Adapter, Cache, HorizontalAdapter, LocalAdapter, LocalRateLimiter, MemoryCache, Queue,
-    RateLimiter, RetryPolicy, SyncQueue, Transport,
+    RateLimiter, SyncQueue, Transport,
 };
-use soketi_adapter_nats::{NatsTransport, NatsTransportConfig};
-use soketi_adapter_redis::{
-    RedisCache, RedisQueue, RedisRateLimiter, RedisTransport, RedisTransportConfig,
-};
+use soketi_adapter_nats::NatsTransport;
+use soketi_adapter_redis::{RedisCache, RedisQueue, RedisRateLimiter, RedisTransport};
 use soketi_channels::{Outbox, Registry};
 use soketi_protocol::CloseCode;
 use soketi_ratelimit_cluster::ClusterRateLimiter;
@@ -54,49 +52,13 @@ use crate::apps::{
 };
 pub use crate::config::Config;
 use crate::config::{
-    AdapterDriver, AppManagerDriver, CacheDriver, Mode, QueueDriver, RateLimiterDriver,
+    AdapterDriver, AppManagerDriver, CacheDriver, ConfigError, Mode, QueueDriver, RateLimiterDriver,
 };
+pub use crate::error::StartError;
+pub use crate::metrics::InvalidPrefix;
 use crate::metrics::Metrics;
 use crate::state::{Services, State};
-use crate::webhooks::{FleetDepartures, WebhookSettings, Webhooks};
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The listening socket could not be bound.
-    #[error("could not listen on {address}")]
-    Bind {
-        /// The address from the configuration.
-        address: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The adapter could not start.
-    #[error("could not start the adapter: {0}")]
-    Adapter(String),
-    /// The TLS certificate or key cannot be used.
-    #[error("invalid TLS setting {option}: {message}")]
-    Tls {
-        /// The option at fault.
-        option: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-    /// The operations server (probes and metrics) could not bind its socket.
-    #[error(
-        "could not listen on {address} for the operations server (metrics.host and \
-         metrics.port, SOKETI_METRICS_HOST and SOKETI_METRICS_SERVER_PORT)"
-    )]
-    MetricsBind {
-        /// The address from the configuration.
-        address: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The metrics cannot be named with the configured prefix.
-    #[error("{0}")]
-    MetricsPrefix(String),
-}
+use crate::webhooks::{FleetDepartures, Webhooks};
 
 /// The adapter the configuration names, and the transport of a horizontal one.
 struct Adapters {
@@ -108,11 +70,10 @@ struct Adapters {
 
 async fn adapter(config: &Config) -> Result<Adapters, StartError> {
     let registry = Arc::new(Registry::new());
-    let cache_ttl = Duration::from_secs(config.channel_limits.cache_ttl);
     let cache: Arc<dyn Cache> = match config.cache.driver {
         CacheDriver::Redis => Arc::new(
             RedisCache::new(&config.redis_url(), &config.database.redis.key_prefix)
-                .map_err(|e| StartError::Adapter(e.to_string()))?,
+                .map_err(StartError::RedisCache)?,
         ),
         // `Config::check_runnable` refuses the drivers this build does not provide.
         _ => {
@@ -121,41 +82,12 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
             memory
         }
     };
-    let local = LocalAdapter::new(registry, cache.clone(), cache_ttl);
-    let (transport, requests_timeout): (Arc<dyn Transport>, u64) = match config.adapter.driver {
-        AdapterDriver::Redis => {
-            let redis = &config.adapter.redis;
-            let transport = RedisTransport::start(RedisTransportConfig {
-                url: config.redis_url(),
-                prefix: redis.prefix.clone(),
-                heartbeat_interval: Duration::from_millis(redis.heartbeat_interval),
-                node_timeout: Duration::from_millis(redis.node_timeout),
-                max_buffered: 100_000,
-            })
-            .await
-            .map_err(|e| StartError::Adapter(e.to_string()))?;
-            (transport, redis.requests_timeout)
-        }
-        AdapterDriver::Nats => {
-            let nats = &config.adapter.nats;
-            let transport = NatsTransport::start(NatsTransportConfig {
-                servers: nats.servers.clone(),
-                user_password: nats.user.clone().zip(nats.pass.clone()),
-                token: nats.token.clone(),
-                prefix: nats.prefix.clone(),
-                connect_timeout: Duration::from_millis(nats.timeout),
-                heartbeat_interval: Duration::from_millis(nats.heartbeat_interval.max(1)),
-                node_timeout: Duration::from_millis(nats.node_timeout),
-            })
-            .await
-            .map_err(|e| StartError::Adapter(e.to_string()))?;
-            (transport, nats.requests_timeout)
-        }
+    let local = LocalAdapter::new(registry, cache.clone(), config.cache_ttl());
+    let transport: Arc<dyn Transport> = match config.adapter.driver {
+        AdapterDriver::Redis => RedisTransport::start(config.redis_transport_config()).await?,
+        AdapterDriver::Nats => NatsTransport::start(config.nats_transport_config()).await?,
         AdapterDriver::Cluster => {
-            let transport = ClusterTransport::start(config.cluster_transport_config())
-                .await
-                .map_err(|e| StartError::Adapter(e.to_string()))?;
-            (transport, config.adapter.cluster.requests_timeout)
+            ClusterTransport::start(config.cluster_transport_config()).await?
         }
         AdapterDriver::Local => {
             return Ok(Adapters {
@@ -171,7 +103,7 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
         driver = config.adapter.driver.as_str(),
         "joining the fleet"
     );
-    let timeout = Duration::from_millis(requests_timeout);
+    let timeout = config.requests_timeout().unwrap_or_default();
     let adapter = HorizontalAdapter::start(local, transport.clone(), timeout);
     Ok(Adapters {
         adapter: adapter.clone(),
@@ -184,10 +116,7 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
 /// The webhook queue the configuration names, started with the sender, unless this process
 /// is a server without queue processing.
 fn webhooks(config: &Config, adapter: Arc<dyn Adapter>) -> Result<Arc<Webhooks>, StartError> {
-    let policy = RetryPolicy {
-        max_attempts: config.queue.max_attempts.max(1),
-        backoff: Duration::from_millis(config.queue.backoff),
-    };
+    let policy = config.retry_policy();
     let queue: Arc<dyn Queue> = match config.queue.driver {
         QueueDriver::Redis => Arc::new(
             RedisQueue::new(
@@ -197,41 +126,22 @@ fn webhooks(config: &Config, adapter: Arc<dyn Adapter>) -> Result<Arc<Webhooks>,
                 policy,
                 config.queue.redis.concurrency as usize,
             )
-            .map_err(|e| StartError::Adapter(e.to_string()))?,
+            .map_err(StartError::RedisQueue)?,
         ),
         // `Config::check_runnable` refuses the drivers this build does not provide.
         _ => Arc::new(SyncQueue::new(policy)),
     };
     if config.mode != Mode::Server || config.queue.driver == QueueDriver::Sync {
-        let sender = webhooks::Sender::new(Duration::from_millis(config.webhooks.timeout))
-            .map_err(|e| StartError::Adapter(format!("the webhook client: {e}")))?;
+        let sender =
+            webhooks::Sender::new(config.webhook_timeout()).map_err(StartError::WebhookClient)?;
         queue.start(Arc::new(sender));
     }
-    let settings = WebhookSettings {
-        batching: config
-            .webhooks
-            .batching
-            .enabled
-            .then(|| Duration::from_millis(config.webhooks.batching.duration.max(1))),
-        vacated_delay: Duration::from_millis(config.webhooks.vacated_delay),
-    };
-    Ok(Webhooks::new(queue, adapter, settings))
+    Ok(Webhooks::new(queue, adapter, config.webhook_settings()))
 }
 
 /// The app manager the configuration names, behind a cache when `appManager.cache.enabled`.
 fn app_manager(config: &Config) -> Result<Arc<dyn AppManager>, AppStoreError> {
-    let pool = (
-        if config.database_pooling.enabled {
-            config.database_pooling.min
-        } else {
-            0
-        },
-        if config.database_pooling.enabled {
-            config.database_pooling.max
-        } else {
-            4
-        },
-    );
+    let pool = config.sql_pool_size();
     let store: Arc<dyn AppManager> = match config.app_manager.driver {
         AppManagerDriver::Postgres => Arc::new(SqlAppManager::new(
             SqlBackend::Postgres,
@@ -250,10 +160,8 @@ fn app_manager(config: &Config) -> Result<Arc<dyn AppManager>, AppStoreError> {
         // `Config::check_runnable` refuses the drivers this build does not provide.
         _ => return Ok(Arc::new(ArrayAppManager::new(config.apps()))),
     };
-    let cache = &config.app_manager.cache;
-    Ok(if cache.enabled {
-        let ttl = u64::try_from(cache.ttl).ok().map(Duration::from_secs);
-        Arc::new(CachedAppManager::new(store, ttl))
+    Ok(if config.app_manager.cache.enabled {
+        Arc::new(CachedAppManager::new(store, config.app_cache_ttl()))
     } else {
         store
     })
@@ -266,14 +174,10 @@ fn rate_limiter(
 ) -> Result<Arc<dyn RateLimiter>, StartError> {
     match (config.rate_limiter.driver, horizontal) {
         (RateLimiterDriver::Cluster, Some(adapter)) => Ok(ClusterRateLimiter::new(adapter)),
-        (RateLimiterDriver::Cluster, None) => Err(StartError::Adapter(
-            "rateLimiter.driver (RATE_LIMITER_DRIVER) is cluster, which shares budgets through \
-             the adapter; set adapter.driver (ADAPTER_DRIVER) to cluster, redis or nats"
-                .into(),
-        )),
+        (RateLimiterDriver::Cluster, None) => Err(ConfigError::RateLimiterWithoutFleet.into()),
         (RateLimiterDriver::Redis, _) => Ok(Arc::new(
             RedisRateLimiter::new(&config.redis_url(), &config.database.redis.key_prefix)
-                .map_err(|e| StartError::Adapter(e.to_string()))?,
+                .map_err(StartError::RedisRateLimiter)?,
         )),
         (RateLimiterDriver::Local, _) => Ok(Arc::new(LocalRateLimiter::new())),
     }
@@ -351,9 +255,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .await
         .map_err(metrics_bind)?;
     let metrics_addr = ops_listener.local_addr().map_err(metrics_bind)?;
-    let metrics = Metrics::new(&config.metrics, local_addr.port())
-        .map_err(|e| StartError::MetricsPrefix(e.to_string()))?;
-    let apps = app_manager(&config).map_err(|e| StartError::Adapter(e.to_string()))?;
+    let metrics = Metrics::new(&config.metrics, local_addr.port())?;
+    let apps = app_manager(&config)?;
     let Adapters {
         adapter,
         horizontal,

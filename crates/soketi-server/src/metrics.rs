@@ -112,7 +112,7 @@ const MAX_STRIPES: usize = 32;
     "metrics.prometheus.prefix (SOKETI_METRICS_PROMETHEUS_PREFIX) is {0:?}, which cannot start \
      a Prometheus metric name; use letters, digits, `_` and `:`, not starting with a digit"
 )]
-pub(crate) struct InvalidPrefix(String);
+pub struct InvalidPrefix(String);
 
 /// The server's metrics; empty when `metrics.enabled` is off.
 pub(crate) struct Metrics {

@@ -160,6 +160,7 @@ impl Session {
         ));
     }
 
+    /// Refuses a subscription; `status` is a close code, or HTTP's 401 for a bad signature.
     fn subscription_error(&self, channel: &str, kind: &str, error: &str, status: u16) {
         self.conn
             .send_json(&message::subscription_error(channel, kind, error, status));
@@ -174,10 +175,20 @@ impl Session {
         let channel = match ChannelName::parse(name, self.app.limits.max_channel_name_length) {
             Ok(channel) => channel,
             Err(e @ ProtocolError::ChannelNameTooLong { .. }) => {
-                return self.subscription_error(name, "LimitReached", &e.to_string(), 4009);
+                return self.subscription_error(
+                    name,
+                    "LimitReached",
+                    &e.to_string(),
+                    CloseCode::UNAUTHORIZED.0,
+                );
             }
             Err(e) => {
-                return self.subscription_error(name, "InvalidChannel", &e.to_string(), 4009);
+                return self.subscription_error(
+                    name,
+                    "InvalidChannel",
+                    &e.to_string(),
+                    CloseCode::UNAUTHORIZED.0,
+                );
             }
         };
         if channel.kind() == ChannelKind::ServerToUser {
@@ -268,7 +279,7 @@ impl Session {
                     "The presence member's user_info is over {} bytes.",
                     limits.max_presence_member_size_bytes
                 ),
-                4301,
+                CloseCode::CLIENT_EVENT_REJECTED.0,
             );
             return false;
         }
@@ -288,11 +299,21 @@ impl Session {
         {
             Ok(joined) => joined,
             Err(AdapterError::Channels(e @ ChannelsError::PresenceFull { .. })) => {
-                self.subscription_error(name, "LimitReached", &e.to_string(), 4100);
+                self.subscription_error(
+                    name,
+                    "LimitReached",
+                    &e.to_string(),
+                    CloseCode::OVER_CAPACITY.0,
+                );
                 return false;
             }
             Err(e) => {
-                self.subscription_error(name, "ServerError", &e.to_string(), 4302);
+                self.subscription_error(
+                    name,
+                    "ServerError",
+                    &e.to_string(),
+                    CloseCode::PRESENCE_SERVER_ERROR.0,
+                );
                 return false;
             }
         };

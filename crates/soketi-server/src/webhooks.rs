@@ -388,12 +388,11 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
-    pub(crate) fn new(timeout: Duration) -> Result<Self, String> {
+    pub(crate) fn new(timeout: Duration) -> Result<Self, tokio_rustls::rustls::Error> {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(Arc::new(
                 tokio_rustls::rustls::crypto::ring::default_provider(),
-            ))
-            .map_err(|e| e.to_string())?
+            ))?
             .https_or_http()
             .enable_http1()
             .build();

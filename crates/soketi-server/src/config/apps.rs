@@ -249,16 +249,17 @@ impl AppConfig {
             match &hook.url {
                 Some(url) if url.starts_with("http://") || url.starts_with("https://") => {}
                 Some(url) => {
-                    return Err(ConfigError::new(format!(
-                        "appManager.array.apps.{index}.webhooks.{i}.url is {url:?}; use an \
-                         http:// or https:// URL"
-                    )));
+                    return Err(ConfigError::WebhookUrl {
+                        app: index,
+                        webhook: i,
+                        url: url.clone(),
+                    });
                 }
                 None => {
-                    return Err(ConfigError::new(format!(
-                        "appManager.array.apps.{index}.webhooks.{i} has no url (AWS Lambda \
-                         webhooks are not supported by this build)"
-                    )));
+                    return Err(ConfigError::WebhookWithoutUrl {
+                        app: index,
+                        webhook: i,
+                    });
                 }
             }
         }
@@ -268,9 +269,7 @@ impl AppConfig {
             ("secret", &self.secret),
         ] {
             if value.as_deref().is_none_or(str::is_empty) {
-                return Err(ConfigError::new(format!(
-                    "appManager.array.apps.{index} has no {field}"
-                )));
+                return Err(ConfigError::AppWithout { app: index, field });
             }
         }
         Ok(())

@@ -1,5 +1,8 @@
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::Path;
+
+use soketi_protocol::AppLimits;
 
 use super::*;
 

@@ -1,0 +1,286 @@
+//! Why a configuration cannot be used. Every message names the option at fault, with its
+//! environment name, and says what to do; a value that does not parse also names its source.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use figment::providers::{Format, Toml, Yaml};
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file cannot be read.
+    #[error("cannot read the config file {}: {source}", path.display())]
+    ReadFile {
+        /// The file as given.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The config file's extension names no format this build reads.
+    #[error(
+        "the config file {} has the extension {extension:?}; use .json, .toml, .yaml or .yml",
+        path.display()
+    )]
+    FileFormat {
+        /// The file as given.
+        path: PathBuf,
+        /// The extension, lowercased.
+        extension: String,
+    },
+    /// The config file does not parse in the format its extension names.
+    #[error("the config file {} is not valid: {source}", path.display())]
+    FileSyntax {
+        /// The file as given.
+        path: PathBuf,
+        /// The parser's complaint.
+        source: SyntaxError,
+    },
+    /// The config file holds something else than a map of options.
+    #[error("the config file {} must hold a map of options", path.display())]
+    FileNotMap {
+        /// The file as given.
+        path: PathBuf,
+    },
+    /// The built-in defaults cannot be turned into a source: a bug of this build.
+    #[error("the defaults do not serialize: {0}")]
+    Defaults(#[source] serde_json::Error),
+    /// Values that do not fit their options, each with the source it came from.
+    #[error("{}", InvalidValue::join(.0))]
+    InvalidValues(Vec<InvalidValue>),
+    /// An option that must be a positive number is not.
+    #[error("invalid value for {option}: {value}; expected a positive number")]
+    NotPositive {
+        /// The option and its environment name.
+        option: &'static str,
+        /// The value configured.
+        value: f64,
+    },
+    /// The array app manager has no app to serve.
+    #[error("appManager.array.apps is empty; the array app manager needs at least one app")]
+    NoApps,
+    /// An app lacks its id, key or secret.
+    #[error("appManager.array.apps.{app} has no {field}")]
+    AppWithout {
+        /// The app's index.
+        app: usize,
+        /// `id`, `key` or `secret`.
+        field: &'static str,
+    },
+    /// A webhook's URL is not an HTTP one.
+    #[error(
+        "appManager.array.apps.{app}.webhooks.{webhook}.url is {url:?}; use an http:// or \
+         https:// URL"
+    )]
+    WebhookUrl {
+        /// The app's index.
+        app: usize,
+        /// The webhook's index in the app.
+        webhook: usize,
+        /// The URL configured.
+        url: String,
+    },
+    /// A webhook without a URL: an AWS Lambda one, which this build cannot send.
+    #[error(
+        "appManager.array.apps.{app}.webhooks.{webhook} has no url (AWS Lambda webhooks are not \
+         supported by this build)"
+    )]
+    WebhookWithoutUrl {
+        /// The app's index.
+        app: usize,
+        /// The webhook's index in the app.
+        webhook: usize,
+    },
+    /// A driver this build does not provide.
+    #[error(
+        "{option} is {driver:?}, which this build does not provide yet; available: {}",
+        available.join(", ")
+    )]
+    DriverNotProvided {
+        /// The option and its environment name.
+        option: &'static str,
+        /// The driver configured.
+        driver: &'static str,
+        /// The drivers this build provides.
+        available: Vec<&'static str>,
+    },
+    /// The Redis adapter over Redis Cluster, which it does not support.
+    #[error(
+        "adapter.redis.clusterMode (ADAPTER_REDIS_CLUSTER_MODE) is not supported yet: Redis \
+         Cluster does not carry pub/sub between shards the way the adapter needs; point \
+         DB_REDIS_HOST at one Redis"
+    )]
+    RedisClusterMode,
+    /// Redis Sentinel, which this build does not support.
+    #[error(
+        "database.redis.sentinels (DB_REDIS_SENTINELS) is not supported yet; point DB_REDIS_HOST \
+         at the current Redis master"
+    )]
+    RedisSentinels,
+    /// The Redis adapter's node timeout does not outlast its heartbeats.
+    #[error(
+        "adapter.redis.nodeTimeout (ADAPTER_REDIS_NODE_TIMEOUT, {node_timeout} ms) must be longer \
+         than adapter.redis.heartbeatInterval (ADAPTER_REDIS_HEARTBEAT_INTERVAL, \
+         {heartbeat_interval} ms), which must be positive"
+    )]
+    RedisAdapterTimers {
+        /// Milliseconds.
+        node_timeout: u64,
+        /// Milliseconds.
+        heartbeat_interval: u64,
+    },
+    /// The cluster rate limiter without a horizontal adapter to share budgets through.
+    #[error(
+        "rateLimiter.driver (RATE_LIMITER_DRIVER) is cluster, which shares budgets through the \
+         adapter; set adapter.driver (ADAPTER_DRIVER) to cluster, redis or nats, or use the \
+         local or redis rate limiter"
+    )]
+    RateLimiterWithoutFleet,
+    /// A cluster timer of zero.
+    #[error(
+        "cluster.helloInterval (CLUSTER_KEEPALIVE_INTERVAL) and cluster.checkInterval \
+         (CLUSTER_CHECK_INTERVAL) must be positive"
+    )]
+    ClusterIntervals,
+    /// The cluster's node timeout is shorter than its checks or hellos.
+    #[error(
+        "cluster.nodeTimeout (CLUSTER_NODE_TIMEOUT, {node_timeout} ms) must be at least \
+         cluster.checkInterval (CLUSTER_CHECK_INTERVAL, {check_interval} ms) and longer than \
+         cluster.helloInterval (CLUSTER_KEEPALIVE_INTERVAL, {hello_interval} ms)"
+    )]
+    ClusterNodeTimeout {
+        /// Milliseconds.
+        node_timeout: u64,
+        /// Milliseconds.
+        check_interval: u64,
+        /// Milliseconds.
+        hello_interval: u64,
+    },
+    /// The cluster's master timeout is shorter than its node timeout.
+    #[error(
+        "cluster.masterTimeout (CLUSTER_MASTER_TIMEOUT, {master_timeout} ms) must be at least \
+         cluster.nodeTimeout (CLUSTER_NODE_TIMEOUT, {node_timeout} ms)"
+    )]
+    ClusterMasterTimeout {
+        /// Milliseconds.
+        master_timeout: u64,
+        /// Milliseconds.
+        node_timeout: u64,
+    },
+    /// A unicast peer that is not a string.
+    #[error(
+        "cluster.unicast (CLUSTER_UNICAST_ADDRESSES) holds {item}; use strings such as \
+         \"10.0.0.2\" or \"soketi-headless:11002\""
+    )]
+    ClusterUnicastItem {
+        /// The item configured.
+        item: serde_json::Value,
+    },
+    /// A unicast list that is neither an array nor a comma-separated string.
+    #[error(
+        "cluster.unicast (CLUSTER_UNICAST_ADDRESSES) is {value}; use a JSON array of addresses \
+         or a comma-separated list"
+    )]
+    ClusterUnicast {
+        /// The value configured.
+        value: serde_json::Value,
+    },
+    /// An address option that is not an IPv4 address.
+    #[error("{option} is {value:?}; use an IPv4 address")]
+    NotIpv4 {
+        /// The option and its environment name.
+        option: &'static str,
+        /// The value configured.
+        value: String,
+    },
+    /// A multicast group outside 224.0.0.0/4.
+    #[error(
+        "cluster.multicast (CLUSTER_MULTICAST_ADDRESS) is {group}, which is not a multicast \
+         address (224.0.0.0/4)"
+    )]
+    NotMulticast {
+        /// The group configured.
+        group: Ipv4Addr,
+    },
+    /// The cluster's host is not an IP address.
+    #[error(
+        "cluster.hostname (CLUSTER_HOST) is {hostname:?}; use this node's IP address, or 0.0.0.0"
+    )]
+    ClusterHost {
+        /// The value configured.
+        hostname: String,
+    },
+    /// The SQL app manager's table is not a plain identifier.
+    #[error("{option} is {table:?}; use a table name of letters, digits and _")]
+    SqlTable {
+        /// The option and its environment name.
+        option: &'static str,
+        /// The table configured.
+        table: String,
+    },
+    /// A passphrase for the TLS key, which this build cannot decrypt.
+    #[error(
+        "ssl.passphrase (SSL_PASS) is set, but encrypted private keys are not supported; decrypt \
+         the key (openssl pkey -in key.pem -out plain.pem) and unset SSL_PASS"
+    )]
+    EncryptedKey,
+}
+
+/// Why a config file does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum SyntaxError {
+    /// Not JSON, or a TOML or YAML map that has no JSON form.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// Not TOML.
+    #[error(transparent)]
+    Toml(<Toml as Format>::Error),
+    /// Not YAML.
+    #[error(transparent)]
+    Yaml(<Yaml as Format>::Error),
+}
+
+/// A value that does not fit its option.
+#[derive(Debug)]
+pub struct InvalidValue {
+    /// The option's path, such as `eventLimits.maxNameLength`.
+    pub option: String,
+    /// The environment names that set the option, or empty.
+    pub environment: String,
+    /// Where the value came from: the defaults, a config file or an environment variable.
+    pub origin: String,
+    /// What is wrong with the value.
+    pub kind: figment::error::Kind,
+}
+
+impl InvalidValue {
+    fn join(values: &[InvalidValue]) -> String {
+        values
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl fmt::Display for InvalidValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            option,
+            environment,
+            origin,
+            kind,
+        } = self;
+        // An environment variable names itself; a file or the defaults gets the names that
+        // would override it.
+        if environment.is_empty() || origin.contains("environment variable") {
+            write!(f, "invalid value for {option} from {origin}: {kind}")
+        } else {
+            write!(
+                f,
+                "invalid value for {option} (environment: {environment}) from {origin}: {kind}"
+            )
+        }
+    }
+}

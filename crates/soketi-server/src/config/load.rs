@@ -1,0 +1,153 @@
+//! Loading: the defaults, a config file and the environment, each a figment provider named
+//! after its source, so that a bad value is reported with where it came from.
+
+use std::path::Path;
+
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+
+use super::env::{self, ENV_OPTIONS};
+use super::{Config, ConfigError, InvalidValue, SyntaxError, apps};
+
+/// A figment provider holding one source's settings, named after the source.
+struct Source {
+    name: String,
+    values: serde_json::Value,
+}
+
+impl Provider for Source {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let dict = Value::serialize(&self.values)?
+            .into_dict()
+            .ok_or_else(|| figment::Error::from(format!("{} is not a map", self.name)))?;
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+impl Config {
+    /// Loads the configuration from the defaults, `file` and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, |name| std::env::var(name).ok())
+    }
+
+    /// Loads the configuration with `lookup` in place of the process environment.
+    pub fn load_from(
+        file: Option<&Path>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        // Apps are merged by index, so that `DEFAULT_APP_KEY` changes the first app of a
+        // config file instead of replacing the list; the defaults hold no app, and the default
+        // app fills the gaps of the first one afterwards.
+        let mut defaults =
+            serde_json::to_value(Config::default()).map_err(ConfigError::Defaults)?;
+        apps::index_apps(&mut defaults, true);
+        let mut figment = Figment::from(Source {
+            name: "the defaults".into(),
+            values: defaults,
+        });
+        if let Some(path) = file {
+            let mut values = read_file(path)?;
+            apps::index_apps(&mut values, false);
+            figment = figment.merge(Source {
+                name: format!("config file {}", path.display()),
+                values,
+            });
+        }
+        for prefixed in [false, true] {
+            for option in ENV_OPTIONS {
+                if !prefixed && option.prefix_only {
+                    continue;
+                }
+                let name = if prefixed {
+                    format!("SOKETI_{}", option.name)
+                } else {
+                    option.name.to_owned()
+                };
+                if let Some(raw) = lookup(&name) {
+                    figment = figment.merge(Source {
+                        name: format!("environment variable {name}"),
+                        values: env::nest(option.path, env::parse_value(&raw)),
+                    });
+                }
+            }
+        }
+        let mut config: Config = figment.extract().map_err(describe)?;
+        apps::fill_default_app(&mut config.app_manager.array.apps);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Reads a config file by extension and expands soketi's dotted keys into nested maps.
+fn read_file(path: &Path) -> Result<serde_json::Value, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let parsed: Result<serde_json::Value, SyntaxError> = match extension.as_str() {
+        "json" => serde_json::from_str(&text).map_err(SyntaxError::from),
+        "toml" => toml_to_json(&text),
+        "yaml" | "yml" => yaml_to_json(&text),
+        other => {
+            return Err(ConfigError::FileFormat {
+                path: path.to_owned(),
+                extension: other.to_owned(),
+            });
+        }
+    };
+    let parsed = parsed.map_err(|source| ConfigError::FileSyntax {
+        path: path.to_owned(),
+        source,
+    })?;
+    let serde_json::Value::Object(map) = parsed else {
+        return Err(ConfigError::FileNotMap {
+            path: path.to_owned(),
+        });
+    };
+    let mut out = serde_json::Value::Object(serde_json::Map::new());
+    for (key, value) in map {
+        env::merge_into(&mut out, &env::nest(&key, value));
+    }
+    Ok(out)
+}
+
+fn toml_to_json(text: &str) -> Result<serde_json::Value, SyntaxError> {
+    use figment::providers::{Format, Toml};
+    let dict = Toml::from_str::<Dict>(text).map_err(SyntaxError::Toml)?;
+    Ok(serde_json::to_value(&dict)?)
+}
+
+fn yaml_to_json(text: &str) -> Result<serde_json::Value, SyntaxError> {
+    use figment::providers::{Format, Yaml};
+    let dict = Yaml::from_str::<Dict>(text).map_err(SyntaxError::Yaml)?;
+    Ok(serde_json::to_value(&dict)?)
+}
+
+/// Every bad value: the option, where it came from, and what was wrong with it.
+fn describe(errors: figment::Error) -> ConfigError {
+    let values = errors
+        .into_iter()
+        .map(|e| {
+            let option = e.path.join(".");
+            InvalidValue {
+                environment: env::env_names_for(&option),
+                origin: e
+                    .metadata
+                    .as_ref()
+                    .map_or_else(|| "the defaults".to_owned(), |m| m.name.to_string()),
+                option,
+                kind: e.kind,
+            }
+        })
+        .collect();
+    ConfigError::InvalidValues(values)
+}

@@ -1,0 +1,196 @@
+//! Checks of a loaded configuration: values that parse but make no sense, and settings this
+//! build cannot run with.
+
+use super::drivers::{
+    AdapterDriver, AppManagerDriver, CacheDriver, QueueDriver, RateLimiterDriver,
+};
+use super::{Config, ConfigError};
+
+impl Config {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            (
+                "activityTimeout (ACTIVITY_TIMEOUT)",
+                self.activity_timeout as f64,
+            ),
+            ("pongTimeout (PONG_TIMEOUT)", self.pong_timeout as f64),
+            (
+                "eventLimits.maxPayloadInKb (EVENT_MAX_SIZE_IN_KB)",
+                self.event_limits.max_payload_in_kb,
+            ),
+            (
+                "presence.maxMemberSizeInKb (PRESENCE_MAX_MEMBER_SIZE)",
+                self.presence.max_member_size_in_kb,
+            ),
+            (
+                "httpApi.requestLimitInMb (HTTP_MAX_REQUEST_SIZE)",
+                self.http_api.request_limit_in_mb,
+            ),
+            (
+                "maxBackpressure (MAX_BACKPRESSURE)",
+                self.max_backpressure as f64,
+            ),
+        ];
+        for (name, value) in positive {
+            if !(value > 0.0 && value.is_finite()) {
+                return Err(ConfigError::NotPositive {
+                    option: name,
+                    value,
+                });
+            }
+        }
+        if self.apps().is_empty() {
+            return Err(ConfigError::NoApps);
+        }
+        for (i, app) in self.app_manager.array.apps.iter().enumerate() {
+            app.check(i)?;
+        }
+        Ok(())
+    }
+
+    /// Checks that this build can run with the configuration: the drivers it names exist here,
+    /// and the TLS key needs no passphrase. `config` prints a configuration that fails this;
+    /// `start` refuses it.
+    pub fn check_runnable(&self) -> Result<(), ConfigError> {
+        self.check_drivers()?;
+        if self.adapter.driver == AdapterDriver::Redis {
+            self.check_redis_adapter()?;
+        }
+        if self.rate_limiter.driver == RateLimiterDriver::Cluster
+            && self.adapter.driver == AdapterDriver::Local
+        {
+            return Err(ConfigError::RateLimiterWithoutFleet);
+        }
+        if self.adapter.driver == AdapterDriver::Cluster {
+            self.check_cluster()?;
+        }
+        self.check_sql_tables()?;
+        if !self.ssl.passphrase.is_empty() {
+            return Err(ConfigError::EncryptedKey);
+        }
+        Ok(())
+    }
+
+    /// Checks that every driver the configuration names is one this build provides.
+    fn check_drivers(&self) -> Result<(), ConfigError> {
+        let drivers = [
+            (
+                "appManager.driver (APP_MANAGER_DRIVER)",
+                self.app_manager.driver.as_str(),
+                self.app_manager.driver.is_implemented(),
+                AppManagerDriver::implemented(),
+            ),
+            (
+                "adapter.driver (ADAPTER_DRIVER)",
+                self.adapter.driver.as_str(),
+                self.adapter.driver.is_implemented(),
+                AdapterDriver::implemented(),
+            ),
+            (
+                "rateLimiter.driver (RATE_LIMITER_DRIVER)",
+                self.rate_limiter.driver.as_str(),
+                self.rate_limiter.driver.is_implemented(),
+                RateLimiterDriver::implemented(),
+            ),
+            (
+                "cache.driver (CACHE_DRIVER)",
+                self.cache.driver.as_str(),
+                self.cache.driver.is_implemented(),
+                CacheDriver::implemented(),
+            ),
+            (
+                "queue.driver (QUEUE_DRIVER)",
+                self.queue.driver.as_str(),
+                self.queue.driver.is_implemented(),
+                QueueDriver::implemented(),
+            ),
+        ];
+        for (name, value, implemented, available) in drivers {
+            if !implemented {
+                return Err(ConfigError::DriverNotProvided {
+                    option: name,
+                    driver: value,
+                    available,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the Redis adapter's settings against what it supports.
+    fn check_redis_adapter(&self) -> Result<(), ConfigError> {
+        if self.adapter.redis.cluster_mode {
+            return Err(ConfigError::RedisClusterMode);
+        }
+        if self
+            .database
+            .redis
+            .sentinels
+            .as_ref()
+            .is_some_and(|s| !s.is_null())
+        {
+            return Err(ConfigError::RedisSentinels);
+        }
+        if self.adapter.redis.heartbeat_interval == 0
+            || self.adapter.redis.node_timeout <= self.adapter.redis.heartbeat_interval
+        {
+            return Err(ConfigError::RedisAdapterTimers {
+                node_timeout: self.adapter.redis.node_timeout,
+                heartbeat_interval: self.adapter.redis.heartbeat_interval,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that the cluster's addresses parse and its timers agree with each other.
+    fn check_cluster(&self) -> Result<(), ConfigError> {
+        self.cluster_mode()?;
+        self.cluster_host()?;
+        let c = &self.cluster;
+        if c.hello_interval == 0 || c.check_interval == 0 {
+            return Err(ConfigError::ClusterIntervals);
+        }
+        if c.node_timeout < c.check_interval || c.node_timeout <= c.hello_interval {
+            return Err(ConfigError::ClusterNodeTimeout {
+                node_timeout: c.node_timeout,
+                check_interval: c.check_interval,
+                hello_interval: c.hello_interval,
+            });
+        }
+        if c.master_timeout < c.node_timeout {
+            return Err(ConfigError::ClusterMasterTimeout {
+                master_timeout: c.master_timeout,
+                node_timeout: c.node_timeout,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that the table of the SQL app manager in use is a plain identifier.
+    fn check_sql_tables(&self) -> Result<(), ConfigError> {
+        for (driver, option, table) in [
+            (
+                AppManagerDriver::Postgres,
+                "appManager.postgres.table (APP_MANAGER_POSTGRES_TABLE)",
+                &self.app_manager.postgres.table,
+            ),
+            (
+                AppManagerDriver::Mysql,
+                "appManager.mysql.table (APP_MANAGER_MYSQL_TABLE)",
+                &self.app_manager.mysql.table,
+            ),
+        ] {
+            let identifier = !table.is_empty()
+                && table
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if self.app_manager.driver == driver && !identifier {
+                return Err(ConfigError::SqlTable {
+                    option,
+                    table: table.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

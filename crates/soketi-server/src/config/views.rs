@@ -1,0 +1,100 @@
+//! Values derived from the settings: addresses, limits, apps, durations, and the masked copy
+//! that `config` prints.
+
+use std::time::Duration;
+
+use soketi_protocol::{App, AppLimits};
+
+use super::Config;
+
+impl Config {
+    /// The address to listen on.
+    pub fn bind_address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+    /// The address of the operations server.
+    pub fn metrics_address(&self) -> String {
+        format!("{}:{}", self.metrics.host, self.metrics.port)
+    }
+
+    /// The limits every app gets unless it sets its own.
+    pub fn limits(&self) -> AppLimits {
+        AppLimits {
+            max_presence_members_per_channel: self.presence.max_members_per_channel,
+            max_presence_member_size_bytes: kb(self.presence.max_member_size_in_kb),
+            max_channel_name_length: self.channel_limits.max_name_length,
+            max_event_channels_at_once: self.event_limits.max_channels_at_once,
+            max_event_name_length: self.event_limits.max_name_length,
+            max_event_payload_bytes: kb(self.event_limits.max_payload_in_kb),
+            max_event_batch_size: self.event_limits.max_batch_size,
+        }
+    }
+
+    /// The configured apps, with the server's limits where an app sets none.
+    pub fn apps(&self) -> Vec<App> {
+        let limits = self.limits();
+        self.app_manager
+            .array
+            .apps
+            .iter()
+            .enumerate()
+            .map(|(i, app)| app.to_app(i, &limits))
+            .collect()
+    }
+
+    /// The activity timeout.
+    pub fn activity_timeout(&self) -> Duration {
+        Duration::from_secs(self.activity_timeout)
+    }
+
+    /// The pong timeout.
+    pub fn pong_timeout(&self) -> Duration {
+        Duration::from_secs(self.pong_timeout)
+    }
+
+    /// The largest HTTP body accepted, in bytes.
+    pub fn max_request_bytes(&self) -> usize {
+        (self.http_api.request_limit_in_mb * 1024.0 * 1024.0) as usize
+    }
+
+    /// Whether TLS is on.
+    pub fn tls_enabled(&self) -> bool {
+        !self.ssl.cert_path.is_empty() || !self.ssl.key_path.is_empty()
+    }
+
+    /// The effective configuration as JSON, with every secret replaced by `********`.
+    pub fn masked_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        mask(&mut value);
+        value
+    }
+}
+
+pub(super) fn kb(value: f64) -> usize {
+    (value * 1024.0) as usize
+}
+
+const SECRET_KEYS: &[&str] = &[
+    "secret",
+    "password",
+    "pass",
+    "passphrase",
+    "token",
+    "sentinelPassword",
+];
+
+fn mask(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if SECRET_KEYS.contains(&key.as_str()) && !v.is_null() {
+                    *v = serde_json::Value::String("********".into());
+                } else {
+                    mask(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(mask),
+        _ => {}
+    }
+}
