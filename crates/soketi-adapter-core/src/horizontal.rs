@@ -42,7 +42,7 @@ use crate::transport::{Transport, TransportEvent};
 use crate::wire::{self, v1};
 use crate::{Adapter, AdapterError, ChannelLeft, DepartureSink, OccupancyQuestion, PresenceJoined};
 
-pub use extension::Extension;
+pub use extension::{Extension, Fleet};
 use query::Pending;
 use replica::Replica;
 

@@ -95,7 +95,7 @@ use soketi_protocol::message::PresenceMember;
 
 pub use cache::{Cache, MemoryCache};
 pub use error::AdapterError;
-pub use horizontal::{Extension, HorizontalAdapter};
+pub use horizontal::{Extension, Fleet, HorizontalAdapter};
 pub use local::{LocalAdapter, Origin};
 pub use queue::{JobHandler, Queue, RetryPolicy, SyncQueue};
 pub use ratelimit::{Budget, Decision, LocalRateLimiter, RateLimiter, SlidingWindow};

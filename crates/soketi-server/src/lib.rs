@@ -265,7 +265,7 @@ fn rate_limiter(
     horizontal: Option<&Arc<HorizontalAdapter>>,
 ) -> Result<Arc<dyn RateLimiter>, StartError> {
     match (config.rate_limiter.driver, horizontal) {
-        (RateLimiterDriver::Cluster, Some(adapter)) => Ok(ClusterRateLimiter::new(adapter)),
+        (RateLimiterDriver::Cluster, Some(adapter)) => Ok(ClusterRateLimiter::new(adapter.clone())),
         (RateLimiterDriver::Cluster, None) => Err(StartError::Adapter(
             "rateLimiter.driver (RATE_LIMITER_DRIVER) is cluster, which shares budgets through \
              the adapter; set adapter.driver (ADAPTER_DRIVER) to cluster, redis or nats"

@@ -1,8 +1,10 @@
 //! Extensions: something built on the fleet's channel, such as the cluster rate limiter,
-//! sends its own messages through the adapter's transport and hears those of its kind.
+//! sends its own messages through the adapter's transport and hears those of its kind. It
+//! sees the fleet through the narrow [`Fleet`] trait.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::HorizontalAdapter;
@@ -19,21 +21,30 @@ pub trait Extension: Send + Sync {
     fn on_node_joined(&self, node: &str, is_master: bool) -> Option<Bytes>;
 }
 
-impl HorizontalAdapter {
-    /// Whether this node greets newcomers: the master, or every node without one.
-    pub fn is_master(&self) -> bool {
-        self.transport
-            .master()
-            .is_none_or(|m| m == self.transport.node_id())
-    }
-
-    /// Routes the extension messages of `kind` to `extension`.
-    pub fn register_extension(&self, kind: &str, extension: Arc<dyn Extension>) {
-        self.extensions.write().insert(kind.to_owned(), extension);
-    }
-
+/// What an [`Extension`] needs of the fleet: its own messages to every other node or to one,
+/// the fleet's messages of its kind and the nodes that join, and whether this node is the
+/// master. [`HorizontalAdapter`] is one over any transport (cluster, Redis, NATS); an extension
+/// holds it as `Arc<dyn Fleet>`, so it depends on nothing else of the adapter.
+#[async_trait]
+pub trait Fleet: Send + Sync {
     /// Sends an extension message to every other node, or to one.
-    pub async fn send_extension(
+    async fn send_extension(
+        &self,
+        kind: &str,
+        payload: Bytes,
+        to: Option<&str>,
+    ) -> Result<(), AdapterError>;
+
+    /// Routes the extension messages of `kind`, and the nodes that join, to `extension`.
+    fn register_extension(&self, kind: &str, extension: Arc<dyn Extension>);
+
+    /// Whether this node greets newcomers: the master, or every node without one.
+    fn is_master(&self) -> bool;
+}
+
+#[async_trait]
+impl Fleet for HorizontalAdapter {
+    async fn send_extension(
         &self,
         kind: &str,
         payload: Bytes,
@@ -52,6 +63,18 @@ impl HorizontalAdapter {
         }
     }
 
+    fn register_extension(&self, kind: &str, extension: Arc<dyn Extension>) {
+        self.extensions.write().insert(kind.to_owned(), extension);
+    }
+
+    fn is_master(&self) -> bool {
+        self.transport
+            .master()
+            .is_none_or(|m| m == self.transport.node_id())
+    }
+}
+
+impl HorizontalAdapter {
     /// Another node's extension message, for the extension of its kind.
     pub(super) fn on_extension(&self, from: &str, extension: v1::Extension) {
         let handler = self.extensions.read().get(&extension.kind).cloned();
