@@ -1,5 +1,8 @@
-//! A [`RateLimiter`] whose budgets are one for the whole fleet of a
-//! [`HorizontalAdapter`] (cluster or Redis adapter), with no network round trip per check.
+//! A [`RateLimiter`] whose budgets are one for the whole fleet of a `HorizontalAdapter`, over
+//! any of its transports (cluster, Redis, NATS), with no network round trip per check. The
+//! crate's name says cluster for the `cluster` driver of `rateLimiter.driver`, not for the
+//! transport: it sees the fleet only through the narrow [`Fleet`] trait of adapter-core, and its
+//! messages travel as adapter [`Extension`] messages.
 //!
 //! Every node keeps a copy of each budget as a [`SlidingWindow`] of the last second. A node
 //! decides alone, from its copy; when it admits points it tells the others, which count the
