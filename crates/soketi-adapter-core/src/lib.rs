@@ -1,16 +1,28 @@
-//! The [`Adapter`]: how the server reaches connections and asks about channels, whether they sit
-//! on this node or on others.
+//! How the server reaches connections and asks about channels, whether they sit on this node
+//! or on others: the [`Adapter`] trait, its two implementations, and the services a fleet
+//! shares.
 //!
 //! The server holds an adapter only as `Arc<dyn Adapter>` and never touches another node
-//! directly. [`LocalAdapter`] serves a single node from its [`soketi_channels::Registry`]; the
-//! horizontal adapters (Redis, cluster) implement the same trait by delivering locally and
-//! exchanging messages with the other nodes. Every operation is async and fallible because a
-//! remote node may be slow or gone.
+//! directly. Every operation is async and fallible because a remote node may be slow or gone.
 //!
-//! [`HorizontalAdapter`] implements the trait over any [`Transport`]: it delivers to this
-//! node first, then sends one protobuf [`wire`] envelope to the others; queries fan out and
-//! merge, and presence members of every node are replicated so that `member_added` and
-//! `member_removed` fire once for the whole fleet.
+//! - [`LocalAdapter`] serves a single node from its [`soketi_channels::Registry`].
+//! - [`HorizontalAdapter`] serves a fleet over any [`Transport`] (Redis, NATS and the cluster
+//!   transport live in their own crates; [`MemoryHub`] is a fleet inside one process): it
+//!   delivers to this node first, then sends one protobuf envelope to the others; queries fan
+//!   out and merge; presence members of the other nodes are replicated; occupancy is arbitrated
+//!   so that `channel_occupied` / `channel_vacated` fire once for the fleet; what a node that
+//!   leaves takes with it is reported once, to a [`DepartureSink`]. Things built on the fleet's
+//!   channel ([`Extension`]s, such as the cluster rate limiter) see it through [`Fleet`].
+//! - The presence lifecycle: [`Adapter::join_presence`] and [`Adapter::leave_channel`] register
+//!   the connection and send `subscription_succeeded`, `member_added` and `member_removed`
+//!   themselves, each change of this node's view of the members and its frames under one lock,
+//!   so a connection hears of a member exactly once, in its list or after it. The caller gets
+//!   the outcome ([`PresenceJoined`], [`ChannelLeft`]) for its webhooks.
+//! - [`wire`]: the node-to-node format (`proto/soketi/v1/node.proto`), and [`membership`]: the
+//!   liveness of a fleet on a pub/sub bus, shared by the Redis and NATS transports.
+//! - [`Cache`] (the last event of cache channels), [`Queue`] (jobs retried with back-off) and
+//!   [`RateLimiter`] (per-app budgets over a [`SlidingWindow`] of one second), with in-memory
+//!   implementations; shared ones live in the transports' crates.
 //!
 //! This crate must not depend on any transport; transports depend on it.
 //!
@@ -95,7 +107,7 @@ use soketi_protocol::message::PresenceMember;
 
 pub use cache::{Cache, MemoryCache};
 pub use error::AdapterError;
-pub use horizontal::{Extension, HorizontalAdapter};
+pub use horizontal::{Extension, Fleet, HorizontalAdapter};
 pub use local::{LocalAdapter, Origin};
 pub use queue::{JobHandler, Queue, RetryPolicy, SyncQueue};
 pub use ratelimit::{Budget, Decision, LocalRateLimiter, RateLimiter, SlidingWindow};

@@ -1,5 +1,9 @@
-//! A [`Transport`] over Redis pub/sub for [`soketi_adapter_core::HorizontalAdapter`]: the fleet
-//! of soketi-server nodes that share one Redis.
+//! Everything soketi-server keeps in Redis: the [`Transport`] of a fleet that meets in one
+//! Redis ([`RedisTransport`], for [`soketi_adapter_core::HorizontalAdapter`]), and the shared
+//! [`RedisCache`], the durable [`RedisQueue`] and the fleet-wide [`RedisRateLimiter`]. Each is
+//! picked on its own by the configuration; none needs the Redis transport.
+//!
+//! # The transport
 //!
 //! Every node subscribes to the fleet's channel (`<prefix>#redis-adapter`, soketi's name) and to
 //! its own (`<prefix>#redis-adapter#<node id>`) for answers. Each frame carries its kind and the
@@ -12,7 +16,11 @@
 //! away, keeps them (up to a bound) and retries with backoff, so that a Redis restart loses
 //! nothing this node sends.
 //!
-//! [`RedisCache`] is the shared [`soketi_adapter_core::Cache`] of cache channels.
+//! # The services
+//!
+//! [`RedisCache`] is the shared [`soketi_adapter_core::Cache`] of cache channels, [`RedisQueue`]
+//! the [`soketi_adapter_core::Queue`] that keeps jobs (webhooks) through restarts, and
+//! [`RedisRateLimiter`] a [`soketi_adapter_core::RateLimiter`] with one budget per app in Redis.
 //!
 //! This crate knows nothing of the Pusher protocol; it carries bytes.
 #![warn(missing_docs)]

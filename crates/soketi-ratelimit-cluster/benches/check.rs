@@ -48,7 +48,10 @@ fn fleet() -> (Vec<Arc<HorizontalAdapter>>, Arc<ClusterRateLimiter>) {
             HorizontalAdapter::start(local, hub.join(id), Duration::from_millis(500))
         })
         .collect();
-    let limiters: Vec<_> = adapters.iter().map(ClusterRateLimiter::new).collect();
+    let limiters: Vec<_> = adapters
+        .iter()
+        .map(|adapter| ClusterRateLimiter::new(adapter.clone()))
+        .collect();
     (adapters, limiters[0].clone())
 }
 

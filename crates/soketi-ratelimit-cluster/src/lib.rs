@@ -1,5 +1,8 @@
-//! A [`RateLimiter`] whose budgets are one for the whole fleet of a
-//! [`HorizontalAdapter`] (cluster or Redis adapter), with no network round trip per check.
+//! A [`RateLimiter`] whose budgets are one for the whole fleet of a `HorizontalAdapter`, over
+//! any of its transports (cluster, Redis, NATS), with no network round trip per check. The
+//! crate's name says cluster for the `cluster` driver of `rateLimiter.driver`, not for the
+//! transport: it sees the fleet only through the narrow [`Fleet`] trait of adapter-core, and its
+//! messages travel as adapter [`Extension`] messages.
 //!
 //! Every node keeps a copy of each budget as a [`SlidingWindow`] of the last second. A node
 //! decides alone, from its copy; when it admits points it tells the others, which count the
@@ -21,7 +24,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use prost::Message as _;
 use soketi_adapter_core::{
-    AdapterError, Budget, Decision, Extension, HorizontalAdapter, RateLimiter, SlidingWindow,
+    AdapterError, Budget, Decision, Extension, Fleet, RateLimiter, SlidingWindow,
 };
 
 /// The extension kind of this limiter's messages.
@@ -46,18 +49,19 @@ type Key = (String, Budget);
 
 /// Budgets shared by the fleet of a horizontal adapter.
 pub struct ClusterRateLimiter {
-    adapter: Weak<HorizontalAdapter>,
+    /// Weak: the fleet holds the limiter as an extension, and must not be kept alive by it.
+    fleet: Weak<dyn Fleet>,
     buckets: Mutex<HashMap<Key, SlidingWindow>>,
 }
 
 impl ClusterRateLimiter {
-    /// A limiter that talks through `adapter`'s transport.
-    pub fn new(adapter: &Arc<HorizontalAdapter>) -> Arc<Self> {
+    /// A limiter that talks to the other nodes through `fleet` (a `HorizontalAdapter`).
+    pub fn new(fleet: Arc<dyn Fleet>) -> Arc<Self> {
         let limiter = Arc::new(Self {
-            adapter: Arc::downgrade(adapter),
+            fleet: Arc::downgrade(&fleet),
             buckets: Mutex::default(),
         });
-        adapter.register_extension(KIND, limiter.clone());
+        fleet.register_extension(KIND, limiter.clone());
         limiter
     }
 
@@ -92,7 +96,7 @@ impl RateLimiter for ClusterRateLimiter {
             self.with_bucket((app_id.to_owned(), budget), per_second, |b| b.take(points));
         if decision.allowed
             && points > 0
-            && let Some(adapter) = self.adapter.upgrade()
+            && let Some(fleet) = self.fleet.upgrade()
         {
             let message = proto::Message {
                 body: Some(proto::message::Body::Consume(proto::Consume {
@@ -103,7 +107,7 @@ impl RateLimiter for ClusterRateLimiter {
                 })),
             };
             // Queued for the others, not awaited on the network: no round trip per check.
-            if let Err(e) = adapter
+            if let Err(e) = fleet
                 .send_extension(KIND, Bytes::from(message.encode_to_vec()), None)
                 .await
             {

@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use soketi_adapter_core::{LocalAdapter, MemoryCache, MemoryHub};
+use soketi_adapter_core::{HorizontalAdapter, LocalAdapter, MemoryCache, MemoryHub};
 use soketi_channels::Registry;
 
 use super::*;
@@ -55,7 +55,7 @@ fn node(hub: &MemoryHub, id: &str) -> Node {
         Duration::from_secs(60),
     );
     let adapter = HorizontalAdapter::start(local, hub.join(id), Duration::from_millis(500));
-    let limiter = ClusterRateLimiter::new(&adapter);
+    let limiter = ClusterRateLimiter::new(adapter.clone());
     let heard = Arc::new(Heard {
         limiter: limiter.clone(),
         consumptions: AtomicU64::new(0),

@@ -173,7 +173,7 @@ fn rate_limiter(
     horizontal: Option<&Arc<HorizontalAdapter>>,
 ) -> Result<Arc<dyn RateLimiter>, StartError> {
     match (config.rate_limiter.driver, horizontal) {
-        (RateLimiterDriver::Cluster, Some(adapter)) => Ok(ClusterRateLimiter::new(adapter)),
+        (RateLimiterDriver::Cluster, Some(adapter)) => Ok(ClusterRateLimiter::new(adapter.clone())),
         (RateLimiterDriver::Cluster, None) => Err(ConfigError::RateLimiterWithoutFleet.into()),
         (RateLimiterDriver::Redis, _) => Ok(Arc::new(
             RedisRateLimiter::new(&config.redis_url(), &config.database.redis.key_prefix)

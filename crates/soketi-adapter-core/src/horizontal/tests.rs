@@ -4,6 +4,7 @@ use soketi_channels::Outbox;
 use soketi_protocol::CloseCode;
 
 use super::*;
+use crate::Departure;
 use crate::transport::MemoryHub;
 
 struct Recorder {
