@@ -39,7 +39,6 @@
 //! assert!(http_auth::verify(&request, "app-key", "app-secret", 1_700_000_030).is_ok());
 //! # Ok::<(), soketi_protocol::ProtocolError>(())
 //! ```
-#![warn(missing_docs)]
 
 pub mod app;
 pub mod auth;

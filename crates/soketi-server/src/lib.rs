@@ -7,7 +7,6 @@
 //! wiring lives here; `main.rs` only parses the command line.
 //!
 //! This crate is the top of the dependency graph: nothing depends on it.
-#![warn(missing_docs)]
 
 pub mod apps;
 pub mod config;
