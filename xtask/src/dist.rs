@@ -1,7 +1,7 @@
 //! `cargo xtask dist`: the release archive that operators download.
 //!
 //! The server is built with the `dist` profile (the release profile, symbols stripped), packed
-//! with the README, the configuration reference and the systemd unit as
+//! with the README, the license texts, the configuration reference and the systemd unit as
 //! `target/dist/soketi-server-<version>-<target>.tar.gz`, with a `sha256sum` file beside it.
 //! Before the path is printed, the archive is unpacked with the system's `tar`, checked with
 //! `sha256sum --check`, and its binary is started and must answer `/ready`: what an operator
@@ -101,6 +101,17 @@ pub(crate) fn pack_release(root: &Path, binary: &Path, out_dir: &Path) -> Result
         Entry {
             source: root.join("README.md"),
             path: "README.md",
+            executable: false,
+        },
+        // Both licenses ask that their text travel with every copy of the binary.
+        Entry {
+            source: root.join("LICENSE-MIT"),
+            path: "LICENSE-MIT",
+            executable: false,
+        },
+        Entry {
+            source: root.join("LICENSE-APACHE"),
+            path: "LICENSE-APACHE",
             executable: false,
         },
         Entry {

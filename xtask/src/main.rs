@@ -35,7 +35,8 @@ tasks:
             --no-lint       skip lint
             --rust-only     skip the build and the Node interop suite
             --interop-only  only build the server and run the Node interop suite
-  tidy    the workspace policy checks alone (layers, docs, dbg!/todo!, names, lints, crates.io)
+  tidy    the workspace policy checks alone (layers, docs, dbg!/todo!, names, lints,
+          inherited dependencies, crates.io)
   dist    build with the dist profile, pack target/dist/soketi-server-VERSION-TARGET.tar.gz and
           its .sha256, check that the unpacked binary answers /ready, print the archive's path
   bench   build release, run the benchmark scenarios, print the table, write docs/benchmarks.md

@@ -1,6 +1,6 @@
 //! Workspace policy that neither rustc nor clippy checks: the layers of `docs/ARCHITECTURE.md`,
-//! crate docs, leftover `dbg!`/`todo!`, folder names, workspace lints, and what crates meant for
-//! crates.io need.
+//! crate docs, leftover `dbg!`/`todo!`, folder names, workspace lints and dependencies, and what
+//! crates meant for crates.io need.
 
 #[cfg(test)]
 mod tests;
@@ -111,7 +111,7 @@ fn forbidden_macros(text: &str) -> Vec<(usize, &'static str)> {
 }
 
 /// Every folder under `crates/` is the package of the same name, and every member inherits the
-/// workspace lints.
+/// workspace lints and all of its dependencies.
 fn check_packages(root: &Path, metadata: &Value) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let mut names_by_manifest = BTreeMap::new();
@@ -122,10 +122,15 @@ fn check_packages(root: &Path, metadata: &Value) -> Result<Vec<String>> {
             bail!("`cargo metadata` gave a package without a name or manifest_path");
         };
         names_by_manifest.insert(PathBuf::from(manifest), name.to_owned());
-        if !has_workspace_lints(&read(Path::new(manifest))?) {
+        let text = read(Path::new(manifest))?;
+        let manifest = relative(root, Path::new(manifest));
+        if !has_workspace_lints(&text) {
+            problems.push(format!("{manifest} lacks `[lints] workspace = true`"));
+        }
+        for dependency in dependencies_in_place(&text) {
             problems.push(format!(
-                "{} lacks `[lints] workspace = true`",
-                relative(root, Path::new(manifest))
+                "{manifest}: `{dependency}` is not inherited; declare it in the root's \
+                 [workspace.dependencies] and write `{dependency}.workspace = true`"
             ));
         }
     }
@@ -252,6 +257,89 @@ fn has_workspace_lints(manifest: &str) -> bool {
         }
     }
     false
+}
+
+/// The dependencies of a member's manifest that do not say `workspace = true`, in the order
+/// they appear: versions written in place drift apart between crates, so every one is declared
+/// once in the root's `[workspace.dependencies]`. Dev-, build- and target-specific dependencies
+/// count too.
+fn dependencies_in_place(manifest: &str) -> Vec<String> {
+    // Each dependency's table and name, and whether one of its lines inherits it: `tokio` may
+    // be inherited among the dependencies and written in place among the dev-dependencies.
+    let mut found: Vec<(String, String, bool)> = Vec::new();
+    let mut header = String::new();
+    let mut note = |header: &str, name: &str, inherits: bool| match found
+        .iter_mut()
+        .find(|(h, n, _)| h == header && n == name)
+    {
+        Some((_, _, seen)) => *seen |= inherits,
+        None => found.push((header.to_owned(), name.to_owned(), inherits)),
+    };
+    // Inside a dependency table: `None` for `[dependencies]`, the name for `[dependencies.x]`.
+    let mut table: Option<Option<String>> = None;
+    for line in manifest.lines() {
+        let line: String = line
+            .split('#')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        if let Some(inner) = line.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            header = inner.to_owned();
+            table = dependency_table(inner);
+            if let Some(Some(name)) = &table {
+                note(&header, name, false);
+            }
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        match &table {
+            None => {}
+            Some(Some(name)) => note(&header, name, key == "workspace" && value == "true"),
+            Some(None) => {
+                let (name, field) = match key.split_once('.') {
+                    Some((name, field)) => (name, Some(field)),
+                    None => (key, None),
+                };
+                let inherits = match field {
+                    Some(field) => field == "workspace" && value == "true",
+                    None => value.starts_with('{') && value.contains("workspace=true"),
+                };
+                note(&header, name, inherits);
+            }
+        }
+    }
+    found
+        .into_iter()
+        .filter(|(_, _, inherits)| !inherits)
+        .map(|(_, name, _)| name)
+        .collect()
+}
+
+/// Whether a table header (without its brackets) is a dependency table: `Some(None)` for the
+/// table of many, `Some(Some(name))` for one dependency's own table.
+fn dependency_table(header: &str) -> Option<Option<String>> {
+    let header = match header.strip_prefix("target.") {
+        // `target.'cfg(unix)'.dependencies`: what follows the quoted platform; a bare target
+        // triple (`target.x86_64-unknown-linux-gnu.dependencies`) holds no dot.
+        Some(rest) => match rest.rsplit_once(['\'', '"']) {
+            Some((_, tail)) => tail,
+            None => rest.split_once('.')?.1,
+        },
+        None => header,
+    };
+    let header = header.trim_start_matches('.');
+    ["dependencies", "dev-dependencies", "build-dependencies"]
+        .into_iter()
+        .find_map(|kind| {
+            let rest = header.strip_prefix(kind)?;
+            match rest.strip_prefix('.') {
+                Some(name) => Some(Some(name.to_owned())),
+                None => rest.is_empty().then_some(None),
+            }
+        })
 }
 
 /// The folders directly under `crates/`, sorted.

@@ -14,7 +14,6 @@
 //! again on the new connection, so a brief loss of a connection loses nothing.
 //!
 //! This crate knows nothing of the Pusher protocol; it carries the adapter's envelopes.
-#![warn(missing_docs)]
 
 pub mod data;
 pub mod discovery;

@@ -7,7 +7,6 @@
 //! and buffers what is published meanwhile.
 //!
 //! This crate knows nothing of the Pusher protocol; it carries bytes.
-#![warn(missing_docs)]
 
 use std::sync::Arc;
 use std::time::Duration;

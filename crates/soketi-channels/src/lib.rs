@@ -50,7 +50,6 @@
 //! assert_eq!(app.channel_counts("news").subscription_count, 1);
 //! # Ok::<(), soketi_channels::ChannelsError>(())
 //! ```
-#![warn(missing_docs)]
 
 mod error;
 mod registry;

@@ -1,5 +1,6 @@
-//! The soketi server: WebSocket and HTTP API of the Pusher Channels protocol 7 over hyper and
-//! fastwebsockets, wired to an [`soketi_adapter_core::Adapter`] and an [`apps::AppManager`].
+//! The soketi server: WebSocket and HTTP API of the Pusher Channels protocol 7 over hyper,
+//! wired to an [`soketi_adapter_core::Adapter`] and an [`apps::AppManager`]. fastwebsockets
+//! answers the upgrade handshake; the frames are read and written with `soketi_protocol::ws`.
 //!
 //! The entry point is [`start`], which binds the main port and the operations port (metrics and
 //! probes), spawns the server on the current tokio runtime and returns a [`RunningServer`]; the
@@ -7,7 +8,6 @@
 //! wiring lives here; `main.rs` only parses the command line.
 //!
 //! This crate is the top of the dependency graph: nothing depends on it.
-#![warn(missing_docs)]
 
 pub mod apps;
 pub mod config;

@@ -1,4 +1,7 @@
-use super::{forbidden_macros, has_doc_example, has_workspace_lints, opens_with_inner_doc};
+use super::{
+    dependencies_in_place, forbidden_macros, has_doc_example, has_workspace_lints,
+    opens_with_inner_doc,
+};
 
 #[test]
 fn lib_docs() {
@@ -83,4 +86,54 @@ fn doc_examples() {
     check("//! No example.\n", false);
     check("/// ```\n/// an item's example\n/// ```\n", false);
     check("// ```\n", false);
+}
+
+#[test]
+fn dependencies_written_in_place() {
+    let check = |manifest: &str, expected: &[&str]| {
+        assert_eq!(
+            dependencies_in_place(manifest),
+            expected,
+            "manifest:\n{manifest}"
+        );
+    };
+    check(
+        concat!(
+            "[package]\nname = \"a\"\nversion.workspace = true\n\n",
+            "[dependencies]\nbytes.workspace = true\n",
+            "serde_json = { workspace = true, features = [\"raw_value\"] }\n",
+            "tokio.workspace = true\ntokio.features = [\"net\"]\n\n",
+            "[build-dependencies]\nprost-build.workspace = true # inherited\n",
+        ),
+        &[],
+    );
+    check(
+        "[dependencies]\nform_urlencoded = \"1\"\nhex.workspace = true\n",
+        &["form_urlencoded"],
+    );
+    check(
+        "[dev-dependencies]\ntempfile = { version = \"3\" }\n[dependencies]\nlocal = { path = \"../x\" }\n",
+        &["tempfile", "local"],
+    );
+    check(
+        "[target.'cfg(unix)'.dependencies]\nlibc = \"0.2\"\n[target.\"cfg(windows)\".build-dependencies]\ncc.workspace = true\n",
+        &["libc"],
+    );
+    check(
+        "[target.x86_64-unknown-linux-gnu.dev-dependencies]\nrustix = \"1\"\n",
+        &["rustix"],
+    );
+    check(
+        "[dependencies.redis]\nversion = \"1\"\n\n[dependencies.tar]\nworkspace = true\n",
+        &["redis"],
+    );
+    check(
+        "[dependencies]\ntokio.workspace = true\n[dev-dependencies]\ntokio = \"1\"\n",
+        &["tokio"],
+    );
+    // Keys outside dependency tables are not dependencies.
+    check(
+        "[package]\nname = \"a\"\n[features]\nfull = [\"tokio\"]\n[lints]\nworkspace = true\n",
+        &[],
+    );
 }
