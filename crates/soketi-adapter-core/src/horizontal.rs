@@ -61,6 +61,9 @@ pub struct HorizontalAdapter {
     /// Channels this node reported occupied, for the snapshot a new node receives.
     occupied_here: Mutex<HashSet<(String, String)>>,
     extensions: parking_lot::RwLock<HashMap<String, Arc<dyn Extension>>>,
+    /// Extension messages that came before their extension was registered (a master's greeting
+    /// can reach a node that is still wiring itself up), handed over on registration.
+    unclaimed: Mutex<Vec<(String, v1::Extension)>>,
     /// Where the departures of nodes that left go, once the server has set it.
     departures: parking_lot::RwLock<Option<Arc<dyn DepartureSink>>>,
 }
@@ -85,6 +88,7 @@ impl HorizontalAdapter {
             vacated: Mutex::default(),
             occupied_here: Mutex::default(),
             extensions: parking_lot::RwLock::default(),
+            unclaimed: Mutex::default(),
             departures: parking_lot::RwLock::default(),
         });
         if let Some(mut events) = transport.events() {

@@ -83,7 +83,6 @@
 //! # Ok::<(), soketi_adapter_core::AdapterError>(())
 //! # }).unwrap();
 //! ```
-#![warn(missing_docs)]
 
 pub mod cache;
 mod error;

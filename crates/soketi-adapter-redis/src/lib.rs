@@ -23,7 +23,6 @@
 //! [`RedisRateLimiter`] a [`soketi_adapter_core::RateLimiter`] with one budget per app in Redis.
 //!
 //! This crate knows nothing of the Pusher protocol; it carries bytes.
-#![warn(missing_docs)]
 
 mod cache;
 mod lazy;

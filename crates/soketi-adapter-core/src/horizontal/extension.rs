@@ -64,7 +64,20 @@ impl Fleet for HorizontalAdapter {
     }
 
     fn register_extension(&self, kind: &str, extension: Arc<dyn Extension>) {
-        self.extensions.write().insert(kind.to_owned(), extension);
+        self.extensions
+            .write()
+            .insert(kind.to_owned(), extension.clone());
+        let early: Vec<(String, v1::Extension)> = {
+            let mut unclaimed = self.unclaimed.lock();
+            let (mine, others) = std::mem::take(&mut *unclaimed)
+                .into_iter()
+                .partition(|(_, message)| message.kind == kind);
+            *unclaimed = others;
+            mine
+        };
+        for (from, message) in early {
+            extension.on_message(&from, &message.payload);
+        }
     }
 
     fn is_master(&self) -> bool {
@@ -74,13 +87,33 @@ impl Fleet for HorizontalAdapter {
     }
 }
 
+/// How many extension messages of kinds nobody registered are kept for a later registration.
+const MAX_UNCLAIMED: usize = 256;
+
 impl HorizontalAdapter {
     /// Another node's extension message, for the extension of its kind.
     pub(super) fn on_extension(&self, from: &str, extension: v1::Extension) {
-        let handler = self.extensions.read().get(&extension.kind).cloned();
-        match handler {
-            Some(handler) => handler.on_message(from, &extension.payload),
-            None => tracing::debug!(kind = extension.kind, "no extension of this kind"),
+        // Looked up with the unclaimed messages held, so that a registration in between hands
+        // this one over rather than missing it.
+        let handler = {
+            let mut unclaimed = self.unclaimed.lock();
+            let handler = self.extensions.read().get(&extension.kind).cloned();
+            if handler.is_none() {
+                if unclaimed.len() < MAX_UNCLAIMED {
+                    tracing::debug!(
+                        kind = extension.kind,
+                        "an extension message before its extension; kept"
+                    );
+                    unclaimed.push((from.to_owned(), extension));
+                } else {
+                    tracing::debug!(kind = extension.kind, "no extension of this kind");
+                }
+                return;
+            }
+            handler
+        };
+        if let Some(handler) = handler {
+            handler.on_message(from, &extension.payload);
         }
     }
 

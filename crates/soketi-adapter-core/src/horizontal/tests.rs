@@ -455,3 +455,45 @@ async fn a_silent_node_gives_a_partial_answer_after_the_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(500));
     assert!(a.pending.is_empty(), "the request is forgotten");
 }
+
+/// Records the extension messages it hears.
+#[derive(Default)]
+struct Heard(StdMutex<Vec<(String, Vec<u8>)>>);
+
+impl Extension for Heard {
+    fn on_message(&self, from: &str, payload: &[u8]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((from.to_owned(), payload.to_vec()));
+    }
+    fn on_node_joined(&self, _node: &str, _is_master: bool) -> Option<Bytes> {
+        None
+    }
+}
+
+#[tokio::test]
+async fn an_extension_message_before_its_registration_is_handed_over() {
+    // A master's greeting can reach a node before the node has registered the extension it is
+    // for: it is kept, and the extension gets it when it registers.
+    let hub = MemoryHub::new();
+    let (a, b) = (node(&hub, "a"), node(&hub, "b"));
+    a.send_extension("limits", Bytes::from_static(b"early"), Some("b"))
+        .await
+        .unwrap();
+    eventually("b to keep the early message", || {
+        !b.unclaimed.lock().is_empty()
+    })
+    .await;
+    let heard = Arc::new(Heard::default());
+    b.register_extension("limits", heard.clone());
+    assert_eq!(
+        *heard.0.lock().unwrap(),
+        [("a".to_owned(), b"early".to_vec())]
+    );
+    assert!(b.unclaimed.lock().is_empty(), "handed over, not kept twice");
+    a.send_extension("limits", Bytes::from_static(b"later"), Some("b"))
+        .await
+        .unwrap();
+    eventually("the later message", || heard.0.lock().unwrap().len() == 2).await;
+}

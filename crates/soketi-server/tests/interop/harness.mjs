@@ -807,6 +807,31 @@ function delay(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** The status code of a WebSocket upgrade to `url`: 101 when it opens, else the HTTP status. */
+export function upgradeStatus(url, timeout = 5_000) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    const timer = setTimeout(() => {
+      ws.terminate();
+      reject(new Error(`no answer to the upgrade of ${url} within ${timeout} ms`));
+    }, timeout);
+    ws.on('open', () => {
+      clearTimeout(timer);
+      ws.terminate();
+      resolve(101);
+    });
+    ws.on('unexpected-response', (req, res) => {
+      clearTimeout(timer);
+      resolve(res.statusCode);
+      req.destroy();
+    });
+    ws.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Raw WebSocket client
 // ---------------------------------------------------------------------------------------------

@@ -4,8 +4,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import WebSocket from 'ws';
-
 import {
   APP,
   httpRequest,
@@ -17,6 +15,7 @@ import {
   useServer,
   waitFor,
   writeConfig,
+  upgradeStatus,
 } from './harness.mjs';
 
 const SOKETI_METRICS = [
@@ -54,30 +53,6 @@ function assertNumber(value, what) {
   assert.ok(Number.isFinite(value), `${what} is finite: ${value}`);
 }
 
-/** The status code of a WebSocket upgrade to `url`: 101 when it opens, else the HTTP status. */
-function upgradeStatus(url, timeout = 5_000) {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
-    const timer = setTimeout(() => {
-      ws.terminate();
-      reject(new Error(`no answer to the upgrade of ${url} within ${timeout} ms`));
-    }, timeout);
-    ws.on('open', () => {
-      clearTimeout(timer);
-      ws.terminate();
-      resolve(101);
-    });
-    ws.on('unexpected-response', (req, res) => {
-      clearTimeout(timer);
-      resolve(res.statusCode);
-      req.destroy();
-    });
-    ws.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-  });
-}
 
 /**
  * The samples of a Prometheus text exposition: `{ name, labels, value }` for every line that is

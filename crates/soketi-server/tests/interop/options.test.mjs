@@ -10,8 +10,6 @@ import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 
-import WebSocket from 'ws';
-
 import {
   APP,
   Scope,
@@ -25,6 +23,7 @@ import {
   until,
   useServer,
   waitFor,
+  upgradeStatus,
 } from './harness.mjs';
 import { redisCall as redisCallOn, redisSkip, startRedis } from './redis.mjs';
 import { startReceiver } from './webhook-receiver.mjs';
@@ -43,30 +42,6 @@ async function commandCalls(port, command) {
   return match ? Number(match[1]) : 0;
 }
 
-/** The status code of a WebSocket upgrade to `url`: 101 when it opens, else the HTTP status. */
-function upgradeStatus(url, timeout = 5_000) {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
-    const timer = setTimeout(() => {
-      ws.terminate();
-      reject(new Error(`no answer to the upgrade of ${url} within ${timeout} ms`));
-    }, timeout);
-    ws.on('open', () => {
-      clearTimeout(timer);
-      ws.terminate();
-      resolve(101);
-    });
-    ws.on('unexpected-response', (req, res) => {
-      clearTimeout(timer);
-      resolve(res.statusCode);
-      req.destroy();
-    });
-    ws.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-  });
-}
 
 /**
  * Registers hooks for tests that start their own servers: `start(label, env)` starts one, and
