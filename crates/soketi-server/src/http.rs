@@ -25,6 +25,12 @@ use crate::memory;
 use crate::state::{State, unix_now};
 use crate::{connection, cors};
 
+mod channels;
+mod events;
+
+use channels::{channel_info, channel_users, list_channels};
+use events::{publish, publish_batch};
+
 type Body = Full<Bytes>;
 
 /// Answers one HTTP request.
@@ -197,6 +203,18 @@ fn parse_info(info: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+fn check_info(info: &[String]) -> Result<(), ApiError> {
+    match info
+        .iter()
+        .find(|i| !matches!(i.as_str(), "user_count" | "subscription_count"))
+    {
+        Some(unknown) => Err(bad_request(format!(
+            "Unknown info attribute {unknown}; use user_count or subscription_count."
+        ))),
+        None => Ok(()),
+    }
+}
+
 async fn api(
     state: &Arc<State>,
     req: Request<Incoming>,
@@ -229,6 +247,11 @@ async fn api(
     let sent = response.body().size_hint().exact().unwrap_or_default();
     metrics.http_call(received, usize::try_from(sent).unwrap_or(usize::MAX));
     Ok(response)
+}
+
+/// A 400 answer with `message`.
+pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
 }
 
 /// Reads a request body of at most `limit` bytes.
@@ -324,320 +347,4 @@ fn with_budget_headers(mut response: Response<Body>, decision: Option<Decision>)
         crate::error::rate_limit_headers(response.headers_mut(), &decision);
     }
     response
-}
-
-/// One event to publish, as the HTTP API receives it.
-#[derive(Deserialize)]
-struct EventBody {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    data: Option<Box<RawValue>>,
-    #[serde(default)]
-    channel: Option<String>,
-    #[serde(default)]
-    channels: Option<Vec<String>>,
-    #[serde(default)]
-    socket_id: Option<String>,
-    #[serde(default)]
-    info: Option<String>,
-}
-
-/// An event that passed validation.
-struct Event {
-    name: String,
-    data: Box<RawValue>,
-    channels: Vec<String>,
-    except: Option<SocketId>,
-    info: Vec<String>,
-}
-
-fn bad_request(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, message)
-}
-
-fn validate(app: &App, body: EventBody) -> Result<Event, ApiError> {
-    let limits = &app.limits;
-    let name = body
-        .name
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| bad_request("The event needs a name."))?;
-    if name.len() > limits.max_event_name_length {
-        return Err(bad_request(format!(
-            "The event name may not be longer than {} characters.",
-            limits.max_event_name_length
-        )));
-    }
-    let data = body
-        .data
-        .ok_or_else(|| bad_request("The event needs data."))?;
-    let channels = match (body.channels, body.channel) {
-        (Some(channels), _) if !channels.is_empty() => channels,
-        (_, Some(channel)) => vec![channel],
-        _ => return Err(bad_request("The event needs a channel or channels.")),
-    };
-    if channels.len() > limits.max_event_channels_at_once {
-        return Err(bad_request(format!(
-            "An event may go to at most {} channels.",
-            limits.max_event_channels_at_once
-        )));
-    }
-    for channel in &channels {
-        ChannelName::parse(channel, limits.max_channel_name_length)
-            .map_err(|e| bad_request(format!("{e}.")))?;
-    }
-    if data_len(&data) > limits.max_event_payload_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "The event data may not be larger than {} bytes.",
-                limits.max_event_payload_bytes
-            ),
-        ));
-    }
-    let except = match body.socket_id {
-        Some(id) => Some(SocketId::parse(&id).map_err(|e| bad_request(format!("{e}.")))?),
-        None => None,
-    };
-    let info = parse_info(body.info.as_deref());
-    check_info(&info)?;
-    Ok(Event {
-        name,
-        data,
-        channels,
-        except,
-        info,
-    })
-}
-
-/// The size of an event's data as the limit counts it: the text of a string, else the JSON.
-fn data_len(data: &RawValue) -> usize {
-    match serde_json::from_str::<&str>(data.get()) {
-        Ok(s) => s.len(),
-        Err(_) => data.get().len(),
-    }
-}
-
-fn check_info(info: &[String]) -> Result<(), ApiError> {
-    match info
-        .iter()
-        .find(|i| !matches!(i.as_str(), "user_count" | "subscription_count"))
-    {
-        Some(unknown) => Err(bad_request(format!(
-            "Unknown info attribute {unknown}; use user_count or subscription_count."
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| bad_request(format!("The body is not valid: {e}.")))
-}
-
-async fn deliver(state: &State, app: &App, event: &Event) -> Result<(), ApiError> {
-    for channel in &event.channels {
-        let json = message::channel_event(&event.name, channel, &event.data, None);
-        let parsed = ChannelName::classify(channel);
-        if parsed.kind() == ChannelKind::ServerToUser {
-            let user_id = parsed.server_to_user_id().unwrap_or_default();
-            state
-                .adapter
-                .send_to_user(&app.id, user_id, Bytes::from(json))
-                .await?;
-        } else {
-            state
-                .adapter
-                .publish(&app.id, channel, Bytes::from(json), event.except.as_ref())
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// The counts an `info` parameter asks for, as Pusher shapes them.
-async fn info_attributes(
-    state: &State,
-    app: &App,
-    channel: &str,
-    info: &[String],
-) -> Result<Map<String, Value>, ApiError> {
-    let mut out = Map::new();
-    if info.is_empty() {
-        return Ok(out);
-    }
-    let counts = state.adapter.channel_counts(&app.id, channel).await?;
-    for attribute in info {
-        match attribute.as_str() {
-            "subscription_count" => {
-                out.insert(attribute.clone(), counts.subscription_count.into());
-            }
-            "user_count" if ChannelName::classify(channel).is_presence() => {
-                out.insert(
-                    attribute.clone(),
-                    counts.user_count.unwrap_or_default().into(),
-                );
-            }
-            _ => {}
-        }
-    }
-    Ok(out)
-}
-
-/// Takes an app's backend budget for `events`: one point per event and channel, as soketi.
-async fn take_backend_budget(
-    state: &State,
-    app: &App,
-    events: &[Event],
-) -> Result<Option<Decision>, ApiError> {
-    let points = events.iter().map(|e| e.channels.len() as u64).sum();
-    let per_second = app.max_backend_events_per_sec;
-    take_budget(state, app, Budget::BackendEvents, points, per_second).await
-}
-
-async fn publish(state: &State, req: &ApiRequest) -> Result<Response<Body>, ApiError> {
-    let event = validate(&req.app, parse_json(&req.body)?)?;
-    let budget = take_backend_budget(state, &req.app, std::slice::from_ref(&event)).await?;
-    deliver(state, &req.app, &event).await?;
-    Ok(with_budget_headers(
-        publish_answer(state, req, &event).await?,
-        budget,
-    ))
-}
-
-async fn publish_answer(
-    state: &State,
-    req: &ApiRequest,
-    event: &Event,
-) -> Result<Response<Body>, ApiError> {
-    if event.info.is_empty() {
-        return Ok(json_response(&json!({})));
-    }
-    let mut channels = Map::new();
-    for channel in &event.channels {
-        let attributes = info_attributes(state, &req.app, channel, &event.info).await?;
-        channels.insert(channel.clone(), Value::Object(attributes));
-    }
-    Ok(json_response(&json!({ "channels": channels })))
-}
-
-#[derive(Deserialize)]
-struct BatchBody {
-    batch: Vec<EventBody>,
-}
-
-async fn publish_batch(state: &State, req: &ApiRequest) -> Result<Response<Body>, ApiError> {
-    let body: BatchBody = parse_json(&req.body)?;
-    let max = req.app.limits.max_event_batch_size;
-    if body.batch.len() > max {
-        return Err(bad_request(format!(
-            "A batch may hold at most {max} events."
-        )));
-    }
-    // Every event is checked before any is sent: a batch is all or nothing.
-    let events = body
-        .batch
-        .into_iter()
-        .map(|e| validate(&req.app, e))
-        .collect::<Result<Vec<_>, _>>()?;
-    let budget = take_backend_budget(state, &req.app, &events).await?;
-    for event in &events {
-        deliver(state, &req.app, event).await?;
-    }
-    Ok(with_budget_headers(
-        batch_answer(state, req, &events).await?,
-        budget,
-    ))
-}
-
-async fn batch_answer(
-    state: &State,
-    req: &ApiRequest,
-    events: &[Event],
-) -> Result<Response<Body>, ApiError> {
-    if events.iter().all(|e| e.info.is_empty()) {
-        return Ok(json_response(&json!({})));
-    }
-    let mut batch = Vec::with_capacity(events.len());
-    for event in events {
-        let channel = event
-            .channels
-            .first()
-            .map(String::as_str)
-            .unwrap_or_default();
-        let attributes = info_attributes(state, &req.app, channel, &event.info).await?;
-        batch.push(Value::Object(attributes));
-    }
-    Ok(json_response(&json!({ "batch": batch })))
-}
-
-async fn list_channels(state: &State, req: &ApiRequest) -> Result<Response<Body>, ApiError> {
-    let prefix = req.param("filter_by_prefix").unwrap_or_default();
-    let info = req.info();
-    check_info(&info)?;
-    let wants_users = info.iter().any(|i| i == "user_count");
-    if wants_users && !prefix.starts_with("presence-") {
-        return Err(bad_request(
-            "info=user_count needs filter_by_prefix=presence-.",
-        ));
-    }
-    let channels = state.adapter.channels(&req.app.id).await?;
-    let mut out: BTreeMap<String, Value> = BTreeMap::new();
-    for (name, counts) in channels {
-        if !name.starts_with(prefix) || counts.subscription_count == 0 {
-            continue;
-        }
-        let mut attributes = Map::new();
-        attributes.insert(
-            "subscription_count".into(),
-            counts.subscription_count.into(),
-        );
-        if wants_users {
-            attributes.insert(
-                "user_count".into(),
-                counts.user_count.unwrap_or_default().into(),
-            );
-        }
-        out.insert(name, Value::Object(attributes));
-    }
-    Ok(json_response(&json!({ "channels": out })))
-}
-
-async fn channel_info(
-    state: &State,
-    req: &ApiRequest,
-    channel: &str,
-) -> Result<Response<Body>, ApiError> {
-    let parsed = req.channel(channel)?;
-    let info = req.info();
-    check_info(&info)?;
-    if info.iter().any(|i| i == "user_count") && !parsed.is_presence() {
-        return Err(bad_request(
-            "user_count is only available for presence channels.",
-        ));
-    }
-    let ChannelCounts {
-        subscription_count,
-        user_count,
-    } = state.adapter.channel_counts(&req.app.id, channel).await?;
-    let mut out = Map::new();
-    out.insert("occupied".into(), (subscription_count > 0).into());
-    out.insert("subscription_count".into(), subscription_count.into());
-    if parsed.is_presence() {
-        out.insert("user_count".into(), user_count.unwrap_or_default().into());
-    }
-    Ok(json_response(&Value::Object(out)))
-}
-
-async fn channel_users(
-    state: &State,
-    req: &ApiRequest,
-    channel: &str,
-) -> Result<Response<Body>, ApiError> {
-    let parsed = req.channel(channel)?;
-    if !parsed.is_presence() {
-        return Err(bad_request("The channel must be a presence channel."));
-    }
-    let members = state.adapter.presence_members(&req.app.id, channel).await?;
-    let users: Vec<Value> = members.iter().map(|m| json!({ "id": m.user_id })).collect();
-    Ok(json_response(&json!({ "users": users })))
 }
