@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { after, afterEach, before, beforeEach } from 'node:test';
 
-import { Scope, connected, httpRequest, parseData, rawWs, startServer, uniqueChannel, waitFor } from './harness.mjs';
+import { Scope, connected, httpRequest, parseData, rawWs, startServer, subscribe, uniqueChannel, waitFor } from './harness.mjs';
 
 /** A UDP port for the cluster's discovery, random in 20000-40000 (one per test file or suite). */
 export function randomClusterPort() {
@@ -288,4 +288,68 @@ export async function awaitDiscovery(nodes, timeout = 10_000) {
   } finally {
     for (const probe of probes) probe.terminate();
   }
+}
+
+/**
+ * Registers suite hooks that start a bus (`bus.start(bus.options)`: a redis-server, a
+ * nats-server), then the nodes of each fleet on it (`{ fleetName: { labels: ['A', 'B'], env } }`,
+ * each node's environment `bus.nodeEnv(theBus, env)`), and wait until the nodes of each fleet
+ * discover each other (`awaitDiscovery`). The returned context has the bus under `bus.name`
+ * (`ctx.redis`, `ctx.nats`), a `Scope` per label (`ctx.A`, ...; `scope.label`, `scope.fleet`),
+ * `ctx.fleets` (name to scopes), `ctx.nodes` and `ctx.discovery` (null, or the error of the
+ * wait, which each describe's first test reports). When a test fails, every node's output during
+ * it and the bus's output follow the failure.
+ */
+export function useBusFleets(bus, fleetSpecs, { discoveryTimeout = 10_000 } = {}) {
+  const ctx = { [bus.name]: null, discovery: null, nodes: [], fleets: {} };
+  for (const [fleet, { labels }] of Object.entries(fleetSpecs)) {
+    ctx.fleets[fleet] = labels.map((label) => {
+      const scope = new Scope();
+      scope.label = label;
+      scope.fleet = fleet;
+      ctx[label] = scope;
+      ctx.nodes.push(scope);
+      return scope;
+    });
+  }
+  const marks = new Map();
+
+  before(async () => {
+    ctx[bus.name] = await bus.start(bus.options);
+    for (const [fleet, { env }] of Object.entries(fleetSpecs)) {
+      for (const scope of ctx.fleets[fleet]) scope.server = await startServer(bus.nodeEnv(ctx[bus.name], env));
+    }
+    ctx.discovery = await Promise.all(Object.values(ctx.fleets).map((nodes) => awaitDiscovery(nodes, discoveryTimeout))).then(
+      () => null,
+      (err) => err,
+    );
+  });
+  beforeEach(() => {
+    for (const scope of ctx.nodes) marks.set(scope, scope.server?.logMark() ?? 0);
+  });
+  afterEach((t) => {
+    if (t.passed === false) {
+      for (const scope of ctx.nodes) scope.server?.dumpLogs(`node ${scope.label}, test "${t.name}" failed`, marks.get(scope));
+      const running = ctx[bus.name];
+      if (running) process.stderr.write(`\n----- ${bus.name} output (port ${running.port}) -----\n${running.logs()}\n-----\n`);
+    }
+    for (const scope of ctx.nodes) scope.closeClients();
+  });
+  after(async () => {
+    for (const scope of ctx.nodes) scope.closeClients();
+    await Promise.all(ctx.nodes.map((scope) => scope.server?.stop()));
+    await ctx[bus.name]?.stop();
+  });
+  return ctx;
+}
+
+/** Publishes through node `from` and checks that a pusher-js client on node `to` gets the event. */
+export async function assertCrosses(from, to) {
+  const client = await to.connectedPusher();
+  const name = uniqueChannel(`cross-${from.label}-${to.label}-`);
+  const { channel } = await subscribe(client, name);
+  const id = crypto.randomBytes(4).toString('hex');
+  const arrival = labelled(`the event published through node ${from.label}, at a client of node ${to.label}`, waitFor(channel, 'crossed'));
+  await from.sdk().trigger(name, 'crossed', { id });
+  assert.deepEqual(await arrival, { id });
 }

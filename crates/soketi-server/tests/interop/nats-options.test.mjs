@@ -17,17 +17,15 @@
 // each fleet list each other's probe channels before its tests run.
 
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
-import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 
-import { Scope, failedStart, freePort, httpRequest, startServer, subscribe, uniqueChannel, until, waitFor } from './harness.mjs';
-import { awaitDiscovery, clusterView, labelled } from './cluster.mjs';
+import { Scope, failedStart, freePort, httpRequest, startServer, uniqueChannel, until } from './harness.mjs';
+import { assertCrosses, awaitDiscovery, clusterView, useBusFleets } from './cluster.mjs';
 import { natsSkip, startNats } from './nats.mjs';
 
 const HEARTBEAT_INTERVAL_MS = 200;
 const NODE_TIMEOUT_MS = 1_000;
 const REQUESTS_TIMEOUT_MS = 1_000;
-const DISCOVERY_DEADLINE_MS = 10_000;
 
 // The longest wait between two attempts of a node's NATS client to connect again: async-nats's
 // default reconnect delay (2^attempts ms, at most 4 s), which soketi-adapter-nats keeps. Events
@@ -46,66 +44,6 @@ function nodeEnv(nats, extra = {}) {
     SOKETI_ADAPTER_NATS_REQUESTS_TIMEOUT: String(REQUESTS_TIMEOUT_MS),
     ...extra,
   };
-}
-
-/**
- * Registers suite hooks that start a nats-server with `natsOptions` (see `startNats`), then the
- * nodes of each fleet (`{ fleetName: { labels: ['A', 'B'], env } }`, `env` added to
- * `nodeEnv`), and wait until the nodes of each fleet discover each other. The returned context
- * has `nats`, a `Scope` per label (`ctx.A`, ...), `ctx.fleets`, `ctx.nodes` and `ctx.discovery`
- * (null, or the error of the wait, which each describe's first test reports). When a test
- * fails, every node's output during it and the nats-server's output follow the failure.
- */
-function useNatsFleets(natsOptions, fleetSpecs) {
-  const ctx = { nats: null, discovery: null, nodes: [], fleets: {} };
-  for (const [fleet, { labels }] of Object.entries(fleetSpecs)) {
-    ctx.fleets[fleet] = labels.map((label) => {
-      const scope = new Scope();
-      scope.label = label;
-      ctx[label] = scope;
-      ctx.nodes.push(scope);
-      return scope;
-    });
-  }
-  const marks = new Map();
-
-  before(async () => {
-    ctx.nats = await startNats(natsOptions);
-    for (const [fleet, { env }] of Object.entries(fleetSpecs)) {
-      for (const scope of ctx.fleets[fleet]) scope.server = await startServer(nodeEnv(ctx.nats, env));
-    }
-    ctx.discovery = await Promise.all(Object.values(ctx.fleets).map((nodes) => awaitDiscovery(nodes, DISCOVERY_DEADLINE_MS))).then(
-      () => null,
-      (err) => err,
-    );
-  });
-  beforeEach(() => {
-    for (const scope of ctx.nodes) marks.set(scope, scope.server?.logMark() ?? 0);
-  });
-  afterEach((t) => {
-    if (t.passed === false) {
-      for (const scope of ctx.nodes) scope.server?.dumpLogs(`node ${scope.label}, test "${t.name}" failed`, marks.get(scope));
-      if (ctx.nats) process.stderr.write(`\n----- nats-server output (port ${ctx.nats.port}) -----\n${ctx.nats.logs()}\n-----\n`);
-    }
-    for (const scope of ctx.nodes) scope.closeClients();
-  });
-  after(async () => {
-    for (const scope of ctx.nodes) scope.closeClients();
-    await Promise.all(ctx.nodes.map((scope) => scope.server?.stop()));
-    await ctx.nats?.stop();
-  });
-  return ctx;
-}
-
-/** Publishes through `from` and checks that a pusher-js client on `to` gets the event. */
-async function assertCrosses(from, to) {
-  const client = await to.connectedPusher();
-  const name = uniqueChannel(`cross-${from.label}-${to.label}-`);
-  const { channel } = await subscribe(client, name);
-  const id = crypto.randomBytes(4).toString('hex');
-  const arrival = labelled(`the event published through node ${from.label}, at a client of node ${to.label}`, waitFor(channel, 'crossed'));
-  await from.sdk().trigger(name, 'crossed', { id });
-  assert.deepEqual(await arrival, { id });
 }
 
 /** `GET /apps/<id>/channels` on a node: the channel names, sorted. */
@@ -156,8 +94,8 @@ describe('nats options: a user and a password, a subject prefix, and a nats-serv
   const USER = 'soketi';
   const PASSWORD = 'nats-user-secret';
   const credentials = { SOKETI_ADAPTER_NATS_USER: USER, SOKETI_ADAPTER_NATS_PASSWORD: PASSWORD };
-  const ctx = useNatsFleets(
-    { user: USER, pass: PASSWORD, monitor: true },
+  const ctx = useBusFleets(
+    { name: 'nats', start: startNats, nodeEnv, options: { user: USER, pass: PASSWORD, monitor: true } },
     {
       main: { labels: ['A', 'B'], env: { ...credentials, SOKETI_ADAPTER_NATS_PREFIX: 'main.' } },
       other: { labels: ['C'], env: { ...credentials, SOKETI_ADAPTER_NATS_PREFIX: 'other.' } },
@@ -268,7 +206,9 @@ describe('nats options: a user and a password, a subject prefix, and a nats-serv
 
 describe('nats options: a token', { skip: natsSkip() }, () => {
   const TOKEN = 'nats-token-secret';
-  const ctx = useNatsFleets({ token: TOKEN }, { main: { labels: ['A', 'B'], env: { SOKETI_ADAPTER_NATS_TOKEN: TOKEN } } });
+  const ctx = useBusFleets(
+    { name: 'nats', start: startNats, nodeEnv, options: { token: TOKEN } },
+    { main: { labels: ['A', 'B'], env: { SOKETI_ADAPTER_NATS_TOKEN: TOKEN } } });
 
   it('nodes discover each other', () => {
     if (ctx.discovery) throw ctx.discovery;

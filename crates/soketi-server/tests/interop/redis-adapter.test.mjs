@@ -9,11 +9,11 @@
 // tests run, the nodes' discovery of each other is awaited by subscribing a probe channel on
 // every node and polling `GET /channels` on every node until all probes are listed.
 
-import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { Scope, httpRequest, parseData, startServer, uniqueChannel } from './harness.mjs';
-import { awaitDiscovery, poll } from './cluster.mjs';
+import { poll, useBusFleets } from './cluster.mjs';
 import { fleetSuite } from './fleet-suite.mjs';
 import { natsSkip, startNats } from './nats.mjs';
 import { redisSkip, startRedis } from './redis.mjs';
@@ -56,61 +56,16 @@ function nodeEnv(redis, extra = {}) {
 }
 
 /**
- * Registers suite hooks that start a redis-server and one node per name (`['A', 'B', 'C']`),
- * all sharing it, and wait for the nodes to discover each other. The returned object has a
- * `Scope` per name (`cluster.A`, ...; `scope.label` is the name), `cluster.nodes` (the scopes
- * in order), `cluster.redis`, `cluster.env` (the nodes' environment) and `cluster.discovery` (null, or the error of the discovery
- * wait, which the first test reports). Clients are closed after each test; when a test fails,
- * every node's output during it and the redis-server's output follow the failure.
+ * Registers suite hooks that start a redis-server and one node per name (`['A', 'B']`) on it,
+ * with `extraEnv`, and wait for the nodes to discover each other (`useBusFleets`). The returned
+ * context has a `Scope` per name (`cluster.A`, ...), `cluster.nodes`, `cluster.redis` and
+ * `cluster.discovery`.
  */
 function useCluster(names, extraEnv = {}) {
-  const cluster = { redis: null, env: null, discovery: null, nodes: [] };
-  for (const name of names) {
-    const scope = new Scope();
-    scope.label = name;
-    cluster[name] = scope;
-    cluster.nodes.push(scope);
-  }
-  const marks = new Map();
-
-  before(async () => {
-    cluster.redis = await startBus();
-    const env = nodeEnv(cluster.redis, extraEnv);
-    cluster.env = env;
-    const started = await Promise.allSettled(cluster.nodes.map(() => startServer(env)));
-    started.forEach((result, i) => {
-      if (result.status === 'fulfilled') cluster.nodes[i].server = result.value;
-    });
-    const failed = started.find((result) => result.status === 'rejected');
-    if (failed) throw failed.reason;
-    cluster.discovery = await awaitDiscovery(cluster.nodes, DISCOVERY_DEADLINE_MS).then(
-      () => null,
-      (err) => err,
-    );
+  return useBusFleets({ name: 'redis', start: startBus, nodeEnv }, { fleet: { labels: names, env: extraEnv } }, {
+    discoveryTimeout: DISCOVERY_DEADLINE_MS,
   });
-  beforeEach(() => {
-    for (const scope of cluster.nodes) marks.set(scope, scope.server?.logMark() ?? 0);
-  });
-  afterEach((t) => {
-    if (t.passed === false) {
-      for (const scope of cluster.nodes) {
-        scope.server?.dumpLogs(`node ${scope.label}, test "${t.name}" failed`, marks.get(scope));
-      }
-      if (cluster.redis) {
-        process.stderr.write(`\n----- redis-server output (port ${cluster.redis.port}) -----\n${cluster.redis.logs()}\n-----\n`);
-      }
-    }
-    for (const scope of cluster.nodes) scope.closeClients();
-  });
-  after(async () => {
-    for (const scope of cluster.nodes) scope.closeClients();
-    await Promise.all(cluster.nodes.map((scope) => scope.server?.stop()));
-    await cluster.redis?.stop();
-  });
-  return cluster;
 }
-
-
 // ---------------------------------------------------------------------------------------------
 // The fleet suite (fleet-suite.mjs), over this bus
 // ---------------------------------------------------------------------------------------------
@@ -202,7 +157,7 @@ if (BUS === 'redis') describe('redis adapter: cache channels shared in Redis (SO
 
     const late = new Scope();
     late.label = 'B (started after the publish)';
-    late.server = await startServer(cluster.env);
+    late.server = await startServer(nodeEnv(cluster.redis, { SOKETI_CACHE_DRIVER: 'redis' }));
     try {
       const client = await late.rawSubscribed(name);
       const frame = await client.next();

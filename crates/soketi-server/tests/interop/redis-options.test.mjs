@@ -14,8 +14,7 @@
 // each fleet list each other's probe channels before its tests run.
 
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
-import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
   Scope,
@@ -24,18 +23,15 @@ import {
   httpRequest,
   parseData,
   startServer,
-  subscribe,
   uniqueChannel,
   until,
-  waitFor,
 } from './harness.mjs';
-import { awaitDiscovery, clusterView, labelled, poll } from './cluster.mjs';
+import { assertCrosses, awaitDiscovery, clusterView, poll, useBusFleets } from './cluster.mjs';
 import { redisSkip, startRedis } from './redis.mjs';
 
 const HEARTBEAT_INTERVAL_MS = 200;
 const NODE_TIMEOUT_MS = 1_000;
 const REQUESTS_TIMEOUT_MS = 1_000;
-const DISCOVERY_DEADLINE_MS = 10_000;
 
 // The longest wait between two attempts of a node to reach Redis: soketi-adapter-redis's
 // `backoff` (50 ms doubled per attempt, up to five times). A node whose Redis appears late meets
@@ -55,68 +51,6 @@ function nodeEnv(redis, extra = {}) {
     SOKETI_ADAPTER_REDIS_REQUESTS_TIMEOUT: String(REQUESTS_TIMEOUT_MS),
     ...extra,
   };
-}
-
-/**
- * Registers suite hooks that start a redis-server with `redisOptions` (see `startRedis`), then
- * the nodes of each fleet (`{ fleetName: { labels: ['A', 'B'], env } }`, `env` added to
- * `nodeEnv`), and wait until the nodes of each fleet discover each other. The returned context
- * has `redis`, a `Scope` per label (`ctx.A`, ...; `scope.label`, `scope.fleet`), `ctx.fleets`
- * (name to scopes), `ctx.nodes` and `ctx.discovery` (null, or the error of the wait, which each
- * describe's first test reports). When a test fails, every node's output during it and the
- * redis-server's output follow the failure.
- */
-function useRedisFleets(redisOptions, fleetSpecs) {
-  const ctx = { redis: null, discovery: null, nodes: [], fleets: {} };
-  for (const [fleet, { labels }] of Object.entries(fleetSpecs)) {
-    ctx.fleets[fleet] = labels.map((label) => {
-      const scope = new Scope();
-      scope.label = label;
-      scope.fleet = fleet;
-      ctx[label] = scope;
-      ctx.nodes.push(scope);
-      return scope;
-    });
-  }
-  const marks = new Map();
-
-  before(async () => {
-    ctx.redis = await startRedis(redisOptions);
-    for (const [fleet, { env }] of Object.entries(fleetSpecs)) {
-      for (const scope of ctx.fleets[fleet]) scope.server = await startServer(nodeEnv(ctx.redis, env));
-    }
-    ctx.discovery = await Promise.all(Object.values(ctx.fleets).map((nodes) => awaitDiscovery(nodes, DISCOVERY_DEADLINE_MS))).then(
-      () => null,
-      (err) => err,
-    );
-  });
-  beforeEach(() => {
-    for (const scope of ctx.nodes) marks.set(scope, scope.server?.logMark() ?? 0);
-  });
-  afterEach((t) => {
-    if (t.passed === false) {
-      for (const scope of ctx.nodes) scope.server?.dumpLogs(`node ${scope.label}, test "${t.name}" failed`, marks.get(scope));
-      if (ctx.redis) process.stderr.write(`\n----- redis-server output (port ${ctx.redis.port}) -----\n${ctx.redis.logs()}\n-----\n`);
-    }
-    for (const scope of ctx.nodes) scope.closeClients();
-  });
-  after(async () => {
-    for (const scope of ctx.nodes) scope.closeClients();
-    await Promise.all(ctx.nodes.map((scope) => scope.server?.stop()));
-    await ctx.redis?.stop();
-  });
-  return ctx;
-}
-
-/** Publishes through `from` and checks that a pusher-js client on `to` gets the event. */
-async function assertCrosses(from, to) {
-  const client = await to.connectedPusher();
-  const name = uniqueChannel(`cross-${from.label}-${to.label}-`);
-  const { channel } = await subscribe(client, name);
-  const id = crypto.randomBytes(4).toString('hex');
-  const arrival = labelled(`the event published through node ${from.label}, at a client of node ${to.label}`, waitFor(channel, 'crossed'));
-  await from.sdk().trigger(name, 'crossed', { id });
-  assert.deepEqual(await arrival, { id });
 }
 
 /** `GET /apps/<id>/channels` on a node: the channel names, sorted. */
@@ -150,8 +84,8 @@ describe('redis options: a password (requirepass), database 3, a key prefix and 
   const KEY_PREFIX = 'skt-opts:';
   const ADAPTER_PREFIX = 'opts-fleet';
   const DB = 3;
-  const ctx = useRedisFleets(
-    { password: PASSWORD },
+  const ctx = useBusFleets(
+    { name: 'redis', start: startRedis, nodeEnv, options: { password: PASSWORD } },
     {
       fleet: {
         labels: ['A', 'B'],
@@ -241,9 +175,14 @@ describe('redis options: an ACL user (username and password) allowed only the ke
     SOKETI_RATE_LIMITER_DRIVER: 'redis',
     SOKETI_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SEC: '1000',
   };
-  const ctx = useRedisFleets(
-    // The default user is off: only named users get in.
-    { users: [{ name: 'default', off: true }, USER, ADMIN], admin: { user: ADMIN.name, password: ADMIN.password } },
+  const ctx = useBusFleets(
+    {
+      name: 'redis',
+      start: startRedis,
+      nodeEnv,
+      // The default user is off: only named users get in.
+      options: { users: [{ name: 'default', off: true }, USER, ADMIN], admin: { user: ADMIN.name, password: ADMIN.password } },
+    },
     { fleet: { labels: ['A', 'B'], env } },
   );
 
@@ -353,8 +292,8 @@ describe('redis options: what Redis refuses stops start-up; a Redis not there ye
 // ---------------------------------------------------------------------------------------------
 
 describe('redis options: two fleets with different adapter prefixes on one Redis stay apart', { skip: redisSkip() }, () => {
-  const ctx = useRedisFleets(
-    {},
+  const ctx = useBusFleets(
+    { name: 'redis', start: startRedis, nodeEnv, options: {} },
     {
       alpha: { labels: ['A1', 'A2'], env: { SOKETI_ADAPTER_REDIS_PREFIX: 'alpha' } },
       beta: { labels: ['B1', 'B2'], env: { SOKETI_ADAPTER_REDIS_PREFIX: 'beta' } },
