@@ -26,6 +26,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     problems.extend(check_layers(root, &metadata)?);
     problems.extend(check_lib_docs(root)?);
     problems.extend(check_forbidden_macros(root)?);
+    problems.extend(check_server_uses_adapter(root)?);
     problems.extend(check_packages(root, &metadata)?);
     problems.extend(check_publishable(root, &metadata)?);
     if !problems.is_empty() {
@@ -93,6 +94,51 @@ fn check_forbidden_macros(root: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(problems)
+}
+
+/// The server changes connections, channels and users only through the adapter: of
+/// `soketi-channels` it names nothing but `Outbox`, the side through which a connection
+/// receives frames (docs/ARCHITECTURE.md, "The subscription lifecycle").
+fn check_server_uses_adapter(root: &Path) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let src = root.join("crates/soketi-server/src");
+    for file in files_under(&src, &|name| name.ends_with(".rs"))? {
+        let text = read(&file)?;
+        for (number, used) in channels_items_used(&text) {
+            problems.push(format!(
+                "{}:{number}: the server uses `soketi_channels::{used}`; it may use only \
+                 `Outbox` and reach the registry through the `Adapter`",
+                relative(root, &file)
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// Line numbers and paths of what `text` names from `soketi_channels` besides `Outbox`.
+fn channels_items_used(text: &str) -> Vec<(usize, String)> {
+    const PREFIX: &str = "soketi_channels::";
+    let mut found = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find(PREFIX) {
+            rest = &rest[at + PREFIX.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(rest.len());
+            let path = &rest[..end];
+            if path != "Outbox" {
+                // A `{…}` list or a module path: name what follows, up to the line's end.
+                let shown = if path.is_empty() {
+                    rest.trim_end_matches(';')
+                } else {
+                    path
+                };
+                found.push((index + 1, shown.to_owned()));
+            }
+        }
+    }
+    found
 }
 
 /// Line numbers and needles of each forbidden macro call in `text`.

@@ -13,6 +13,9 @@
 //!   so that `channel_occupied` / `channel_vacated` fire once for the fleet; what a node that
 //!   leaves takes with it is reported once, to a [`DepartureSink`]. Things built on the fleet's
 //!   channel ([`Extension`]s, such as the cluster rate limiter) see it through [`Fleet`].
+//! - The connection lifecycle: a server opens, subscribes, signs in, leaves and closes its
+//!   connections through the [`Adapter`], never through the registry, so the counts that
+//!   quotas and queries read change in one place.
 //! - The presence lifecycle: [`Adapter::join_presence`] and [`Adapter::leave_channel`] register
 //!   the connection and send `subscription_succeeded`, `member_added` and `member_removed`
 //!   themselves, each change of this node's view of the members and its frames under one lock,
@@ -37,7 +40,7 @@
 //!
 //! use bytes::Bytes;
 //! use soketi_adapter_core::{Adapter, HorizontalAdapter, LocalAdapter, MemoryCache, MemoryHub};
-//! use soketi_channels::{Outbox, Registry};
+//! use soketi_channels::Outbox;
 //! use soketi_protocol::{CloseCode, SocketId};
 //!
 //! /// A connection that keeps the frames it is sent; a server's writes them to its socket.
@@ -60,7 +63,7 @@
 //! /// the Redis, NATS or cluster transport instead of an in-process hub.
 //! fn node(hub: &MemoryHub, id: &str) -> Arc<dyn Adapter> {
 //!     let cache = Arc::new(MemoryCache::new());
-//!     let local = LocalAdapter::new(Arc::new(Registry::new()), cache, Duration::from_secs(3600));
+//!     let local = LocalAdapter::new(cache, Duration::from_secs(3600));
 //!     HorizontalAdapter::start(local, hub.join(id), Duration::from_secs(1))
 //! }
 //!
@@ -68,7 +71,7 @@
 //! let hub = MemoryHub::new();
 //! let (a, b) = (node(&hub, "a"), node(&hub, "b"));
 //! let inbox = Arc::new(Inbox { id: SocketId::from_parts(1, 2), frames: Mutex::default() });
-//! b.local().app("app-id").subscribe("news", inbox.clone());
+//! b.subscribe("app-id", "news", inbox.clone()).await;
 //!
 //! // Published on node a; node b delivers it to its own subscriber.
 //! let event = r#"{"event":"update","channel":"news","data":"{}"}"#;
@@ -100,7 +103,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use soketi_channels::{ChannelCounts, Registry, SocketRef};
+use soketi_channels::Registry;
+pub use soketi_channels::{ChannelCounts, SocketRef};
 use soketi_protocol::SocketId;
 use soketi_protocol::message::PresenceMember;
 
@@ -179,11 +183,80 @@ pub trait DepartureSink: Send + Sync {
     fn departed(&self, departures: Vec<Departure>);
 }
 
-/// Publishing and queries across every node that serves the same apps.
+/// What subscribing to a channel without presence did, for the caller's occupancy webhooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The channel had no connection on this node before.
+    pub first_on_channel: bool,
+}
+
+/// Publishing and queries across every node that serves the same apps, and the lifecycle of
+/// this node's connections: opened, subscribed, joined, signed in, left, closed. The adapter
+/// decides what the channel and the fleet hear and in what order; the caller turns the outcome
+/// into the connection's own frames and its webhooks. The counts of connections, subscriptions
+/// and users per app change only here.
 #[async_trait]
 pub trait Adapter: Send + Sync {
-    /// This node's registry, where the server adds and removes its own connections.
+    /// This node's registry of connections, channels and users. Reading it is for queries of
+    /// this node alone; changes go through the lifecycle methods below.
     fn local(&self) -> &Arc<Registry>;
+
+    /// Counts a new connection of the app, unless the app already has `max` on this node
+    /// ([`AdapterError::ConnectionLimit`]). Every counted connection ends with
+    /// [`Adapter::close_connection`].
+    async fn open_connection(&self, app_id: &str, max: Option<u64>) -> Result<(), AdapterError> {
+        Ok(self.local().app(app_id).add_connection(max)?)
+    }
+
+    /// Subscribes `socket` to a channel without presence (public, private, encrypted, cache).
+    /// Returns `None` when it was subscribed already.
+    async fn subscribe(
+        &self,
+        app_id: &str,
+        channel: &str,
+        socket: SocketRef,
+    ) -> Option<Subscribed> {
+        self.local()
+            .app(app_id)
+            .subscribe(channel, socket)
+            .map(|first_on_channel| Subscribed { first_on_channel })
+    }
+
+    /// Signs `socket` in as `user_id`, after `previous` when it had signed in before, so that
+    /// [`Adapter::send_to_user`] and [`Adapter::terminate_user_connections`] reach it.
+    async fn sign_in(
+        &self,
+        app_id: &str,
+        socket: SocketRef,
+        user_id: &str,
+        previous: Option<&str>,
+    ) {
+        let app = self.local().app(app_id);
+        if let Some(previous) = previous {
+            app.remove_user(previous, socket.socket_id());
+        }
+        app.add_user(user_id, socket);
+    }
+
+    /// Forgets a connection counted by [`Adapter::open_connection`], signed in as `user_id`
+    /// when it was. The caller leaves its channels first, with [`Adapter::leave_channel`].
+    async fn close_connection(&self, app_id: &str, socket_id: &SocketId, user_id: Option<&str>) {
+        let app = self.local().app(app_id);
+        if let Some(user_id) = user_id {
+            app.remove_user(user_id, socket_id);
+        }
+        app.remove_connection();
+    }
+
+    /// Whether `channel` has subscribers anywhere, as far as this node knows without asking:
+    /// here, or on another node by the occupancy reports.
+    fn occupied(&self, app_id: &str, channel: &str) -> bool {
+        let here = self
+            .local()
+            .get_app(app_id)
+            .is_some_and(|a| a.channel_counts(channel).subscription_count > 0);
+        here || self.occupied_elsewhere(app_id, channel)
+    }
 
     /// Sends one Pusher frame (its JSON text) to every subscriber of `channel`, except the
     /// connection `except`. A cache channel also keeps the frame for later subscribers.

@@ -45,11 +45,11 @@ pub enum Origin {
 }
 
 impl LocalAdapter {
-    /// An adapter over `registry` that keeps cache channels' last events in `cache` for
-    /// `cache_ttl`.
-    pub fn new(registry: Arc<Registry>, cache: Arc<dyn Cache>, cache_ttl: Duration) -> Self {
+    /// An adapter over a new, empty registry that keeps cache channels' last events in `cache`
+    /// for `cache_ttl`.
+    pub fn new(cache: Arc<dyn Cache>, cache_ttl: Duration) -> Self {
         Self {
-            registry,
+            registry: Arc::new(Registry::new()),
             cache,
             cache_ttl,
             presence: Mutex::new(()),

@@ -12,7 +12,6 @@ use soketi_adapter_core::{
     Budget, HorizontalAdapter, LocalAdapter, LocalRateLimiter, MemoryCache, MemoryHub, RateLimiter,
 };
 use soketi_adapter_redis::RedisRateLimiter;
-use soketi_channels::Registry;
 use soketi_ratelimit_cluster::ClusterRateLimiter;
 
 const CHECKS: u64 = 200_000;
@@ -40,11 +39,7 @@ fn fleet() -> (Vec<Arc<HorizontalAdapter>>, Arc<ClusterRateLimiter>) {
     let adapters: Vec<_> = ["a", "b", "c"]
         .into_iter()
         .map(|id| {
-            let local = LocalAdapter::new(
-                Arc::new(Registry::new()),
-                Arc::new(MemoryCache::new()),
-                Duration::from_secs(60),
-            );
+            let local = LocalAdapter::new(Arc::new(MemoryCache::new()), Duration::from_secs(60));
             HorizontalAdapter::start(local, hub.join(id), Duration::from_millis(500))
         })
         .collect();

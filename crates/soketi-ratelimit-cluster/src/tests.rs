@@ -2,7 +2,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use soketi_adapter_core::{HorizontalAdapter, LocalAdapter, MemoryCache, MemoryHub};
-use soketi_channels::Registry;
 
 use super::*;
 
@@ -49,11 +48,7 @@ impl Extension for Heard {
 }
 
 fn node(hub: &MemoryHub, id: &str) -> Node {
-    let local = LocalAdapter::new(
-        Arc::new(Registry::new()),
-        Arc::new(MemoryCache::new()),
-        Duration::from_secs(60),
-    );
+    let local = LocalAdapter::new(Arc::new(MemoryCache::new()), Duration::from_secs(60));
     let adapter = HorizontalAdapter::start(local, hub.join(id), Duration::from_millis(500));
     let limiter = ClusterRateLimiter::new(adapter.clone());
     let heard = Arc::new(Heard {

@@ -12,12 +12,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
-use soketi_channels::ChannelCounts;
 use soketi_protocol::channel::ChannelKind;
 use soketi_protocol::http_auth::{self, SignedRequest};
 use soketi_protocol::{App, ChannelName, SocketId, message};
 
-use soketi_adapter_core::{Budget, Decision};
+use soketi_adapter_core::{Budget, ChannelCounts, Decision};
 
 use crate::config::Mode;
 use crate::error::ApiError;

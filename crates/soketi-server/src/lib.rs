@@ -39,7 +39,7 @@ use soketi_adapter_core::{
 };
 use soketi_adapter_nats::NatsTransport;
 use soketi_adapter_redis::{RedisCache, RedisQueue, RedisRateLimiter, RedisTransport};
-use soketi_channels::{Outbox, Registry};
+use soketi_channels::Outbox;
 use soketi_protocol::CloseCode;
 use soketi_ratelimit_cluster::ClusterRateLimiter;
 use tokio::net::TcpListener;
@@ -69,7 +69,6 @@ struct Adapters {
 }
 
 async fn adapter(config: &Config) -> Result<Adapters, StartError> {
-    let registry = Arc::new(Registry::new());
     let cache: Arc<dyn Cache> = match config.cache.driver {
         CacheDriver::Redis => Arc::new(
             RedisCache::new(&config.redis_url(), &config.database.redis.key_prefix)
@@ -82,7 +81,7 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
             memory
         }
     };
-    let local = LocalAdapter::new(registry, cache.clone(), config.cache_ttl());
+    let local = LocalAdapter::new(cache.clone(), config.cache_ttl());
     let transport: Arc<dyn Transport> = match config.adapter.driver {
         AdapterDriver::Redis => RedisTransport::start(config.redis_transport_config()).await?,
         AdapterDriver::Nats => NatsTransport::start(config.nats_transport_config()).await?,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use soketi_adapter_core::ratelimit::LocalBucket;
-use soketi_adapter_core::{Adapter, AdapterError, cache};
-use soketi_channels::{AppChannels, ChannelsError, Outbox, SocketRef};
+use soketi_adapter_core::{Adapter, AdapterError, SocketRef, cache};
+use soketi_channels::Outbox;
 use soketi_protocol::channel::{ChannelKind, server_to_user_channel};
 use soketi_protocol::message::{
     self, ClientMessage, PresenceMember, SigninData, SubscribeData, UnsubscribeData,
@@ -26,7 +26,6 @@ const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
 pub(crate) struct Session {
     state: Arc<State>,
     app: Arc<App>,
-    app_channels: Arc<AppChannels>,
     conn: Arc<Connection>,
     metrics: AppMetrics,
     /// Channels joined, with the user id for presence channels.
@@ -88,8 +87,12 @@ impl Session {
             conn.fail(CloseCode::APP_DISABLED, "The app is disabled.");
             return None;
         }
-        let app_channels = state.adapter.local().app(&app.id);
-        if app_channels.add_connection(app.max_connections).is_err() {
+        if let Err(e) = state
+            .adapter
+            .open_connection(&app.id, app.max_connections)
+            .await
+        {
+            tracing::debug!(error = %e, app_id = %app.id, "connection refused");
             conn.fail(
                 CloseCode::OVER_CAPACITY,
                 "The app has reached its connection limit.",
@@ -113,7 +116,6 @@ impl Session {
         Some(Self {
             state,
             app,
-            app_channels,
             conn,
             metrics,
             channels: HashMap::new(),
@@ -144,7 +146,7 @@ impl Session {
                 Ok(data) => self.unsubscribe(&data.channel).await,
                 Err(e) => self.reject_malformed(&e.to_string()),
             },
-            "pusher:signin" => self.signin(&msg),
+            "pusher:signin" => self.signin(&msg).await,
             event if event.starts_with("client-") => self.client_event(&msg).await,
             // Other events are not for the server; Pusher ignores them too.
             _ => {}
@@ -232,10 +234,13 @@ impl Session {
                 return;
             }
         } else {
-            let first_here = self.app_channels.subscribe(name, self.socket());
+            let subscribed = self
+                .adapter()
+                .subscribe(&self.app.id, name, self.socket())
+                .await;
             self.channels.insert(name.to_owned(), None);
             self.conn.send_json(&message::subscription_succeeded(name));
-            if first_here == Some(true) {
+            if subscribed.is_some_and(|s| s.first_on_channel) {
                 self.occupancy(name, true).await;
             }
         }
@@ -298,7 +303,7 @@ impl Session {
             .await
         {
             Ok(joined) => joined,
-            Err(AdapterError::Channels(e @ ChannelsError::PresenceFull { .. })) => {
+            Err(e @ AdapterError::PresenceFull { .. }) => {
                 self.subscription_error(
                     name,
                     "LimitReached",
@@ -406,7 +411,7 @@ impl Session {
         }
     }
 
-    fn signin(&mut self, msg: &ClientMessage) {
+    async fn signin(&mut self, msg: &ClientMessage) {
         let data: SigninData = match msg.data_as() {
             Ok(data) => data,
             Err(e) => {
@@ -425,11 +430,10 @@ impl Session {
             Ok(id) => id,
             Err(e) => return self.conn.fail(CloseCode::UNAUTHORIZED, &e.to_string()),
         };
-        if let Some(previous) = self.user_id.take() {
-            self.app_channels
-                .remove_user(&previous, self.conn.socket_id());
-        }
-        self.app_channels.add_user(&user_id, self.socket());
+        let previous = self.user_id.take();
+        self.adapter()
+            .sign_in(&self.app.id, self.socket(), &user_id, previous.as_deref())
+            .await;
         self.conn.set_sign_in_deadline(0);
         tracing::debug!(
             user_id,
@@ -507,11 +511,10 @@ impl Session {
         for name in channels {
             self.leave(&name).await;
         }
-        if let Some(user_id) = self.user_id.take() {
-            self.app_channels
-                .remove_user(&user_id, self.conn.socket_id());
-        }
-        self.app_channels.remove_connection();
+        let user_id = self.user_id.take();
+        self.adapter()
+            .close_connection(&self.app.id, self.conn.socket_id(), user_id.as_deref())
+            .await;
         self.metrics.disconnected();
     }
 }

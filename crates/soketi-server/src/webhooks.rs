@@ -293,14 +293,7 @@ impl Webhooks {
     /// Whether the channel or user of a delayed event is back, anywhere.
     async fn came_back(&self, app: &App, event: &Event) -> bool {
         match event {
-            Event::Vacated(channel) => {
-                let here = self
-                    .adapter
-                    .local()
-                    .get_app(&app.id)
-                    .is_some_and(|a| a.channel_counts(channel).subscription_count > 0);
-                here || self.adapter.occupied_elsewhere(&app.id, channel)
-            }
+            Event::Vacated(channel) => self.adapter.occupied(&app.id, channel),
             Event::MemberRemoved { channel, user_id } => self
                 .adapter
                 .presence_members(&app.id, channel)

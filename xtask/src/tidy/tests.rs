@@ -1,6 +1,6 @@
 use super::{
-    dependencies_in_place, forbidden_macros, has_doc_example, has_workspace_lints,
-    opens_with_inner_doc,
+    channels_items_used, dependencies_in_place, forbidden_macros, has_doc_example,
+    has_workspace_lints, opens_with_inner_doc,
 };
 
 #[test]
@@ -20,6 +20,24 @@ fn lib_docs() {
         false,
     );
     check("", false);
+}
+
+#[test]
+fn server_names_only_outbox_of_channels() {
+    let text = concat!(
+        "use soketi_channels::Outbox;\n",
+        "use soketi_channels::{AppChannels, Outbox};\n",
+        "fn f(r: &soketi_channels::Registry) {}\n",
+        "impl soketi_channels::Outbox for C {}\n",
+        "use soketi_channels;\n",
+    );
+    assert_eq!(
+        channels_items_used(text),
+        [
+            (2, "{AppChannels, Outbox}".to_owned()),
+            (3, "Registry".to_owned()),
+        ]
+    );
 }
 
 #[test]

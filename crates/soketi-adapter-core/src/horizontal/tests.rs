@@ -42,11 +42,7 @@ fn recorder(n: u64) -> Arc<Recorder> {
 }
 
 fn node(hub: &MemoryHub, id: &str) -> Arc<HorizontalAdapter> {
-    let local = LocalAdapter::new(
-        Arc::new(Registry::new()),
-        Arc::new(crate::MemoryCache::new()),
-        Duration::from_secs(60),
-    );
+    let local = LocalAdapter::new(Arc::new(crate::MemoryCache::new()), Duration::from_secs(60));
     HorizontalAdapter::start(local, hub.join(id), Duration::from_millis(500))
 }
 

@@ -32,11 +32,7 @@ fn recorder(n: u64) -> Arc<Recorder> {
 
 #[tokio::test]
 async fn publish_encodes_once_and_caches() {
-    let adapter = LocalAdapter::new(
-        Arc::new(Registry::new()),
-        Arc::new(crate::MemoryCache::new()),
-        Duration::from_secs(60),
-    );
+    let adapter = LocalAdapter::new(Arc::new(crate::MemoryCache::new()), Duration::from_secs(60));
     let (a, b) = (recorder(1), recorder(2));
     let app = adapter.local().app("app");
     app.subscribe("cache-x", a.clone());
@@ -65,11 +61,7 @@ async fn publish_encodes_once_and_caches() {
 
 #[tokio::test]
 async fn users_receive_and_are_terminated() {
-    let adapter = LocalAdapter::new(
-        Arc::new(Registry::new()),
-        Arc::new(crate::MemoryCache::new()),
-        Duration::from_secs(60),
-    );
+    let adapter = LocalAdapter::new(Arc::new(crate::MemoryCache::new()), Duration::from_secs(60));
     let (a, b) = (recorder(1), recorder(2));
     let app = adapter.local().app("app");
     app.add_user("u", a.clone());
@@ -90,11 +82,7 @@ async fn users_receive_and_are_terminated() {
 
 #[tokio::test]
 async fn internal_events_are_not_cached() {
-    let adapter = LocalAdapter::new(
-        Arc::new(Registry::new()),
-        Arc::new(crate::MemoryCache::new()),
-        Duration::from_secs(60),
-    );
+    let adapter = LocalAdapter::new(Arc::new(crate::MemoryCache::new()), Duration::from_secs(60));
     let m =
         soketi_protocol::message::PresenceMember::from_channel_data(r#"{"user_id":"u"}"#).unwrap();
     let added = soketi_protocol::message::member_added("presence-cache-x", &m);
@@ -104,4 +92,67 @@ async fn internal_events_are_not_cached() {
         .unwrap();
     let key = crate::cache::channel_key("app", "presence-cache-x");
     assert_eq!(adapter.cache().get(&key).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_connection_lives_through_the_adapter() {
+    let adapter = LocalAdapter::new(Arc::new(crate::MemoryCache::new()), Duration::from_secs(60));
+    let (a, b) = (recorder(1), recorder(2));
+    adapter.open_connection("app", Some(1)).await.unwrap();
+    let refused = adapter.open_connection("app", Some(1)).await;
+    assert!(matches!(
+        refused,
+        Err(AdapterError::ConnectionLimit { max: 1 })
+    ));
+    adapter.open_connection("app", None).await.unwrap();
+    assert_eq!(adapter.socket_count("app").await.unwrap(), 2);
+
+    let first = adapter.subscribe("app", "news", a.clone()).await;
+    assert_eq!(
+        first,
+        Some(crate::Subscribed {
+            first_on_channel: true
+        })
+    );
+    assert_eq!(adapter.subscribe("app", "news", a.clone()).await, None);
+    let second = adapter.subscribe("app", "news", b.clone()).await;
+    assert_eq!(
+        second,
+        Some(crate::Subscribed {
+            first_on_channel: false
+        })
+    );
+    assert!(adapter.occupied("app", "news"));
+
+    adapter.sign_in("app", a.clone(), "u", None).await;
+    adapter.sign_in("app", a.clone(), "v", Some("u")).await;
+    adapter
+        .send_to_user("app", "u", Bytes::from_static(b"to u"))
+        .await
+        .unwrap();
+    adapter
+        .send_to_user("app", "v", Bytes::from_static(b"to v"))
+        .await
+        .unwrap();
+    let frames = a.frames.lock().unwrap().clone();
+    assert_eq!(frames.len(), 1, "only the user it signed in as last");
+    assert!(frames[0].ends_with(b"to v"));
+
+    for socket in [&a, &b] {
+        let left = adapter.leave_channel("app", "news", &socket.id).await;
+        assert!(left.is_some());
+    }
+    assert!(!adapter.occupied("app", "news"));
+    adapter.close_connection("app", &a.id, Some("v")).await;
+    adapter.close_connection("app", &b.id, None).await;
+    assert_eq!(adapter.socket_count("app").await.unwrap(), 0);
+    adapter
+        .send_to_user("app", "v", Bytes::from_static(b"gone"))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.frames.lock().unwrap().len(),
+        1,
+        "a closed connection is no user's"
+    );
 }
