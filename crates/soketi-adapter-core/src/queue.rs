@@ -12,11 +12,15 @@ use bytes::Bytes;
 
 use crate::AdapterError;
 
+/// Why a job failed: the handler's own error, for the log. The queue only needs to know that
+/// the job must be tried again.
+pub type JobError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Runs one job.
 #[async_trait]
 pub trait JobHandler: Send + Sync {
     /// Does the job; an error means "try again later", with the reason for the log.
-    async fn run(&self, job: &[u8]) -> Result<(), String>;
+    async fn run(&self, job: &[u8]) -> Result<(), JobError>;
 }
 
 /// Holds jobs until a handler has done them. Held as `Arc<dyn Queue>`.
@@ -78,11 +82,11 @@ impl Queue for SyncQueue {
                 match handler.run(&job).await {
                     Ok(()) => return,
                     Err(why) if attempt < policy.max_attempts => {
-                        tracing::debug!(attempt, why, "a job failed; trying again");
+                        tracing::debug!(attempt, why = %why, "a job failed; trying again");
                         tokio::time::sleep(policy.delay(attempt)).await;
                     }
                     Err(why) => {
-                        tracing::warn!(attempt, why, "a job failed for the last time; dropped");
+                        tracing::warn!(attempt, why = %why, "a job failed for the last time; dropped");
                     }
                 }
             }
@@ -110,7 +114,7 @@ mod tests {
 
     #[async_trait]
     impl JobHandler for FailsTwice {
-        async fn run(&self, _job: &[u8]) -> Result<(), String> {
+        async fn run(&self, _job: &[u8]) -> Result<(), JobError> {
             let mut runs = self.runs.lock().expect("the runs lock is never poisoned");
             runs.push(Instant::now());
             if runs.len() <= 2 {

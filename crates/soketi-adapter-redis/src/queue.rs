@@ -194,7 +194,7 @@ impl Keys {
                 let attempts = attempts + 1;
                 if attempts < self.policy.max_attempts {
                     let due = now_ms() + self.policy.delay(attempts).as_millis() as u64;
-                    tracing::debug!(attempts, why, "a queued job failed; it will run again");
+                    tracing::debug!(attempts, why = %why, "a queued job failed; it will run again");
                     // Into the delayed set and out of the processing list in one transaction:
                     // if it fails, the job stays in the processing list, where the next start
                     // finds it, rather than being lost.
@@ -222,13 +222,13 @@ impl Keys {
                 }
                 tracing::warn!(
                     attempts,
-                    why,
+                    why = %why,
                     "a queued job failed for the last time; dropped"
                 );
             }
             if let Err(e) = self.remove_processing(&mut conn, &stored).await {
                 tracing::warn!(
-                    error = e,
+                    error = %e,
                     "could not remove a finished job from the Redis queue"
                 );
             }
@@ -239,14 +239,13 @@ impl Keys {
         &self,
         conn: &mut ConnectionManager,
         stored: &[u8],
-    ) -> Result<(), String> {
+    ) -> redis::RedisResult<()> {
         redis::cmd("LREM")
             .arg(&self.processing)
             .arg(1)
             .arg(stored)
             .query_async::<()>(conn)
             .await
-            .map_err(failed)
     }
 
     /// Moves delayed jobs whose time has come back to the waiting list: the removal from the

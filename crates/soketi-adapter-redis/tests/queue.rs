@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use soketi_adapter_core::{JobHandler, Queue, RetryPolicy};
+use soketi_adapter_core::{JobError, JobHandler, Queue, RetryPolicy};
 use soketi_adapter_redis::RedisQueue;
 use support::{DEADLINE, Redis, poll, raw};
 use tokio::sync::mpsc;
@@ -53,7 +53,7 @@ impl Recorder {
 
 #[async_trait]
 impl JobHandler for Recorder {
-    async fn run(&self, job: &[u8]) -> Result<(), String> {
+    async fn run(&self, job: &[u8]) -> Result<(), JobError> {
         let before = {
             let mut runs = self.runs.lock();
             let before = runs.iter().filter(|(j, _)| j == job).count();
@@ -75,7 +75,7 @@ struct Hangs(mpsc::UnboundedSender<Vec<u8>>);
 
 #[async_trait]
 impl JobHandler for Hangs {
-    async fn run(&self, job: &[u8]) -> Result<(), String> {
+    async fn run(&self, job: &[u8]) -> Result<(), JobError> {
         let _ = self.0.send(job.to_vec());
         std::future::pending().await
     }

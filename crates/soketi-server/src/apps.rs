@@ -16,9 +16,35 @@ use soketi_protocol::App;
 pub use self::sql::{SqlAppManager, SqlBackend};
 
 /// The store of apps could not answer (a database that is down or misconfigured).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("the app store is unavailable: {0}")]
-pub struct AppStoreError(pub String);
+#[derive(Debug, thiserror::Error)]
+pub enum AppStoreError {
+    /// The database settings (the URL, say) cannot be used.
+    #[error("the app store is unavailable: invalid database settings: {0}")]
+    Settings(#[source] sqlx::Error),
+    /// The database did not answer within the lookup's time.
+    #[error("the app store is unavailable: the app lookup took over {0:?}")]
+    Timeout(Duration),
+    /// The database answered with an error, or could not be reached.
+    #[error("the app store is unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A row of the apps table could not be read as an app.
+    #[error("the app store is unavailable: a row of {table} is not an app: {source}")]
+    NotAnApp {
+        /// The apps table.
+        table: String,
+        /// What did not fit.
+        source: serde_json::Error,
+    },
+    /// A row of the apps table has no id, key or secret.
+    #[error("the app store is unavailable: a row of {table} lacks an id, key or secret")]
+    Incomplete {
+        /// The apps table.
+        table: String,
+    },
+    /// Another store, not one of this crate's, failed.
+    #[error("the app store is unavailable: {0}")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
 
 /// Finds apps by id or key. `Ok(None)` means there is no such app.
 #[async_trait]

@@ -1,4 +1,6 @@
-//! One WebSocket connection: its outbound queue, and the reading of its frames.
+//! One WebSocket connection: its outbound queue, and the reading of its frames. What the frames
+//! mean is the [`Handler`]'s business (the session's); what runs a connection from its upgrade
+//! to its end is [`crate::websocket`].
 //!
 //! Publishing only queues: a frame goes onto the connection's queue, and a connection whose
 //! queue was empty is handed to its [`Flusher`](crate::flusher), which writes every such
@@ -38,12 +40,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::flusher::Shard;
+use crate::flusher::{Flush, Shard};
 use crate::metrics::AppMetrics;
-use crate::session::Session;
-use crate::state::{Counters, State};
 
-pub(crate) use read::run;
+pub(crate) use read::{Handler, read_loop, split};
 
 /// Bytes counted for each queued frame on top of its length, so that a flood of tiny frames
 /// is bounded too.
@@ -54,7 +54,7 @@ const FRAME_OVERHEAD: usize = 64;
 const MAX_INBOUND_MESSAGE: usize = 1024 * 1024;
 
 /// How long a closing connection waits for its last frames to be written.
-const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How much one read takes from the socket. Client messages are small; a larger one takes
 /// several reads.
@@ -71,7 +71,7 @@ struct CloseRequest {
 }
 
 /// The writing half of the socket.
-type Sink = Pin<Box<dyn AsyncWrite + Send>>;
+pub(crate) type Sink = Pin<Box<dyn AsyncWrite + Send>>;
 
 /// Who writes a connection's queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,7 +162,7 @@ pub(crate) struct Connection {
     me: Weak<Connection>,
     out: Mutex<Outbound>,
     max_queued_bytes: usize,
-    flusher: Arc<Shard>,
+    flusher: Arc<Shard<Connection>>,
     counters: Arc<Counters>,
     /// The app's metrics, set once the app accepted the connection; frames queued before that
     /// (a refusal) belong to no app and are not counted.
@@ -176,8 +176,31 @@ pub(crate) struct Connection {
     sign_in_deadline_ms: AtomicU64,
 }
 
+/// Counts of notable events of every connection since the server started.
+#[derive(Default)]
+pub(crate) struct Counters {
+    /// Connections closed with 4100 because their outbound queue passed `max_backpressure`.
+    pub(crate) slow_closes: AtomicU64,
+}
+
+/// What a new connection is given by the server.
+pub(crate) struct Settings {
+    /// The outbound budget (`max_backpressure`) past which the connection is closed with 4100.
+    pub(crate) max_queued_bytes: usize,
+    /// Where it counts a close for not reading.
+    pub(crate) counters: Arc<Counters>,
+    /// The server's clock now, in milliseconds of uptime: the connection was last seen then.
+    pub(crate) now_ms: u64,
+}
+
 impl Connection {
-    fn new(socket_id: SocketId, sink: Sink, flusher: Arc<Shard>, state: &State) -> Arc<Self> {
+    /// A connection writing to `sink`, scheduled with `flusher` whenever its queue fills.
+    pub(crate) fn new(
+        socket_id: SocketId,
+        sink: Sink,
+        flusher: Arc<Shard<Connection>>,
+        settings: Settings,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             socket_id,
             me: me.clone(),
@@ -186,21 +209,38 @@ impl Connection {
                 queue: Queue::default(),
                 state: WriteState::Idle,
             }),
-            max_queued_bytes: state.config.max_backpressure,
+            max_queued_bytes: settings.max_queued_bytes,
             flusher,
-            counters: state.counters.clone(),
+            counters: settings.counters,
             metrics: OnceLock::new(),
             close: OnceLock::new(),
             wake_writer: Notify::new(),
-            last_seen_ms: AtomicU64::new(state.uptime_ms()),
+            last_seen_ms: AtomicU64::new(settings.now_ms),
             pinged_at_ms: AtomicU64::new(0),
             sign_in_deadline_ms: AtomicU64::new(0),
         })
     }
 
+    /// The client is done, or nothing more will be read: queued frames go out, then the socket
+    /// closes.
+    pub(crate) fn finish(&self) {
+        self.request_close(CloseRequest {
+            frame: None,
+            drain: true,
+        });
+    }
+
+    /// Lets go of the socket once the connection ended; whoever still holds the connection
+    /// for a moment holds no socket.
+    pub(crate) fn release(&self) {
+        self.out.lock().sink = None;
+    }
+}
+
+impl Flush for Connection {
     /// Writes what is queued without waiting, as the flusher's pass does: a socket that does
     /// not take everything hands the rest to the writer task.
-    pub(crate) fn flush(&self) {
+    fn flush(&self) {
         let mut out = self.out.lock();
         if out.state != WriteState::Scheduled {
             return;
@@ -220,7 +260,9 @@ impl Connection {
             }
         }
     }
+}
 
+impl Connection {
     /// Writes a stalled queue, waiting on the socket; ready once the queue is empty.
     fn poll_stalled(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut out = self.out.lock();
@@ -405,7 +447,7 @@ fn payload_len(frame: &[u8]) -> usize {
 }
 
 /// Writes what the flusher could not, and the last frames of a closing connection.
-async fn write_loop(conn: Arc<Connection>) {
+pub(crate) async fn write_loop(conn: Arc<Connection>) {
     loop {
         if conn.is_closing() {
             break;

@@ -17,21 +17,33 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::connection::Connection;
+/// What a flusher writes: a connection with queued frames.
+pub(crate) trait Flush: Send + Sync + 'static {
+    /// Writes what is queued without waiting on the socket.
+    fn flush(&self);
+}
 
-/// The flushers of one server.
-pub(crate) struct Flushers {
-    shards: Box<[Arc<Shard>]>,
+/// The flushers of one server, of connections of type `C`.
+pub(crate) struct Flushers<C> {
+    shards: Box<[Arc<Shard<C>>]>,
 }
 
 /// One flusher: the connections waiting for its next pass.
-#[derive(Default)]
-pub(crate) struct Shard {
-    scheduled: Mutex<Vec<Arc<Connection>>>,
+pub(crate) struct Shard<C> {
+    scheduled: Mutex<Vec<Arc<C>>>,
     wake: Notify,
 }
 
-impl Flushers {
+impl<C> Default for Shard<C> {
+    fn default() -> Self {
+        Self {
+            scheduled: Mutex::default(),
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl<C: Flush> Flushers<C> {
     /// `count` flushers (at least one), whose tasks [`Flushers::spawn`] starts.
     pub(crate) fn new(count: usize) -> Self {
         Self {
@@ -40,7 +52,7 @@ impl Flushers {
     }
 
     /// The flusher of the connection numbered `key`.
-    pub(crate) fn shard(&self, key: u64) -> Arc<Shard> {
+    pub(crate) fn shard(&self, key: u64) -> Arc<Shard<C>> {
         let index = (key % self.shards.len() as u64) as usize;
         self.shards[index].clone()
     }
@@ -54,9 +66,9 @@ impl Flushers {
     }
 }
 
-impl Shard {
+impl<C> Shard<C> {
     /// Puts `conn` in the next pass; the connection does this once per empty-to-queued change.
-    pub(crate) fn schedule(&self, conn: Arc<Connection>) {
+    pub(crate) fn schedule(&self, conn: Arc<C>) {
         let mut scheduled = self.scheduled.lock();
         let first = scheduled.is_empty();
         scheduled.push(conn);
@@ -67,7 +79,7 @@ impl Shard {
     }
 }
 
-async fn run(shard: Arc<Shard>) {
+async fn run<C: Flush>(shard: Arc<Shard<C>>) {
     let mut pass = Vec::new();
     loop {
         shard.wake.notified().await;

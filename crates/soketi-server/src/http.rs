@@ -22,7 +22,7 @@ use crate::config::Mode;
 use crate::error::ApiError;
 use crate::memory;
 use crate::state::{State, unix_now};
-use crate::{connection, cors};
+use crate::{cors, websocket};
 
 mod channels;
 mod events;
@@ -153,7 +153,7 @@ fn upgrade(
     let state = state.clone();
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(ws) => connection::run(state, ws.into_inner().into_inner(), app_key, protocol).await,
+            Ok(ws) => websocket::run(state, ws.into_inner().into_inner(), app_key, protocol).await,
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
         }
     });

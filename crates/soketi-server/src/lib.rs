@@ -24,6 +24,7 @@ mod session;
 mod state;
 mod tls;
 mod webhooks;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use soketi_protocol::message::{
 };
 use soketi_protocol::{App, ChannelName, CloseCode, ProtocolError, auth, ws};
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Handler};
 use crate::metrics::AppMetrics;
 use crate::state::State;
 use crate::webhooks::{Event, Webhooks};
@@ -133,7 +133,7 @@ impl Session {
     }
 
     /// Acts on one text frame.
-    pub(crate) async fn handle(&mut self, text: &str) {
+    async fn handle(&mut self, text: &str) {
         let msg = match ClientMessage::parse(text) {
             Ok(msg) => msg,
             Err(e) => return self.reject_malformed(&e.to_string()),
@@ -154,7 +154,7 @@ impl Session {
     }
 
     /// Answers a frame the server cannot read, leaving the connection open.
-    pub(crate) fn reject_malformed(&self, why: &str) {
+    fn reject_malformed(&self, why: &str) {
         self.conn.send_json(&message::error(
             None,
             &format!("Invalid message: {why}"),
@@ -516,5 +516,18 @@ impl Session {
             .close_connection(&self.app.id, self.conn.socket_id(), user_id.as_deref())
             .await;
         self.metrics.disconnected();
+    }
+}
+
+impl Handler for Session {
+    fn text<'a>(
+        &'a mut self,
+        text: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.handle(text))
+    }
+
+    fn reject(&self, why: &str) {
+        self.reject_malformed(why);
     }
 }

@@ -9,7 +9,7 @@ use soketi_adapter_core::{Adapter, Cache, RateLimiter, Transport};
 
 use crate::apps::AppManager;
 use crate::config::Config;
-use crate::connection::Connection;
+use crate::connection::{Connection, Counters};
 use crate::flusher::Flushers;
 use crate::metrics::Metrics;
 use crate::webhooks::Webhooks;
@@ -33,7 +33,7 @@ pub(crate) struct State {
     /// Every open connection of this node, for the idle sweep and for shutdown.
     pub(crate) connections: DashMap<u64, Arc<Connection>>,
     /// What writes the connections' queued frames.
-    pub(crate) flushers: Flushers,
+    pub(crate) flushers: Flushers<Connection>,
     next_connection: AtomicU64,
     requests_in_flight: AtomicU64,
     closing: AtomicBool,
@@ -121,13 +121,6 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.requests_in_flight.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Counts of notable events since the server started.
-#[derive(Default)]
-pub(crate) struct Counters {
-    /// Connections closed with 4100 because their outbound queue passed `max_backpressure`.
-    pub(crate) slow_closes: AtomicU64,
 }
 
 /// Seconds since the Unix epoch, for HTTP API signatures.

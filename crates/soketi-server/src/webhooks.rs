@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dashmap::DashMap;
 use http_body_util::Full;
+use hyper::StatusCode;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use soketi_adapter_core::{
-    Adapter, Departure, DepartureSink, JobHandler, OccupancyQuestion, Queue,
+    Adapter, Departure, DepartureSink, JobError, JobHandler, OccupancyQuestion, Queue,
 };
 use soketi_protocol::App;
 use soketi_protocol::auth::hmac_sha256_hex;
@@ -403,11 +404,42 @@ impl Sender {
     }
 }
 
+/// Why a webhook was not delivered; the queue tries it again.
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    /// The queued bytes are not a webhook job.
+    #[error("not a webhook job: {0}")]
+    NotAJob(#[from] serde_json::Error),
+    /// The job's URL or headers make no request.
+    #[error("bad webhook request for {url}: {source}")]
+    BadRequest {
+        url: String,
+        source: hyper::http::Error,
+    },
+    /// The endpoint did not answer in time.
+    #[error("{url} did not answer within {after:?}")]
+    Timeout { url: String, after: Duration },
+    /// The endpoint could not be reached.
+    #[error("{url} failed: {source}")]
+    Unreachable {
+        url: String,
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The endpoint answered with an error status.
+    #[error("{url} answered {status}")]
+    Status { url: String, status: StatusCode },
+}
+
 #[async_trait]
 impl JobHandler for Sender {
-    async fn run(&self, job: &[u8]) -> Result<(), String> {
-        let job: Job =
-            serde_json::from_slice(job).map_err(|e| format!("not a webhook job: {e}"))?;
+    async fn run(&self, job: &[u8]) -> Result<(), JobError> {
+        Ok(self.deliver(job).await?)
+    }
+}
+
+impl Sender {
+    async fn deliver(&self, job: &[u8]) -> Result<(), DeliveryError> {
+        let job: Job = serde_json::from_slice(job)?;
         let mut request = hyper::Request::post(&job.url)
             .header(CONTENT_TYPE, "application/json")
             .header(USER_AGENT, self.user_agent.clone());
@@ -419,17 +451,28 @@ impl JobHandler for Sender {
                 request = request.header(name, value);
             }
         }
+        let url = job.url.clone();
         let request = request
             .body(Full::new(Bytes::from(job.body)))
-            .map_err(|e| format!("bad webhook request for {}: {e}", job.url))?;
+            .map_err(|source| DeliveryError::BadRequest {
+                url: url.clone(),
+                source,
+            })?;
         let response = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
-            .map_err(|_| format!("{} did not answer within {:?}", job.url, self.timeout))?
-            .map_err(|e| format!("{} failed: {e}", job.url))?;
-        if response.status().is_success() {
+            .map_err(|_| DeliveryError::Timeout {
+                url: url.clone(),
+                after: self.timeout,
+            })?
+            .map_err(|source| DeliveryError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let status = response.status();
+        if status.is_success() {
             Ok(())
         } else {
-            Err(format!("{} answered {}", job.url, response.status()))
+            Err(DeliveryError::Status { url, status })
         }
     }
 }

@@ -54,7 +54,6 @@ impl SqlAppManager {
         pool_size: (u32, u32),
     ) -> Result<Self, AppStoreError> {
         let (min, max) = pool_size;
-        let bad = |e: sqlx::Error| AppStoreError(format!("invalid database settings: {e}"));
         let pool = match backend {
             SqlBackend::Postgres => Pool::Postgres(
                 sqlx::postgres::PgPoolOptions::new()
@@ -62,7 +61,7 @@ impl SqlAppManager {
                     .max_connections(max.max(1))
                     .acquire_timeout(LOOKUP_TIMEOUT)
                     .connect_lazy(url)
-                    .map_err(bad)?,
+                    .map_err(AppStoreError::Settings)?,
             ),
             SqlBackend::Mysql => Pool::Mysql(
                 sqlx::mysql::MySqlPoolOptions::new()
@@ -70,7 +69,7 @@ impl SqlAppManager {
                     .max_connections(max.max(1))
                     .acquire_timeout(LOOKUP_TIMEOUT)
                     .connect_lazy(url)
-                    .map_err(bad)?,
+                    .map_err(AppStoreError::Settings)?,
             ),
         };
         Ok(Self {
@@ -110,21 +109,23 @@ impl SqlAppManager {
         };
         let row: Option<Value> = tokio::time::timeout(self.timeout, lookup)
             .await
-            .map_err(|_| AppStoreError(format!("the app lookup took over {:?}", self.timeout)))?
-            .map_err(|e: sqlx::Error| AppStoreError(e.to_string()))?;
+            .map_err(|_| AppStoreError::Timeout(self.timeout))?
+            .map_err(AppStoreError::Database)?;
         let Some(row) = row else {
             return Ok(None);
         };
-        let config: AppConfig = serde_json::from_value(row)
-            .map_err(|e| AppStoreError(format!("a row of {} is not an app: {e}", self.table)))?;
+        let config: AppConfig =
+            serde_json::from_value(row).map_err(|source| AppStoreError::NotAnApp {
+                table: self.table.clone(),
+                source,
+            })?;
         if config.id.as_deref().is_none_or(str::is_empty)
             || config.key.as_deref().is_none_or(str::is_empty)
             || config.secret.as_deref().is_none_or(str::is_empty)
         {
-            return Err(AppStoreError(format!(
-                "a row of {} lacks an id, key or secret",
-                self.table
-            )));
+            return Err(AppStoreError::Incomplete {
+                table: self.table.clone(),
+            });
         }
         Ok(Some(Arc::new(config.to_app(0, &self.limits))))
     }

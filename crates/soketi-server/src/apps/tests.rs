@@ -14,7 +14,7 @@ impl AppManager for Counting {
     async fn find_by_id(&self, id: &str) -> Result<Option<Arc<App>>, AppStoreError> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
-            return Err(AppStoreError("down".into()));
+            return Err(AppStoreError::Other("down".into()));
         }
         self.inner.find_by_id(id).await
     }
@@ -22,7 +22,7 @@ impl AppManager for Counting {
     async fn find_by_key(&self, key: &str) -> Result<Option<Arc<App>>, AppStoreError> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
-            return Err(AppStoreError("down".into()));
+            return Err(AppStoreError::Other("down".into()));
         }
         self.inner.find_by_key(key).await
     }

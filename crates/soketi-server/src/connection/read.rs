@@ -1,81 +1,51 @@
-//! Running a connection: the upgrade's split into a reading and a writing half, the session
-//! it drives, and the loop that reads the client's frames until the connection closes.
+//! Reading a connection: the upgrade's split into a reading and a writing half, and the loop
+//! that reads the client's frames until the connection closes, handing each message to a
+//! [`Handler`].
+
+use std::future::Future;
 
 use super::*;
 
-/// Runs an upgraded connection until it closes.
-pub(crate) async fn run(
-    state: Arc<State>,
-    io: Upgraded,
-    app_key: String,
-    protocol: Option<String>,
-) {
+/// What a connection's messages go to: the session of the Pusher protocol.
+pub(crate) trait Handler {
+    /// Acts on one text frame. The future is boxed: it runs briefly, and inline it would size
+    /// the future that every idle connection keeps.
+    fn text<'a>(&'a mut self, text: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+    /// Answers a frame that cannot be read as a message, leaving the connection open.
+    fn reject(&self, why: &str);
+}
+
+/// The reading half of a socket.
+pub(crate) type Reader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// Splits an upgraded connection into its reading and writing halves, and what the client sent
+/// after its upgrade request.
+pub(crate) fn split(io: Upgraded) -> (Reader, Sink, Vec<u8>) {
     // A plain TCP socket is split without a lock, so that the flusher writes while the reader
     // waits; TLS streams share their state and go through a split that locks.
     // What the client sent after its upgrade request is copied out of hyper's read buffer, so
     // that the buffer is freed.
-    let (mut reader, sink, pending): (Box<dyn AsyncRead + Send + Unpin>, Sink, Vec<u8>) =
-        match io.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let (read, write) = parts.io.into_inner().into_split();
-                (Box::new(read), Box::pin(write), parts.read_buf.to_vec())
-            }
-            Err(io) => {
-                let (read, write) = tokio::io::split(TokioIo::new(io));
-                (Box::new(read), Box::pin(write), Vec::new())
-            }
-        };
-    let socket_id = SocketId::from_parts(rand::random(), rand::random());
-    let key = state.next_connection_key();
-    let conn = Connection::new(socket_id, sink, state.flushers.shard(key), &state);
-
-    // The session's futures are boxed: they run briefly, and inline they would size the future
-    // that every idle connection keeps.
-    let session = Box::pin(Session::open(
-        state.clone(),
-        conn.clone(),
-        &app_key,
-        protocol.as_deref(),
-    ))
-    .await;
-    let writer = write_loop(conn.clone());
-    tokio::pin!(writer);
-    match session {
-        Some(mut session) => {
-            state.connections.insert(key, conn.clone());
-            {
-                let reader = read_loop(&state, &conn, &mut reader, pending, &mut session);
-                tokio::pin!(reader);
-                tokio::select! {
-                    () = &mut reader => {
-                        conn.request_close(CloseRequest { frame: None, drain: true });
-                        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut writer).await;
-                    }
-                    () = &mut writer => {
-                        // The server closed the connection; give the client a moment to
-                        // answer the close frame, then let go.
-                        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut reader).await;
-                    }
-                }
-            }
-            Box::pin(session.close()).await;
-            state.connections.remove(&key);
+    match io.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (read, write) = parts.io.into_inner().into_split();
+            (Box::new(read), Box::pin(write), parts.read_buf.to_vec())
         }
-        None => {
-            // Refused at the door: the error and close frames are queued; write them out.
-            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut writer).await;
+        Err(io) => {
+            let (read, write) = tokio::io::split(TokioIo::new(io));
+            (Box::new(read), Box::pin(write), Vec::new())
         }
     }
-    // Whoever still holds the connection for a moment holds no socket.
-    conn.out.lock().sink = None;
 }
 
-async fn read_loop(
-    state: &State,
+/// Reads the client's frames, starting with `pending`, until the connection closes; `now_ms`
+/// is the server's clock, for the activity check.
+pub(crate) async fn read_loop(
     conn: &Connection,
+    now_ms: impl Fn() -> u64,
     reader: &mut (dyn AsyncRead + Send + Unpin),
     mut pending: Vec<u8>,
-    session: &mut Session,
+    handler: &mut impl Handler,
 ) {
     let mut frames = FrameReader::new(MAX_INBOUND_MESSAGE);
     loop {
@@ -94,7 +64,7 @@ async fn read_loop(
                 }
             };
             at += step.consumed;
-            conn.touch(state.uptime_ms());
+            conn.touch(now_ms());
             let Some(message) = step.message else {
                 continue;
             };
@@ -102,13 +72,13 @@ async fn read_loop(
                 Incoming::Text(bytes) => {
                     conn.count_received(bytes.len());
                     match std::str::from_utf8(&bytes) {
-                        Ok(text) => Box::pin(session.handle(text)).await,
-                        Err(_) => session.reject_malformed("Text frames must be UTF-8."),
+                        Ok(text) => handler.text(text).await,
+                        Err(_) => handler.reject("Text frames must be UTF-8."),
                     }
                 }
                 Incoming::Binary(bytes) => {
                     conn.count_received(bytes.len());
-                    session.reject_malformed("Binary frames are not supported.");
+                    handler.reject("Binary frames are not supported.");
                 }
                 // Pongs and close echoes go through the connection's queue, so that they
                 // never interleave with a frame being written.

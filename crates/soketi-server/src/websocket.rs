@@ -1,0 +1,74 @@
+//! Running one WebSocket connection from its upgrade to its end: the connection, the session
+//! it drives, the reading and the writing, and the session's close.
+//!
+//! The modules meet in one direction: this one uses the session, the state and the
+//! connection; the session uses the state and the connection; the state holds connections and
+//! their flushers; a connection knows only its flusher and its metrics.
+
+use std::sync::Arc;
+
+use hyper::upgrade::Upgraded;
+use soketi_protocol::SocketId;
+
+use crate::connection::{self, CLOSE_FLUSH_TIMEOUT, Connection, Settings};
+use crate::session::Session;
+use crate::state::State;
+
+/// Runs an upgraded connection until it closes.
+pub(crate) async fn run(
+    state: Arc<State>,
+    io: Upgraded,
+    app_key: String,
+    protocol: Option<String>,
+) {
+    let (mut reader, sink, pending) = connection::split(io);
+    let socket_id = SocketId::from_parts(rand::random(), rand::random());
+    let key = state.next_connection_key();
+    let settings = Settings {
+        max_queued_bytes: state.config.max_backpressure,
+        counters: state.counters.clone(),
+        now_ms: state.uptime_ms(),
+    };
+    let conn = Connection::new(socket_id, sink, state.flushers.shard(key), settings);
+
+    // The session's futures are boxed: they run briefly, and inline they would size the future
+    // that every idle connection keeps.
+    let session = Box::pin(Session::open(
+        state.clone(),
+        conn.clone(),
+        &app_key,
+        protocol.as_deref(),
+    ))
+    .await;
+    let writer = connection::write_loop(conn.clone());
+    tokio::pin!(writer);
+    match session {
+        Some(mut session) => {
+            state.connections.insert(key, conn.clone());
+            {
+                let clock = || state.uptime_ms();
+                let reader =
+                    connection::read_loop(&conn, clock, &mut reader, pending, &mut session);
+                tokio::pin!(reader);
+                tokio::select! {
+                    () = &mut reader => {
+                        conn.finish();
+                        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut writer).await;
+                    }
+                    () = &mut writer => {
+                        // The server closed the connection; give the client a moment to
+                        // answer the close frame, then let go.
+                        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut reader).await;
+                    }
+                }
+            }
+            Box::pin(session.close()).await;
+            state.connections.remove(&key);
+        }
+        None => {
+            // Refused at the door: the error and close frames are queued; write them out.
+            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut writer).await;
+        }
+    }
+    conn.release();
+}
