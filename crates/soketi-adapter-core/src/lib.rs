@@ -104,7 +104,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use soketi_channels::Registry;
-pub use soketi_channels::{ChannelCounts, SocketRef};
+pub use soketi_channels::{ChannelCounts, ChannelsError, SocketRef};
 use soketi_protocol::SocketId;
 use soketi_protocol::message::PresenceMember;
 
@@ -202,7 +202,7 @@ pub trait Adapter: Send + Sync {
     fn local(&self) -> &Arc<Registry>;
 
     /// Counts a new connection of the app, unless the app already has `max` on this node
-    /// ([`AdapterError::ConnectionLimit`]). Every counted connection ends with
+    /// ([`ChannelsError::ConnectionLimit`]). Every counted connection ends with
     /// [`Adapter::close_connection`].
     async fn open_connection(&self, app_id: &str, max: Option<u64>) -> Result<(), AdapterError> {
         Ok(self.local().app(app_id).add_connection(max)?)

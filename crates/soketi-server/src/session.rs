@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use soketi_adapter_core::ratelimit::LocalBucket;
-use soketi_adapter_core::{Adapter, AdapterError, SocketRef, cache};
+use soketi_adapter_core::{Adapter, AdapterError, ChannelsError, SocketRef, cache};
 use soketi_channels::Outbox;
 use soketi_protocol::channel::{ChannelKind, server_to_user_channel};
 use soketi_protocol::message::{
@@ -303,7 +303,7 @@ impl Session {
             .await
         {
             Ok(joined) => joined,
-            Err(e @ AdapterError::PresenceFull { .. }) => {
+            Err(AdapterError::Channels(e @ ChannelsError::PresenceFull { .. })) => {
                 self.subscription_error(
                     name,
                     "LimitReached",

@@ -102,7 +102,9 @@ async fn a_connection_lives_through_the_adapter() {
     let refused = adapter.open_connection("app", Some(1)).await;
     assert!(matches!(
         refused,
-        Err(AdapterError::ConnectionLimit { max: 1 })
+        Err(AdapterError::Channels(
+            crate::ChannelsError::ConnectionLimit { max: 1 }
+        ))
     ));
     adapter.open_connection("app", None).await.unwrap();
     assert_eq!(adapter.socket_count("app").await.unwrap(), 2);
