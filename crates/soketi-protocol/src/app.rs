@@ -18,6 +18,10 @@ pub struct AppLimits {
     pub max_event_payload_bytes: usize,
     /// Events in one `batch_events` request.
     pub max_event_batch_size: usize,
+    /// Channels one connection may be subscribed to at once.
+    pub max_subscriptions_per_connection: usize,
+    /// Characters of a presence member's `user_id`.
+    pub max_presence_user_id_length: usize,
 }
 
 impl Default for AppLimits {
@@ -30,6 +34,8 @@ impl Default for AppLimits {
             max_event_name_length: 200,
             max_event_payload_bytes: 100 * 1024,
             max_event_batch_size: 10,
+            max_subscriptions_per_connection: 1000,
+            max_presence_user_id_length: 128,
         }
     }
 }
@@ -91,6 +97,8 @@ pub struct App {
     pub limits: AppLimits,
     /// Webhooks.
     pub webhooks: Vec<Webhook>,
+    /// The origins whose pages may connect (see [`origin_matches`]); empty allows every one.
+    pub allowed_origins: Vec<String>,
 }
 
 impl App {
@@ -109,8 +117,56 @@ impl App {
             max_read_req_per_sec: None,
             limits: AppLimits::default(),
             webhooks: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
+}
+
+impl App {
+    /// Whether a WebSocket whose `Origin` header is `origin` may connect: any when the app lists
+    /// no origins, or when the client sent none (server-side clients send none); otherwise one
+    /// of the app's patterns must match it (see [`origin_matches`]).
+    pub fn allows_origin(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => true,
+            Some(origin) => {
+                self.allowed_origins.is_empty()
+                    || self.allowed_origins.iter().any(|p| origin_matches(p, origin))
+            }
+        }
+    }
+}
+
+/// Whether the origin `origin` (`scheme://host[:port]`) matches `pattern`: `*` matches every
+/// origin; a pattern without a scheme matches any scheme; a `*` label matches any one label of
+/// the host (`https://*.example.com` matches `https://app.example.com`, not
+/// `https://example.com`); the port must be the same; case is ignored.
+pub fn origin_matches(pattern: &str, origin: &str) -> bool {
+    let pattern = pattern.trim().trim_end_matches('/');
+    if pattern == "*" {
+        return true;
+    }
+    let split = |s: &str| -> (Option<String>, String) {
+        let s = s.trim().trim_end_matches('/').to_ascii_lowercase();
+        match s.split_once("://") {
+            Some((scheme, rest)) => (Some(scheme.to_owned()), rest.to_owned()),
+            None => (None, s),
+        }
+    };
+    let (pattern_scheme, pattern_host) = split(pattern);
+    let (origin_scheme, origin_host) = split(origin);
+    if pattern_scheme.is_some() && pattern_scheme != origin_scheme {
+        return false;
+    }
+    let labels = |host: &str| host.split('.').map(str::to_owned).collect::<Vec<_>>();
+    let (want, have) = (labels(&pattern_host), labels(&origin_host));
+    want.len() == have.len()
+        && want.iter().zip(&have).all(|(w, h)| {
+            w == h
+                || w == "*"
+                // The last label carries the port: `*:8080` matches any label on that port.
+                || w.strip_prefix('*').is_some_and(|port| port.starts_with(':') && h.ends_with(port))
+        })
 }
 
 #[cfg(test)]
@@ -130,5 +186,34 @@ mod tests {
         assert!(!hook.wants("channel_vacated", "presence-a-room"));
         assert!(!hook.wants("channel_occupied", "private-a-room"));
         assert!(!hook.wants("channel_occupied", "presence-a"));
+    }
+
+    #[test]
+    fn origins_match_their_patterns() {
+        let cases = [
+            ("*", "https://anything.example", true),
+            ("https://example.com", "https://example.com", true),
+            ("https://example.com", "https://EXAMPLE.com/", true),
+            ("https://example.com", "http://example.com", false),
+            ("example.com", "http://example.com", true),
+            ("https://example.com", "https://example.com:8443", false),
+            ("https://example.com:8443", "https://example.com:8443", true),
+            ("https://*.example.com", "https://app.example.com", true),
+            ("https://*.example.com", "https://example.com", false),
+            ("https://*.example.com", "https://a.b.example.com", false),
+            ("https://*.example.com", "https://app.example.org", false),
+            ("http://localhost:*", "http://localhost:3000", false),
+            ("http://*:3000", "http://localhost:3000", true),
+            ("https://example.com", "https://example.com.evil.test", false),
+        ];
+        for (pattern, origin, expected) in cases {
+            assert_eq!(origin_matches(pattern, origin), expected, "{pattern} ~ {origin}");
+        }
+        let mut app = App::new("id", "key", "secret");
+        assert!(app.allows_origin(Some("https://anywhere.test")), "no list: every origin");
+        app.allowed_origins = vec!["https://*.example.com".into()];
+        assert!(app.allows_origin(Some("https://app.example.com")));
+        assert!(!app.allows_origin(Some("https://evil.test")));
+        assert!(app.allows_origin(None), "a server-side client sends no Origin");
     }
 }

@@ -8,6 +8,9 @@
 pub struct CloseCode(pub u16);
 
 impl CloseCode {
+    /// The client broke the server's policy (RFC 6455): it left a message unfinished too
+    /// long.
+    pub const POLICY_VIOLATION: CloseCode = CloseCode(1008);
     /// The app key is unknown.
     pub const APP_NOT_FOUND: CloseCode = CloseCode(4001);
     /// The app is disabled.

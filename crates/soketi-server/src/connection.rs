@@ -49,10 +49,6 @@ pub(crate) use read::{Handler, read_loop, split};
 /// is bounded too.
 const FRAME_OVERHEAD: usize = 64;
 
-/// The largest frame a client may send. Client events are limited to 100 KB by default; a
-/// frame beyond this is a protocol violation and closes the connection.
-const MAX_INBOUND_MESSAGE: usize = 1024 * 1024;
-
 /// How long a closing connection waits for its last frames to be written.
 pub(crate) const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -1,19 +1,21 @@
 //! The HTTP side: routing, the WebSocket upgrade, and Pusher's signed HTTP API.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue, ORIGIN};
+use hyper::server::conn::http1;
 use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioTimer;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use soketi_protocol::channel::ChannelKind;
-use soketi_protocol::http_auth::{self, SignedRequest};
+use soketi_protocol::http_auth;
 use soketi_protocol::{App, ChannelName, SocketId, message};
 
 use soketi_adapter_core::{Budget, ChannelCounts, Decision};
@@ -26,11 +28,24 @@ use crate::{cors, websocket};
 
 mod channels;
 mod events;
+mod upgrade;
 
 use channels::{channel_info, channel_users, list_channels};
 use events::{publish, publish_batch};
+use upgrade::upgrade;
 
 type Body = Full<Bytes>;
+
+/// How an HTTP/1 connection of either port is served: its request heads must arrive within the
+/// headers timeout, which also closes an idle keep-alive connection, so that nobody holds a
+/// socket by sending nothing or a byte at a time.
+pub(crate) fn server_builder(config: &crate::config::Config) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.headers_timeout());
+    builder
+}
 
 /// Answers one HTTP request.
 pub(crate) async fn handle(
@@ -99,7 +114,12 @@ pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 
 /// A JSON response with status 200.
 pub(crate) fn json_response(value: &Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    json_bytes(value.to_string().into_bytes())
+}
+
+/// A response with status 200 whose body is JSON already written.
+pub(crate) fn json_bytes(json: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(json)));
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -133,32 +153,6 @@ fn accept_traffic(state: &State) -> Result<Response<Body>, ApiError> {
             "percentUsage": percent,
         }
     })))
-}
-
-fn upgrade(
-    state: &Arc<State>,
-    mut req: Request<Incoming>,
-    app_key: String,
-) -> Result<Response<Body>, ApiError> {
-    let protocol = query_pairs(req.uri().query())
-        .into_iter()
-        .find(|(k, _)| k == "protocol")
-        .map(|(_, v)| v);
-    let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("WebSocket upgrade failed: {e}"),
-        )
-    })?;
-    let state = state.clone();
-    tokio::spawn(async move {
-        match upgrade.await {
-            Ok(ws) => websocket::run(state, ws.into_inner().into_inner(), app_key, protocol).await,
-            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
-        }
-    });
-    let (parts, _) = response.into_parts();
-    Ok(Response::from_parts(parts, Full::new(Bytes::new())))
 }
 
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
@@ -236,16 +230,60 @@ async fn api(
         })?;
     let metrics = state.metrics.app(&app.id);
     let (parts, body) = req.into_parts();
-    let body = read_body(body, state.config.max_request_bytes()).await;
-    let received = body.as_ref().map_or(0, Bytes::len);
-    let response = match body {
-        Ok(body) => signed_call(state, &parts, app, body, rest).await,
-        Err(e) => Err(e),
+    let query = query_pairs(parts.uri.query());
+    let mut received = 0;
+    let response = async {
+        // Everything the signature covers but the body first: an unsigned request is refused
+        // before a byte of its body is read, and a body announced over the limit at once.
+        http_auth::verify_query(
+            parts.method.as_str(),
+            parts.uri.path(),
+            &query,
+            &app.key,
+            &app.secret,
+            unix_now(),
+        )
+        .map_err(unauthorized)?;
+        let limit = state.config.max_request_bytes();
+        if announced_length(&parts.headers).is_some_and(|length| length > limit as u64) {
+            return Err(too_large());
+        }
+        let body = read_body(body, limit, state.config.body_timeout()).await?;
+        received = body.len();
+        http_auth::verify_body(&query, &body).map_err(unauthorized)?;
+        let request = ApiRequest { app, query, body };
+        signed_call(state, &parts.method, request, rest).await
     }
+    .await
     .unwrap_or_else(ApiError::into_response);
     let sent = response.body().size_hint().exact().unwrap_or_default();
     metrics.http_call(received, usize::try_from(sent).unwrap_or(usize::MAX));
     Ok(response)
+}
+
+/// The 401 of a request whose signature does not hold.
+fn unauthorized(e: http_auth::HttpAuthError) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        format!("The signature is not valid: {e}."),
+    )
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "The payload size is too big.",
+    )
+}
+
+/// The body length a request announces in `Content-Length`, when it does.
+fn announced_length(headers: &hyper::HeaderMap) -> Option<u64> {
+    headers
+        .get(hyper::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// A 400 answer with `message`.
@@ -253,44 +291,30 @@ pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
 }
 
-/// Reads a request body of at most `limit` bytes.
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "The payload size is too big.",
-        )),
-        Err(e) => Err(ApiError::new(
+/// Reads a request body of at most `limit` bytes, which must arrive within `timeout`.
+async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
+    let read = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await;
+    match read {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("Could not read the body: {e}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("The body did not arrive within {timeout:?}."),
         )),
     }
 }
 
-/// Checks the signature of a call to the API of `app`, then answers it.
+/// Answers a call to the API whose signature holds.
 async fn signed_call(
     state: &State,
-    parts: &hyper::http::request::Parts,
-    app: Arc<App>,
-    body: Bytes,
+    method: &Method,
+    request: ApiRequest,
     rest: &[String],
 ) -> Result<Response<Body>, ApiError> {
-    let method = &parts.method;
-    let query = query_pairs(parts.uri.query());
-    let signed = SignedRequest {
-        method: method.as_str(),
-        path: parts.uri.path(),
-        query: &query,
-        body: &body,
-    };
-    http_auth::verify(&signed, &app.key, &app.secret, unix_now()).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            format!("The signature is not valid: {e}."),
-        )
-    })?;
-    let request = ApiRequest { app, query, body };
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
     let read_budget = if method == Method::GET {
         let per_second = request.app.max_read_req_per_sec;

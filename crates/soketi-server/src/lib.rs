@@ -30,7 +30,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use soketi_adapter_cluster::ClusterTransport;
@@ -409,10 +408,9 @@ async fn serve_http<I>(io: I, state: Arc<State>, mut stopped: watch::Receiver<bo
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let builder = http::server_builder(&state.config);
     let service = service_fn(move |req| http::handle(state.clone(), req));
-    let connection = http1::Builder::new()
-        .serve_connection(io, service)
-        .with_upgrades();
+    let connection = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(connection);
     let served = tokio::select! {
         served = connection.as_mut() => served,

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -41,9 +40,10 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
             }
         };
         let state = state.clone();
+        let builder = crate::http::server_builder(&state.config);
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(state.clone(), req));
-            let served = http1::Builder::new()
+            let served = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
             if let Err(e) = served {

@@ -34,6 +34,8 @@ pub(crate) struct Session {
     /// The connection's client-event budget, when the app sets one. A connection lives on one
     /// node, so its budget never needs sharing.
     client_events: Option<LocalBucket>,
+    /// The largest message the client may send.
+    max_message_bytes: usize,
 }
 
 impl Session {
@@ -112,6 +114,7 @@ impl Session {
             conn.set_sign_in_deadline(deadline.max(1));
         }
         let client_events = app.max_client_events_per_sec.map(LocalBucket::new);
+        let max_message_bytes = state.config.max_message_bytes(&app.limits);
         tracing::debug!(socket_id = %conn.socket_id(), app_id = %app.id, "connection opened");
         Some(Self {
             state,
@@ -121,6 +124,7 @@ impl Session {
             channels: HashMap::new(),
             user_id: None,
             client_events,
+            max_message_bytes,
         })
     }
 
@@ -174,6 +178,23 @@ impl Session {
             Err(e) => return self.reject_malformed(&e.to_string()),
         };
         let name = data.channel.as_str();
+        if self.channels.contains_key(name) {
+            // As Pusher answers: one membership per channel and connection.
+            return self.conn.send_json(&message::error(
+                None,
+                &format!("Existing subscription to channel {name}"),
+                None,
+            ));
+        }
+        let most = self.app.limits.max_subscriptions_per_connection;
+        if self.channels.len() >= most {
+            return self.subscription_error(
+                name,
+                "LimitReached",
+                &format!("The connection has reached its limit of {most} subscriptions."),
+                CloseCode::OVER_CAPACITY.0,
+            );
+        }
         let channel = match ChannelName::parse(name, self.app.limits.max_channel_name_length) {
             Ok(channel) => channel,
             Err(e @ ProtocolError::ChannelNameTooLong { .. }) => {
@@ -276,6 +297,18 @@ impl Session {
             }
         };
         let limits = &self.app.limits;
+        if member.user_id.chars().count() > limits.max_presence_user_id_length {
+            self.subscription_error(
+                name,
+                "LimitReached",
+                &format!(
+                    "The presence member's user_id is over {} characters.",
+                    limits.max_presence_user_id_length
+                ),
+                CloseCode::CLIENT_EVENT_REJECTED.0,
+            );
+            return false;
+        }
         if member.info_size() > limits.max_presence_member_size_bytes {
             self.subscription_error(
                 name,
@@ -387,7 +420,12 @@ impl Session {
 
     async fn unsubscribe(&mut self, name: &str) {
         if self.channels.remove(name).is_none() {
-            return;
+            // As Pusher answers an unsubscribe from a channel the connection does not have.
+            return self.conn.send_json(&message::error(
+                None,
+                &format!("No current subscription to channel {name}, or subscription in progress"),
+                None,
+            ));
         }
         self.leave(name).await;
     }
@@ -529,5 +567,9 @@ impl Handler for Session {
 
     fn reject(&self, why: &str) {
         self.reject_malformed(why);
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
     }
 }

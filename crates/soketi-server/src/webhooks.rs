@@ -404,7 +404,8 @@ impl Sender {
     }
 }
 
-/// Why a webhook was not delivered; the queue tries it again.
+/// Why a webhook was not delivered; the queue tries it again. The logs show it, so its URLs
+/// are [`loggable_url`]s.
 #[derive(Debug, thiserror::Error)]
 enum DeliveryError {
     /// The queued bytes are not a webhook job.
@@ -451,7 +452,7 @@ impl Sender {
                 request = request.header(name, value);
             }
         }
-        let url = job.url.clone();
+        let url = loggable_url(&job.url);
         let request = request
             .body(Full::new(Bytes::from(job.body)))
             .map_err(|source| DeliveryError::BadRequest {
@@ -474,5 +475,39 @@ impl Sender {
         } else {
             Err(DeliveryError::Status { url, status })
         }
+    }
+}
+
+/// A URL as the logs show it: scheme, host, port and path. Users put tokens in the query and
+/// credentials before the host, and logs travel further than configuration.
+fn loggable_url(url: &str) -> String {
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return "(a URL that does not parse)".into();
+    };
+    let port = uri.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!(
+        "{}://{}{port}{}",
+        uri.scheme_str().unwrap_or("http"),
+        uri.host().unwrap_or_default(),
+        uri.path()
+    )
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    #[test]
+    fn logged_urls_keep_no_query_nor_credentials() {
+        let url = "https://user:secret@hooks.example.com:8443/pusher/in?token=abc#x";
+        let shown = loggable_url(url);
+        assert_eq!(shown, "https://hooks.example.com:8443/pusher/in");
+        let failed = DeliveryError::Status {
+            url: shown,
+            status: StatusCode::BAD_GATEWAY,
+        };
+        let line = failed.to_string();
+        assert!(!line.contains("abc") && !line.contains("secret"), "{line}");
+        assert_eq!(loggable_url("http://h/p?q=1"), "http://h/p");
     }
 }

@@ -47,8 +47,15 @@ pub(crate) async fn run(
             state.connections.insert(key, conn.clone());
             {
                 let clock = || state.uptime_ms();
-                let reader =
-                    connection::read_loop(&conn, clock, &mut reader, pending, &mut session);
+                let timeout = state.config.message_timeout();
+                let reader = connection::read_loop(
+                    &conn,
+                    clock,
+                    timeout,
+                    &mut reader,
+                    pending,
+                    &mut session,
+                );
                 tokio::pin!(reader);
                 tokio::select! {
                     () = &mut reader => {

@@ -87,11 +87,12 @@ fn refusals() {
             HttpAuthError::ExpiredTimestamp,
         ),
         (q.clone(), "{}", TIMESTAMP, HttpAuthError::BodyMd5Mismatch),
+        // The signature covers body_md5: dropping it breaks the signature first.
         (
             with(&q, "body_md5", None),
             BODY,
             TIMESTAMP,
-            HttpAuthError::BodyMd5Mismatch,
+            HttpAuthError::InvalidSignature,
         ),
         (
             with(&q, "auth_key", Some("other")),
@@ -143,6 +144,30 @@ fn refusals() {
             "{expected}"
         );
     }
+}
+
+#[test]
+fn the_query_verifies_before_the_body_is_read() {
+    let q = documented_query();
+    let path = "/apps/3/events";
+    assert_eq!(
+        verify_query("POST", path, &q, KEY, SECRET, TIMESTAMP),
+        Ok(())
+    );
+    assert_eq!(verify_body(&q, BODY.as_bytes()), Ok(()));
+    assert_eq!(verify_body(&q, b"{}"), Err(HttpAuthError::BodyMd5Mismatch));
+    let unsigned = with(&q, "auth_signature", Some("00"));
+    assert_eq!(
+        verify_query("POST", path, &unsigned, KEY, SECRET, TIMESTAMP),
+        Err(HttpAuthError::InvalidSignature)
+    );
+    // A body without body_md5 in the query is refused; no body needs none.
+    let bare = with(&q, "body_md5", None);
+    assert_eq!(
+        verify_body(&bare, BODY.as_bytes()),
+        Err(HttpAuthError::BodyMd5Mismatch)
+    );
+    assert_eq!(verify_body(&bare, b""), Ok(()));
 }
 
 #[test]

@@ -87,6 +87,11 @@ impl FrameReader {
         }
     }
 
+    /// Whether a fragmented message has begun and is not complete yet.
+    pub fn in_message(&self) -> bool {
+        self.fragments.is_some()
+    }
+
     /// Reads the frame at the start of `input`. Returns `Ok(None)` when `input` does not yet
     /// hold a whole frame; a frame whose announced length is over the limit is refused before
     /// its payload arrives.

@@ -188,6 +188,14 @@ pub struct AppConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_event_batch_size: Option<f64>,
+    /// Channels one connection may be subscribed to at once.
+    #[serde(
+        alias = "max_subscriptions_per_connection",
+        alias = "MaxSubscriptionsPerConnection",
+        deserialize_with = "opt_number",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_subscriptions_per_connection: Option<f64>,
     /// Webhooks, as a list or as its JSON text.
     #[serde(
         alias = "Webhooks",
@@ -239,6 +247,7 @@ impl AppConfig {
             max_event_name_length,
             max_event_payload_in_kb,
             max_event_batch_size,
+            max_subscriptions_per_connection,
             webhooks
         )
     }
@@ -339,6 +348,11 @@ impl AppConfig {
                 limits.max_event_payload_bytes,
             ),
             max_event_batch_size: count(self.max_event_batch_size, limits.max_event_batch_size),
+            max_subscriptions_per_connection: count(
+                self.max_subscriptions_per_connection,
+                limits.max_subscriptions_per_connection,
+            ),
+            max_presence_user_id_length: limits.max_presence_user_id_length,
         };
         app
     }

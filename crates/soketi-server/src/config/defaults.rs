@@ -23,10 +23,16 @@ impl Default for Config {
             activity_timeout: 30,
             pong_timeout: 30,
             max_backpressure: 1024 * 1024,
+            websocket: WebSocketConfig {
+                max_message_size_in_kb: 0.0,
+                message_timeout: 30_000,
+            },
             log_format: LogFormat::Text,
             reuse_port: false,
             http_api: HttpApiConfig {
                 request_limit_in_mb: 100.0,
+                headers_timeout: 10_000,
+                body_timeout: 30_000,
                 accept_traffic: AcceptTrafficConfig {
                     memory_threshold: 85.0,
                 },
@@ -156,6 +162,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             channel_limits: ChannelLimits {
                 max_name_length: limits.max_channel_name_length,
+                max_subscriptions_per_connection: limits.max_subscriptions_per_connection,
                 cache_ttl: 3600,
             },
             event_limits: EventLimits {
@@ -167,6 +174,7 @@ impl Default for Config {
             presence: PresenceLimits {
                 max_members_per_channel: limits.max_presence_members_per_channel,
                 max_member_size_in_kb: 2.0,
+                max_user_id_length: limits.max_presence_user_id_length,
             },
             database: DatabaseConfig {
                 mysql: SqlDatabase::with_port(3306, "root"),
@@ -238,6 +246,7 @@ macro_rules! defaults_from_config {
 
 defaults_from_config!(
     HttpApiConfig => http_api;
+    WebSocketConfig => websocket;
     AcceptTrafficConfig => http_api.accept_traffic;
     CorsConfig => cors;
     AppManagerConfig => app_manager;

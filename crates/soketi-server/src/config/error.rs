@@ -49,6 +49,14 @@ pub enum ConfigError {
     /// Values that do not fit their options, each with the source it came from.
     #[error("{}", InvalidValue::join(.0))]
     InvalidValues(Vec<InvalidValue>),
+    /// An option that must be zero or a positive number is not.
+    #[error("invalid value for {option}: {value}; expected 0 or a positive number")]
+    Negative {
+        /// The option and its environment name.
+        option: &'static str,
+        /// The value configured.
+        value: f64,
+    },
     /// An option that must be a positive number is not.
     #[error("invalid value for {option}: {value}; expected a positive number")]
     NotPositive {

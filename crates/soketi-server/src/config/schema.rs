@@ -56,6 +56,8 @@ pub struct Config {
     pub pong_timeout: u64,
     /// Bytes queued for one connection before it is closed as too slow (4100).
     pub max_backpressure: usize,
+    /// What a WebSocket client may send.
+    pub websocket: WebSocketConfig,
     /// How log lines are written.
     pub log_format: LogFormat,
     /// Let several processes of one host share `port` (SO_REUSEPORT); the kernel spreads
@@ -101,6 +103,12 @@ pub struct Config {
 pub struct HttpApiConfig {
     /// Megabytes of a request body; larger bodies get 413.
     pub request_limit_in_mb: f64,
+    /// Milliseconds in which a request's head (request line and headers) must arrive, on the
+    /// main port (WebSocket upgrades included) and the operations port. An idle keep-alive
+    /// connection is closed when no request begins within it.
+    pub headers_timeout: u64,
+    /// Milliseconds in which a request's body must arrive once its head has; 408 after.
+    pub body_timeout: u64,
     /// `/accept-traffic`.
     pub accept_traffic: AcceptTrafficConfig,
 }
@@ -425,12 +433,27 @@ pub struct BatchingConfig {
     pub duration: u64,
 }
 
+/// What a WebSocket client may send.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct WebSocketConfig {
+    /// Kilobytes of one message (all its fragments); a larger one closes the connection with
+    /// 1009. 0 sizes it for each app: its largest event or presence member, and 28 KiB for the
+    /// envelope (128 KiB with the default limits).
+    pub max_message_size_in_kb: f64,
+    /// Milliseconds in which a message a client has begun must be complete; pings do not
+    /// extend it. The connection is closed with 1008 after.
+    pub message_timeout: u64,
+}
+
 /// Limits of channels.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ChannelLimits {
     /// Characters of a channel name.
     pub max_name_length: usize,
+    /// Channels one connection may be subscribed to at once.
+    pub max_subscriptions_per_connection: usize,
     /// Seconds a cache channel keeps its last event.
     pub cache_ttl: u64,
 }
@@ -457,6 +480,8 @@ pub struct PresenceLimits {
     pub max_members_per_channel: usize,
     /// Kilobytes of one member's `user_info`.
     pub max_member_size_in_kb: f64,
+    /// Characters of a member's `user_id`.
+    pub max_user_id_length: usize,
 }
 
 /// Databases.

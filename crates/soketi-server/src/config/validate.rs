@@ -30,6 +30,26 @@ impl Config {
                 "maxBackpressure (MAX_BACKPRESSURE)",
                 self.max_backpressure as f64,
             ),
+            (
+                "httpApi.headersTimeout (HTTP_HEADERS_TIMEOUT)",
+                self.http_api.headers_timeout as f64,
+            ),
+            (
+                "httpApi.bodyTimeout (HTTP_BODY_TIMEOUT)",
+                self.http_api.body_timeout as f64,
+            ),
+            (
+                "websocket.messageTimeout (WEBSOCKET_MESSAGE_TIMEOUT)",
+                self.websocket.message_timeout as f64,
+            ),
+            (
+                "channelLimits.maxSubscriptionsPerConnection (CHANNEL_LIMITS_MAX_SUBSCRIPTIONS_PER_CONNECTION)",
+                self.channel_limits.max_subscriptions_per_connection as f64,
+            ),
+            (
+                "presence.maxUserIdLength (PRESENCE_MAX_USER_ID_LENGTH)",
+                self.presence.max_user_id_length as f64,
+            ),
         ];
         for (name, value) in positive {
             if !(value > 0.0 && value.is_finite()) {
@@ -38,6 +58,13 @@ impl Config {
                     value,
                 });
             }
+        }
+        let message_kb = self.websocket.max_message_size_in_kb;
+        if !(message_kb >= 0.0 && message_kb.is_finite()) {
+            return Err(ConfigError::Negative {
+                option: "websocket.maxMessageSizeInKb (WEBSOCKET_MAX_MESSAGE_SIZE)",
+                value: message_kb,
+            });
         }
         if self.apps().is_empty() {
             return Err(ConfigError::NoApps);

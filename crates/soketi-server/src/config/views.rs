@@ -27,7 +27,31 @@ impl Config {
             max_event_name_length: self.event_limits.max_name_length,
             max_event_payload_bytes: kb(self.event_limits.max_payload_in_kb),
             max_event_batch_size: self.event_limits.max_batch_size,
+            max_subscriptions_per_connection: self.channel_limits.max_subscriptions_per_connection,
+            max_presence_user_id_length: self.presence.max_user_id_length,
         }
+    }
+
+    /// The largest message a client of an app with `limits` may send: the configured size, or
+    /// one sized for the app's largest event or presence member and the envelope around it.
+    pub fn max_message_bytes(&self, limits: &AppLimits) -> usize {
+        /// Room for what surrounds an event's data or a member: the event and channel names, the
+        /// signature, the JSON around them.
+        const ENVELOPE: usize = 28 * 1024;
+        match self.websocket.max_message_size_in_kb {
+            kb if kb > 0.0 => (kb * 1024.0) as usize,
+            _ => {
+                let largest = limits
+                    .max_event_payload_bytes
+                    .max(limits.max_presence_member_size_bytes);
+                largest + ENVELOPE
+            }
+        }
+    }
+
+    /// How long a client may take to finish a message it has begun.
+    pub fn message_timeout(&self) -> Duration {
+        Duration::from_millis(self.websocket.message_timeout)
     }
 
     /// The configured apps, with the server's limits where an app sets none.
@@ -50,6 +74,17 @@ impl Config {
     /// The pong timeout.
     pub fn pong_timeout(&self) -> Duration {
         Duration::from_secs(self.pong_timeout)
+    }
+
+    /// How long a request's head may take to arrive, and an idle keep-alive connection may
+    /// wait for the next request.
+    pub fn headers_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_api.headers_timeout)
+    }
+
+    /// How long a request's body may take to arrive.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_api.body_timeout)
     }
 
     /// The largest HTTP body accepted, in bytes.

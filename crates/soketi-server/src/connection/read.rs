@@ -14,6 +14,9 @@ pub(crate) trait Handler {
 
     /// Answers a frame that cannot be read as a message, leaving the connection open.
     fn reject(&self, why: &str);
+
+    /// The largest message the client may send; a larger one closes the connection (1009).
+    fn max_message_bytes(&self) -> usize;
 }
 
 /// The reading half of a socket.
@@ -39,15 +42,20 @@ pub(crate) fn split(io: Upgraded) -> (Reader, Sink, Vec<u8>) {
 }
 
 /// Reads the client's frames, starting with `pending`, until the connection closes; `now_ms`
-/// is the server's clock, for the activity check.
+/// is the server's clock, for the activity check. A message the client has begun (a frame in
+/// part, or fragments) must be complete within `message_timeout`, whatever else it sends
+/// meanwhile; the connection is closed with 1008 otherwise.
 pub(crate) async fn read_loop(
     conn: &Connection,
     now_ms: impl Fn() -> u64,
+    message_timeout: Duration,
     reader: &mut (dyn AsyncRead + Send + Unpin),
     mut pending: Vec<u8>,
     handler: &mut impl Handler,
 ) {
-    let mut frames = FrameReader::new(MAX_INBOUND_MESSAGE);
+    let mut frames = FrameReader::new(handler.max_message_bytes());
+    // When the message being received began, while one is.
+    let mut begun: Option<tokio::time::Instant> = None;
     loop {
         let mut at = 0;
         loop {
@@ -102,7 +110,27 @@ pub(crate) async fn read_loop(
             // Between messages an idle connection keeps no buffer.
             pending = Vec::new();
         }
-        match poll_fn(|cx| read_some(&mut *reader, cx, &mut pending)).await {
+        let unfinished = !pending.is_empty() || frames.in_message();
+        begun = unfinished.then(|| begun.unwrap_or_else(tokio::time::Instant::now));
+        let read = poll_fn(|cx| read_some(&mut *reader, cx, &mut pending));
+        let read = match begun {
+            None => read.await,
+            Some(begun) => match tokio::time::timeout_at(begun + message_timeout, read).await {
+                Ok(read) => read,
+                Err(_) => {
+                    tracing::debug!("closing a connection whose message did not complete in time");
+                    conn.request_close(CloseRequest {
+                        frame: Some((
+                            CloseCode::POLICY_VIOLATION,
+                            "The message was not completed in time.".into(),
+                        )),
+                        drain: true,
+                    });
+                    return;
+                }
+            },
+        };
+        match read {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }

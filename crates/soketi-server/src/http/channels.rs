@@ -16,26 +16,41 @@ pub(super) async fn list_channels(
             "info=user_count needs filter_by_prefix=presence-.",
         ));
     }
-    let channels = state.adapter.channels(&req.app.id).await?;
-    let mut out: BTreeMap<String, Value> = BTreeMap::new();
-    for (name, counts) in channels {
-        if !name.starts_with(prefix) || counts.subscription_count == 0 {
-            continue;
+    let mut channels = state.adapter.channels(&req.app.id).await?;
+    channels.retain(|(name, counts)| name.starts_with(prefix) && counts.subscription_count > 0);
+    channels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(json_bytes(channels_json(channels, wants_users)))
+}
+
+/// `{"channels": {name: {subscription_count, user_count?}, …}}`, written straight into the
+/// answer's bytes: an app with very many channels costs its answer and the list, not a tree of
+/// JSON values as well.
+fn channels_json(channels: Vec<(String, ChannelCounts)>, wants_users: bool) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(16 + channels.len() * 48);
+    out.extend_from_slice(br#"{"channels":{"#);
+    for (i, (name, counts)) in channels.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        let mut attributes = Map::new();
-        attributes.insert(
-            "subscription_count".into(),
-            counts.subscription_count.into(),
+        // Writing to a Vec cannot fail, and a string always serializes.
+        let _ = serde_json::to_writer(&mut out, &name);
+        let _ = write!(
+            out,
+            r#":{{"subscription_count":{}"#,
+            counts.subscription_count
         );
         if wants_users {
-            attributes.insert(
-                "user_count".into(),
-                counts.user_count.unwrap_or_default().into(),
+            let _ = write!(
+                out,
+                r#","user_count":{}"#,
+                counts.user_count.unwrap_or_default()
             );
         }
-        out.insert(name, Value::Object(attributes));
+        out.push(b'}');
     }
-    Ok(json_response(&json!({ "channels": out })))
+    out.extend_from_slice(b"}}");
+    out
 }
 
 pub(super) async fn channel_info(

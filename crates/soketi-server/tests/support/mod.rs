@@ -108,6 +108,11 @@ impl RawWs {
         self.stream.write_all(bytes).await.expect("send frame");
     }
 
+    /// Sends bytes as they are; an error once the server has closed the socket.
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
     pub async fn subscribe(&mut self, channel: &str) {
         self.send_text(&format!(
             r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}"}}}}"#
@@ -168,9 +173,12 @@ pub fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
     let mut frame = vec![first];
     if payload.len() < 126 {
         frame.push(0x80 | payload.len() as u8);
-    } else {
+    } else if payload.len() <= usize::from(u16::MAX) {
         frame.push(0x80 | 126);
         frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    } else {
+        frame.push(0x80 | 127);
+        frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
     }
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
@@ -211,23 +219,20 @@ fn parse_frame(buf: &[u8]) -> Option<(Frame, usize)> {
     ))
 }
 
-/// A signed request to the HTTP API of the default app; returns the status and the JSON body.
-pub async fn api(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+/// The query string that signs a request of the default app, as the Pusher SDKs do.
+pub fn signed_query(method: &str, path: &str, body: &[u8]) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let query = http_auth::sign(
-        method,
-        path,
-        &[],
-        body.as_bytes(),
-        "app-key",
-        "app-secret",
-        now,
-    );
-    let query: String = form_urlencoded::Serializer::new(String::new())
+    let query = http_auth::sign(method, path, &[], body, "app-key", "app-secret", now);
+    form_urlencoded::Serializer::new(String::new())
         .extend_pairs(query)
-        .finish();
+        .finish()
+}
+
+/// A signed request to the HTTP API of the default app; returns the status and the JSON body.
+pub async fn api(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let query = signed_query(method, path, body.as_bytes());
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let request = format!(
         "{method} {path}?{query} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
