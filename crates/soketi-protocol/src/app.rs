@@ -131,7 +131,10 @@ impl App {
             None => true,
             Some(origin) => {
                 self.allowed_origins.is_empty()
-                    || self.allowed_origins.iter().any(|p| origin_matches(p, origin))
+                    || self
+                        .allowed_origins
+                        .iter()
+                        .any(|p| origin_matches(p, origin))
             }
         }
     }
@@ -204,16 +207,30 @@ mod tests {
             ("https://*.example.com", "https://app.example.org", false),
             ("http://localhost:*", "http://localhost:3000", false),
             ("http://*:3000", "http://localhost:3000", true),
-            ("https://example.com", "https://example.com.evil.test", false),
+            (
+                "https://example.com",
+                "https://example.com.evil.test",
+                false,
+            ),
         ];
         for (pattern, origin, expected) in cases {
-            assert_eq!(origin_matches(pattern, origin), expected, "{pattern} ~ {origin}");
+            assert_eq!(
+                origin_matches(pattern, origin),
+                expected,
+                "{pattern} ~ {origin}"
+            );
         }
         let mut app = App::new("id", "key", "secret");
-        assert!(app.allows_origin(Some("https://anywhere.test")), "no list: every origin");
+        assert!(
+            app.allows_origin(Some("https://anywhere.test")),
+            "no list: every origin"
+        );
         app.allowed_origins = vec!["https://*.example.com".into()];
         assert!(app.allows_origin(Some("https://app.example.com")));
         assert!(!app.allows_origin(Some("https://evil.test")));
-        assert!(app.allows_origin(None), "a server-side client sends no Origin");
+        assert!(
+            app.allows_origin(None),
+            "a server-side client sends no Origin"
+        );
     }
 }

@@ -50,6 +50,7 @@ pub(crate) fn server_builder(config: &crate::config::Config) -> http1::Builder {
 /// Answers one HTTP request.
 pub(crate) async fn handle(
     state: Arc<State>,
+    peer: std::net::SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let _in_flight = state.request_started();
@@ -60,7 +61,7 @@ pub(crate) async fn handle(
         *response.status_mut() = StatusCode::NO_CONTENT;
         response
     } else {
-        match route(&state, req).await {
+        match route(&state, peer, req).await {
             Ok(response) => response,
             Err(e) => e.into_response(),
         }
@@ -71,7 +72,11 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
-async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(
+    state: &Arc<State>,
+    peer: std::net::SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "Not found.");
     let full_path = req.uri().path().to_owned();
     let prefix = state.config.path_prefix.trim_end_matches('/');
@@ -94,7 +99,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::GET, ["accept-traffic"]) => accept_traffic(state),
         (&Method::GET, ["app", key]) => {
             let key = (*key).to_owned();
-            upgrade(state, req, key)
+            upgrade(state, peer, req, key)
         }
         (_, ["apps", app_id, rest @ ..]) => {
             let app_id = (*app_id).to_owned();

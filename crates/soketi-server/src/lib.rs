@@ -10,6 +10,7 @@
 //! This crate is the top of the dependency graph: nothing depends on it.
 
 pub mod apps;
+mod client_ip;
 pub mod config;
 mod connection;
 mod cors;
@@ -234,6 +235,7 @@ pub struct RunningServer {
 /// serving on the current tokio runtime.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let tls = tls::acceptor(&config.ssl)?;
+    let trusted_proxies = config.trusted_proxies()?;
     let address = config.bind_address();
     let listener = bind_main(&address, config.reuse_port)
         .await
@@ -278,6 +280,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             transport: transport.clone(),
             webhooks,
             metrics: Arc::new(metrics),
+            trusted_proxies,
         },
     ));
     let (stop, stopped) = watch::channel(false);
@@ -367,7 +370,7 @@ async fn accept_loop(
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -384,13 +387,15 @@ async fn accept_loop(
         let stopped = stopped.clone();
         match tls.clone() {
             None => {
-                tokio::spawn(serve_http(TokioIo::new(stream), state, stopped));
+                tokio::spawn(serve_http(TokioIo::new(stream), peer, state, stopped));
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), state, stopped).await,
+                        Ok(Ok(stream)) => {
+                            serve_http(TokioIo::new(stream), peer, state, stopped).await;
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -404,12 +409,16 @@ async fn accept_loop(
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves HTTP/1.1 with upgrades on one connection, until it closes or the server stops.
-async fn serve_http<I>(io: I, state: Arc<State>, mut stopped: watch::Receiver<bool>)
-where
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    state: Arc<State>,
+    mut stopped: watch::Receiver<bool>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let builder = http::server_builder(&state.config);
-    let service = service_fn(move |req| http::handle(state.clone(), req));
+    let service = service_fn(move |req| http::handle(state.clone(), peer, req));
     let connection = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(connection);
     let served = tokio::select! {
@@ -441,6 +450,7 @@ async fn activity_sweep(state: Arc<State>, mut stopped: watch::Receiver<bool>) {
             _ = stopped.changed() => return,
         }
         let now = state.uptime_ms();
+        state.ip_limiter.sweep(now / 1000);
         for conn in state.connections.iter() {
             conn.check_activity(now, activity_ms, pong_ms);
             conn.check_sign_in(now);

@@ -46,6 +46,7 @@ impl Session {
         conn: Arc<Connection>,
         app_key: &str,
         protocol: Option<&str>,
+        origin: Option<&str>,
     ) -> Option<Self> {
         if state.is_closing() {
             conn.fail(
@@ -87,6 +88,16 @@ impl Session {
         }
         if !app.enabled {
             conn.fail(CloseCode::APP_DISABLED, "The app is disabled.");
+            return None;
+        }
+        if !app.allows_origin(origin) {
+            conn.fail(
+                CloseCode::UNAUTHORIZED,
+                &format!(
+                    "The origin {} may not connect to this app.",
+                    origin.unwrap_or_default()
+                ),
+            );
             return None;
         }
         if let Err(e) = state

@@ -8,6 +8,7 @@ use dashmap::DashMap;
 use soketi_adapter_core::{Adapter, Cache, RateLimiter, Transport};
 
 use crate::apps::AppManager;
+use crate::client_ip::{Cidr, IpLimiter};
 use crate::config::Config;
 use crate::connection::{Connection, Counters};
 use crate::flusher::Flushers;
@@ -34,6 +35,10 @@ pub(crate) struct State {
     pub(crate) connections: DashMap<u64, Arc<Connection>>,
     /// What writes the connections' queued frames.
     pub(crate) flushers: Flushers<Connection>,
+    /// The per-address caps on WebSocket connections.
+    pub(crate) ip_limiter: IpLimiter,
+    /// The proxies whose forwarding headers name the client's address.
+    pub(crate) trusted_proxies: Vec<Cidr>,
     next_connection: AtomicU64,
     requests_in_flight: AtomicU64,
     closing: AtomicBool,
@@ -49,6 +54,7 @@ pub(crate) struct Services {
     pub(crate) transport: Option<Arc<dyn Transport>>,
     pub(crate) webhooks: Arc<Webhooks>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) trusted_proxies: Vec<Cidr>,
 }
 
 impl State {
@@ -61,7 +67,12 @@ impl State {
             transport,
             webhooks,
             metrics,
+            trusted_proxies,
         } = services;
+        let ip_limiter = IpLimiter::new(
+            config.ip_limits.max_connections,
+            config.ip_limits.max_connects_per_sec,
+        );
         Self {
             config,
             apps,
@@ -76,6 +87,8 @@ impl State {
             flushers: Flushers::new(
                 tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers()),
             ),
+            ip_limiter,
+            trusted_proxies,
             next_connection: AtomicU64::new(1),
             requests_in_flight: AtomicU64::new(0),
             closing: AtomicBool::new(false),

@@ -10,17 +10,31 @@ use std::sync::Arc;
 use hyper::upgrade::Upgraded;
 use soketi_protocol::SocketId;
 
+use crate::client_ip::IpSlot;
 use crate::connection::{self, CLOSE_FLUSH_TIMEOUT, Connection, Settings};
 use crate::session::Session;
 use crate::state::State;
 
+/// What the upgrade request said, and the place it holds in its address's count.
+pub(crate) struct Handshake {
+    /// The app key of the path.
+    pub(crate) app_key: String,
+    /// The `protocol` query parameter.
+    pub(crate) protocol: Option<String>,
+    /// The `Origin` header, which browsers send.
+    pub(crate) origin: Option<String>,
+    /// Held until the connection ends.
+    pub(crate) ip_slot: IpSlot,
+}
+
 /// Runs an upgraded connection until it closes.
-pub(crate) async fn run(
-    state: Arc<State>,
-    io: Upgraded,
-    app_key: String,
-    protocol: Option<String>,
-) {
+pub(crate) async fn run(state: Arc<State>, io: Upgraded, handshake: Handshake) {
+    let Handshake {
+        app_key,
+        protocol,
+        origin,
+        ip_slot: _held,
+    } = handshake;
     let (mut reader, sink, pending) = connection::split(io);
     let socket_id = SocketId::from_parts(rand::random(), rand::random());
     let key = state.next_connection_key();
@@ -38,6 +52,7 @@ pub(crate) async fn run(
         conn.clone(),
         &app_key,
         protocol.as_deref(),
+        origin.as_deref(),
     ))
     .await;
     let writer = connection::write_loop(conn.clone());

@@ -196,6 +196,15 @@ pub struct AppConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_subscriptions_per_connection: Option<f64>,
+    /// The origins whose pages may connect (`*` wildcards in host labels); unset or empty
+    /// allows every origin. A list, its JSON text, or a comma-separated string.
+    #[serde(
+        alias = "allowed_origins",
+        alias = "AllowedOrigins",
+        deserialize_with = "opt_string_list",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub allowed_origins: Option<Vec<String>>,
     /// Webhooks, as a list or as its JSON text.
     #[serde(
         alias = "Webhooks",
@@ -248,6 +257,7 @@ impl AppConfig {
             max_event_payload_in_kb,
             max_event_batch_size,
             max_subscriptions_per_connection,
+            allowed_origins,
             webhooks
         )
     }
@@ -305,6 +315,7 @@ impl AppConfig {
             v.filter(|v| *v >= 0.0)
                 .map_or(default, |v| (v * 1024.0) as usize)
         };
+        app.allowed_origins = self.allowed_origins.clone().unwrap_or_default();
         app.webhooks = self
             .webhooks
             .iter()
@@ -429,6 +440,45 @@ pub(super) fn list_or_indexed<'de, D: Deserializer<'de>>(
         }
     }
     deserializer.deserialize_any(Apps)
+}
+
+/// A list of strings given as a list, its JSON text, or a comma-separated string.
+pub(super) fn string_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    Ok(opt_string_list(deserializer)?.unwrap_or_default())
+}
+
+fn opt_string_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    let items = |text: &str| -> Vec<String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => match serde_json::from_str::<Vec<String>>(&text) {
+            Ok(list) => Ok(Some(list)),
+            Err(_) => Ok(Some(items(&text))),
+        },
+        Some(Value::Array(values)) => values
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                other => Err(de::Error::custom(format!(
+                    "expected a string, found {other}"
+                ))),
+            })
+            .collect::<Result<_, _>>()
+            .map(Some),
+        Some(other) => Err(de::Error::custom(format!(
+            "expected a list of strings, found {other}"
+        ))),
+    }
 }
 
 fn opt_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {

@@ -27,6 +27,8 @@ impl Default for Config {
                 max_message_size_in_kb: 0.0,
                 message_timeout: 30_000,
             },
+            ip_limits: IpLimitsConfig::default(),
+            trusted_proxies: Vec::new(),
             log_format: LogFormat::Text,
             reuse_port: false,
             http_api: HttpApiConfig {

@@ -52,6 +52,9 @@ pub const ENV_OPTIONS: &[EnvOption] = &[
     both("HTTP_BODY_TIMEOUT", "httpApi.bodyTimeout"),
     both("WEBSOCKET_MAX_MESSAGE_SIZE", "websocket.maxMessageSizeInKb"),
     both("WEBSOCKET_MESSAGE_TIMEOUT", "websocket.messageTimeout"),
+    both("IP_MAX_CONNECTIONS", "ipLimits.maxConnections"),
+    both("IP_MAX_CONNECTS_PER_SEC", "ipLimits.maxConnectsPerSec"),
+    both("TRUSTED_PROXIES", "trustedProxies"),
     both("SSL_CERT", "ssl.certPath"),
     both("SSL_KEY", "ssl.keyPath"),
     both("SSL_PASS", "ssl.passphrase"),
@@ -102,6 +105,10 @@ pub const ENV_OPTIONS: &[EnvOption] = &[
         "appManager.array.apps.0.enableUserAuthentication",
     ),
     both("DEFAULT_APP_WEBHOOKS", "appManager.array.apps.0.webhooks"),
+    both(
+        "DEFAULT_APP_ALLOWED_ORIGINS",
+        "appManager.array.apps.0.allowedOrigins",
+    ),
     both("ADAPTER_DRIVER", "adapter.driver"),
     both(
         "ADAPTER_CLUSTER_REQUESTS_TIMEOUT",

@@ -49,6 +49,15 @@ pub enum ConfigError {
     /// Values that do not fit their options, each with the source it came from.
     #[error("{}", InvalidValue::join(.0))]
     InvalidValues(Vec<InvalidValue>),
+    /// An entry of `trustedProxies` is not an address or a CIDR.
+    #[error(
+        "invalid entry {entry:?} in trustedProxies (TRUSTED_PROXIES); expected an address or a \
+         CIDR such as 10.0.0.0/8 or fd00::/8"
+    )]
+    TrustedProxy {
+        /// The entry as configured.
+        entry: String,
+    },
     /// An option that must be zero or a positive number is not.
     #[error("invalid value for {option}: {value}; expected 0 or a positive number")]
     Negative {

@@ -58,6 +58,12 @@ pub struct Config {
     pub max_backpressure: usize,
     /// What a WebSocket client may send.
     pub websocket: WebSocketConfig,
+    /// Caps on WebSocket connections per client address.
+    pub ip_limits: IpLimitsConfig,
+    /// Proxies, as CIDRs, whose `Forwarded` / `X-Forwarded-For` headers name the client's
+    /// address; a list, or its JSON text, or a comma-separated string.
+    #[serde(deserialize_with = "apps::string_list")]
+    pub trusted_proxies: Vec<String>,
     /// How log lines are written.
     pub log_format: LogFormat,
     /// Let several processes of one host share `port` (SO_REUSEPORT); the kernel spreads
@@ -444,6 +450,16 @@ pub struct WebSocketConfig {
     /// Milliseconds in which a message a client has begun must be complete; pings do not
     /// extend it. The connection is closed with 1008 after.
     pub message_timeout: u64,
+}
+
+/// Caps on WebSocket connections per client address, counted on each node; 0 is no cap.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct IpLimitsConfig {
+    /// WebSocket connections one address may hold open at once.
+    pub max_connections: u64,
+    /// WebSocket connections one address may open in a second.
+    pub max_connects_per_sec: u64,
 }
 
 /// Limits of channels.

@@ -310,3 +310,45 @@ fn collect_leaves(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>
         _ => out.push(prefix.to_owned()),
     }
 }
+
+#[test]
+fn hostile_client_settings_read_from_the_environment() {
+    let c = load(
+        None,
+        &[
+            ("SOKETI_TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8"),
+            ("IP_MAX_CONNECTIONS", "20"),
+            ("SOKETI_IP_MAX_CONNECTS_PER_SEC", "5"),
+            (
+                "SOKETI_DEFAULT_APP_ALLOWED_ORIGINS",
+                r#"["https://*.example.com","http://localhost:3000"]"#,
+            ),
+            ("WEBSOCKET_MAX_MESSAGE_SIZE", "64"),
+            ("SOKETI_HTTP_HEADERS_TIMEOUT", "5000"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.trusted_proxies().unwrap().len(), 2);
+    assert_eq!(
+        (
+            c.ip_limits.max_connections,
+            c.ip_limits.max_connects_per_sec
+        ),
+        (20, 5)
+    );
+    assert_eq!(
+        c.apps()[0].allowed_origins,
+        ["https://*.example.com", "http://localhost:3000"]
+    );
+    assert_eq!(c.max_message_bytes(&c.apps()[0].limits), 64 * 1024);
+    assert_eq!(c.headers_timeout(), std::time::Duration::from_secs(5));
+    // The defaults: a message sized for the app's largest event and its envelope.
+    let d = load(None, &[]).unwrap();
+    assert_eq!(d.max_message_bytes(&d.apps()[0].limits), 128 * 1024);
+
+    let bad = load(None, &[("TRUSTED_PROXIES", "10.0.0.0/8,not-an-address")]);
+    let error = bad.expect_err("refused").to_string();
+    assert!(error.contains("not-an-address"), "{error}");
+    let negative = load(None, &[("WEBSOCKET_MAX_MESSAGE_SIZE", "-1")]);
+    assert!(negative.is_err());
+}

@@ -66,6 +66,7 @@ impl Config {
                 value: message_kb,
             });
         }
+        self.trusted_proxies()?;
         if self.apps().is_empty() {
             return Err(ConfigError::NoApps);
         }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use soketi_protocol::{App, AppLimits};
 
-use super::Config;
+use super::{Config, ConfigError};
+use crate::client_ip::Cidr;
 
 impl Config {
     /// The address to listen on.
@@ -47,6 +48,18 @@ impl Config {
                 largest + ENVELOPE
             }
         }
+    }
+
+    /// The trusted proxies, parsed.
+    pub(crate) fn trusted_proxies(&self) -> Result<Vec<Cidr>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                Cidr::parse(entry).ok_or_else(|| ConfigError::TrustedProxy {
+                    entry: entry.clone(),
+                })
+            })
+            .collect()
     }
 
     /// How long a client may take to finish a message it has begun.

@@ -1,11 +1,15 @@
 //! The WebSocket upgrade of `GET /app/{key}`: the handshake checked as RFC 6455 (section 4.2.1)
-//! requires, so that nothing but a WebSocket client gets a 101, then the connection handed to
-//! [`websocket::run`].
+//! requires, so that nothing but a WebSocket client gets a 101, the client's address counted
+//! against the per-address caps, then the connection handed to [`websocket::run`].
 
 use hyper::header::{CONNECTION, HeaderName, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE};
+use std::net::SocketAddr;
+
 use hyper::{HeaderMap, Version};
 
 use super::*;
+use crate::client_ip::client_ip;
+use crate::websocket::Handshake;
 
 /// The one WebSocket version there is (RFC 6455).
 const VERSION: &str = "13";
@@ -13,16 +17,34 @@ const VERSION: &str = "13";
 /// Answers an upgrade request: 101 and the connection run, or why not.
 pub(super) fn upgrade(
     state: &Arc<State>,
+    peer: SocketAddr,
     mut req: Request<Incoming>,
     app_key: String,
 ) -> Result<Response<Body>, ApiError> {
     if let Some(refusal) = check_handshake(req.version(), req.headers()) {
         return Ok(refusal);
     }
-    let protocol = query_pairs(req.uri().query())
-        .into_iter()
-        .find(|(k, _)| k == "protocol")
-        .map(|(_, v)| v);
+    let ip = client_ip(peer, req.headers(), &state.trusted_proxies);
+    let slot = state
+        .ip_limiter
+        .admit(ip, state.uptime_ms() / 1000)
+        .map_err(|refusal| {
+            tracing::debug!(%ip, %refusal, "connection refused by the per-address caps");
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, refusal.to_string())
+        })?;
+    let handshake = Handshake {
+        app_key,
+        protocol: query_pairs(req.uri().query())
+            .into_iter()
+            .find(|(k, _)| k == "protocol")
+            .map(|(_, v)| v),
+        origin: req
+            .headers()
+            .get(ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        ip_slot: slot,
+    };
     let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -32,7 +54,7 @@ pub(super) fn upgrade(
     let state = state.clone();
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(ws) => websocket::run(state, ws.into_inner().into_inner(), app_key, protocol).await,
+            Ok(ws) => websocket::run(state, ws.into_inner().into_inner(), handshake).await,
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade did not complete"),
         }
     });

@@ -61,10 +61,19 @@ impl RawWs {
 
     /// Connects, writing `early` (frames, say) in the same write as the upgrade request.
     pub async fn connect_sending(addr: SocketAddr, path: &str, early: &[u8]) -> Self {
+        Self::upgrade(addr, path, "", early).await
+    }
+
+    /// Connects with `headers` (whole lines, each ending in CRLF) added to the request.
+    pub async fn connect_with_headers(addr: SocketAddr, path: &str, headers: &str) -> Self {
+        Self::upgrade(addr, path, headers, &[]).await
+    }
+
+    async fn upgrade(addr: SocketAddr, path: &str, headers: &str, early: &[u8]) -> Self {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         let mut request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
         )
         .into_bytes();
         request.extend_from_slice(early);
