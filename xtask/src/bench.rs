@@ -34,6 +34,7 @@ pub(crate) const SCENARIOS: &[&str] = &[
     "http-publish",
     "presence-churn",
     "cluster",
+    "hostile",
 ];
 
 /// What `bench` was asked to do.
@@ -124,6 +125,9 @@ pub(crate) enum Run {
     PresenceChurn,
     /// Cross-node latency; run only on a fleet of several nodes.
     Cluster,
+    /// The many-channels load with attackers beside it: slowloris sockets and unsigned slow
+    /// uploads.
+    Hostile,
 }
 
 impl Run {
@@ -135,6 +139,7 @@ impl Run {
             Self::HttpPublish => "http-publish",
             Self::PresenceChurn => "presence-churn",
             Self::Cluster => "cluster",
+            Self::Hostile => "hostile",
         }
     }
 
@@ -142,13 +147,15 @@ impl Run {
     pub(crate) fn for_scenarios(scenarios: &[&str]) -> Vec<Self> {
         let mut runs: Vec<Self> = scenarios
             .iter()
-            .map(|scenario| match *scenario {
-                "fan-out" => Self::FanOut,
-                "many-channels" => Self::ManyChannels,
-                "http-publish" => Self::HttpPublish,
-                "presence-churn" => Self::PresenceChurn,
-                "cluster" => Self::Cluster,
-                _ => Self::Storm,
+            .flat_map(|scenario| match *scenario {
+                "fan-out" => vec![Self::FanOut],
+                "many-channels" => vec![Self::ManyChannels],
+                "http-publish" => vec![Self::HttpPublish],
+                "presence-churn" => vec![Self::PresenceChurn],
+                "cluster" => vec![Self::Cluster],
+                // The same load without the attackers is what the attack is measured against.
+                "hostile" => vec![Self::ManyChannels, Self::Hostile],
+                _ => vec![Self::Storm],
             })
             .collect();
         runs.sort();
@@ -169,14 +176,12 @@ impl Run {
                 pick("4", "1.5"),
                 pick("1000", "500"),
             ),
-            Self::ManyChannels => format!(
-                "--connections {} --channels {} publish --rates {} --step-secs {} \
-                 --drain-ms {} --publishers 4",
-                pick("10000", "500"),
-                pick("100", "10"),
-                pick("200", "100"),
-                pick("10", "2"),
-                pick("2000", "500"),
+            Self::ManyChannels => Self::many_channels(quick),
+            Self::Hostile => format!(
+                "--attack-slowloris {} --attack-uploads {} --attack-upload-mb 50 {}",
+                pick("2000", "200"),
+                pick("50", "5"),
+                Self::many_channels(quick),
             ),
             Self::Storm => format!(
                 "--connections {} --channels 1 --handshakes 256 idle --hold-secs {}",
@@ -203,6 +208,23 @@ impl Run {
                 pick("1000", "500"),
             ),
         })
+    }
+}
+
+impl Run {
+    /// The generator's arguments of the many-channels load, which the hostile run repeats with
+    /// attackers beside it.
+    fn many_channels(quick: bool) -> String {
+        let pick = |full: &'static str, small: &'static str| if quick { small } else { full };
+        format!(
+            "--connections {} --channels {} publish --rates {} --step-secs {} --drain-ms {} \
+             --publishers 4",
+            pick("10000", "500"),
+            pick("100", "10"),
+            pick("200", "100"),
+            pick("10", "2"),
+            pick("2000", "500"),
+        )
     }
 }
 

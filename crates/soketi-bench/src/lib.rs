@@ -17,6 +17,7 @@
 //! It sends traffic only where the plan points it; the binary refuses targets off loopback. It
 //! never runs without an end: every phase has a deadline.
 
+mod attack;
 mod churn;
 mod error;
 mod http;
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::watch;
 
+pub use crate::attack::{Attack, AttackReport};
 pub use crate::error::{BenchError, HttpError, WsError};
 pub use crate::http::App;
 pub use crate::procfs::raise_open_files;
@@ -67,6 +69,8 @@ pub struct Plan {
     pub progress: bool,
     /// What to do once connected.
     pub mode: Mode,
+    /// Attackers to run beside the load, from the start to the end of the run.
+    pub attack: Option<Attack>,
 }
 
 /// Kinds of channel, as their name prefixes say.
@@ -180,6 +184,8 @@ pub struct Report {
     pub http: Option<HttpThroughput>,
     /// Presence churn (churn mode).
     pub churn: Option<Churn>,
+    /// What the attackers met, when the plan had some.
+    pub attack: Option<AttackReport>,
     /// The servers' use of the machine over the whole run.
     pub server: ServerUse,
     /// The generator's own use of the machine.
@@ -306,6 +312,8 @@ pub struct ServerUse {
     pub rss_start_kib: u64,
     /// RSS at the end, in KiB.
     pub rss_end_kib: u64,
+    /// The highest RSS seen, sampled every 100 ms over the run, in KiB.
+    pub rss_peak_kib: u64,
     /// CPU time over the run, in seconds.
     pub cpu_seconds: f64,
 }
@@ -329,6 +337,8 @@ pub async fn run(plan: Plan) -> Result<Report, BenchError> {
     let own_start = procfs::own_cpu();
     let server_start = procfs::sample(&plan.server_pids)?;
     let progress = Progress::new(plan.progress);
+    let peak = PeakRss::start(plan.server_pids.clone());
+    let attackers = plan.attack.map(attack::Attackers::start);
 
     let mut report = Report {
         mode: match plan.mode {
@@ -366,8 +376,12 @@ pub async fn run(plan: Plan) -> Result<Report, BenchError> {
         }
     }
     progress.finish();
+    if let Some(attackers) = attackers {
+        report.attack = Some(attackers.stop().await);
+    }
 
     let server_end = procfs::sample(&plan.server_pids)?;
+    let rss_peak_kib = peak.stop().await.max(server_end.rss_kib);
     let own = procfs::own_cpu().saturating_sub(own_start);
     let phase_peaks = [
         report.setup.generator_cpu_percent,
@@ -394,12 +408,44 @@ pub async fn run(plan: Plan) -> Result<Report, BenchError> {
         pids: plan.server_pids.clone(),
         rss_start_kib: server_start.rss_kib,
         rss_end_kib: server_end.rss_kib,
+        rss_peak_kib,
         cpu_seconds: server_end
             .cpu
             .saturating_sub(server_start.cpu)
             .as_secs_f64(),
     };
     Ok(report)
+}
+
+/// The servers' highest RSS, sampled in the background.
+struct PeakRss {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl PeakRss {
+    fn start(pids: Vec<u32>) -> Self {
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut peak = 0;
+            let mut ticks = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = stopped.changed() => return peak,
+                }
+                if let Ok(sample) = procfs::sample(&pids) {
+                    peak = peak.max(sample.rss_kib);
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> u64 {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or(0)
+    }
 }
 
 fn check(plan: &Plan) -> Result<(), BenchError> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use soketi_bench::{App, ChannelKind, Mode, Plan, PublishPlan, Sources};
+use soketi_bench::{App, Attack, ChannelKind, Mode, Plan, PublishPlan, Sources};
 
 /// Loads a Pusher Channels protocol server: WebSocket connections, subscriptions, publishes
 /// through the HTTP API; prints connect times, deliveries per second, latency percentiles,
@@ -67,6 +67,16 @@ struct Args {
     /// Worker threads; 1 runs everything on the calling thread.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Attack beside the load with this many slowloris sockets (a request head dripped a header
+    /// line a second), reconnecting when cut off.
+    #[arg(long, default_value_t = 0)]
+    attack_slowloris: usize,
+    /// Attack beside the load with this many unsigned uploads sent at 160 KiB/s each.
+    #[arg(long, default_value_t = 0)]
+    attack_uploads: usize,
+    /// Megabytes each attacking upload announces.
+    #[arg(long, default_value_t = 50)]
+    attack_upload_mb: u64,
     #[command(subcommand)]
     mode: ModeArgs,
 }
@@ -260,5 +270,11 @@ fn plan(args: Args) -> Result<Plan> {
         server_pids: args.server_pids,
         progress: !args.no_progress,
         mode,
+        attack: (args.attack_slowloris > 0 || args.attack_uploads > 0).then_some(Attack {
+            target: api,
+            slowloris: args.attack_slowloris,
+            uploads: args.attack_uploads,
+            upload_bytes: args.attack_upload_mb * 1024 * 1024,
+        }),
     })
 }

@@ -4,10 +4,14 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use soketi_bench::{App, BenchError, ChannelKind, Mode, Plan, PublishPlan, Sources, run};
+use soketi_bench::{App, Attack, BenchError, ChannelKind, Mode, Plan, PublishPlan, Sources, run};
 use soketi_server::{Config, RunningServer};
 
 async fn server() -> RunningServer {
+    server_with(|_| {}).await
+}
+
+async fn server_with(tweak: impl FnOnce(&mut Config)) -> RunningServer {
     let mut config = Config {
         host: "127.0.0.1".into(),
         port: 0,
@@ -15,6 +19,7 @@ async fn server() -> RunningServer {
     };
     config.metrics.host = "127.0.0.1".into();
     config.metrics.port = 0;
+    tweak(&mut config);
     soketi_server::start(config).await.expect("server starts")
 }
 
@@ -36,6 +41,7 @@ fn plan(server: SocketAddr, connections: usize, channels: usize, mode: Mode) -> 
         server_pids: vec![std::process::id()],
         progress: false,
         mode,
+        attack: None,
     }
 }
 
@@ -152,5 +158,37 @@ async fn reports_a_server_that_refuses_every_connection() {
         matches!(err, BenchError::NoConnection { failed: 3, .. }),
         "{err}"
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn attackers_run_beside_the_load_and_count_what_the_server_did_to_them() {
+    // A short headers timeout, so that the slowloris sockets are cut off within the run.
+    let server = server_with(|c| c.http_api.headers_timeout = 300).await;
+    let mode = Mode::Publish(PublishPlan {
+        rates: vec![20],
+        step: Duration::from_millis(1500),
+        drain: Duration::from_secs(30),
+        stop_when_behind: false,
+        publishers: 1,
+        payload: 64,
+    });
+    let mut plan = plan(server.local_addr(), 6, 2, mode);
+    plan.attack = Some(Attack {
+        target: server.local_addr(),
+        slowloris: 10,
+        uploads: 2,
+        upload_bytes: 50 << 20,
+    });
+    let report = run(plan).await.expect("the run completes");
+    let attack = report.attack.expect("an attack report");
+    assert_eq!((attack.slowloris, attack.uploads), (10, 2));
+    assert!(attack.slowloris_cut_off >= 10, "{attack:?}");
+    assert!(
+        attack.uploads_refused >= 2,
+        "unsigned uploads get 401: {attack:?}"
+    );
+    assert_eq!((report.lost, report.duplicated), (0, 0));
+    assert!(report.server.rss_peak_kib >= report.server.rss_start_kib);
     server.shutdown().await;
 }

@@ -182,6 +182,66 @@ const FIGURES: &[Figure] = &[
         value: |r| first_step(r)?["server_cpu_us_per_delivery"].as_f64(),
     },
     Figure {
+        scenario: "many-channels",
+        name: "many channels: server peak RSS (MiB)",
+        run: Run::ManyChannels,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| Some(r["server"]["rss_peak_kib"].as_f64()? / 1024.0),
+    },
+    Figure {
+        scenario: "hostile",
+        name: "hostile: many channels p99 under attack (ms; 2k slowloris sockets, 50 unsigned 50 MB uploads)",
+        run: Run::Hostile,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| first_step(r)?["latency"]["p99"].as_f64(),
+    },
+    Figure {
+        scenario: "hostile",
+        name: "hostile: deliveries in time under attack (%)",
+        run: Run::Hostile,
+        better: Better::Higher,
+        cluster_only: false,
+        value: |r| {
+            let step = first_step(r)?;
+            let expected = step["expected"].as_f64()?;
+            (expected > 0.0).then(|| 100.0 * step["in_time"].as_f64().unwrap_or(0.0) / expected)
+        },
+    },
+    Figure {
+        scenario: "hostile",
+        name: "hostile: server peak RSS under attack (MiB)",
+        run: Run::Hostile,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| Some(r["server"]["rss_peak_kib"].as_f64()? / 1024.0),
+    },
+    Figure {
+        scenario: "hostile",
+        name: "hostile: attack sockets the server cut off",
+        run: Run::Hostile,
+        better: Better::Neither,
+        cluster_only: false,
+        value: |r| r["attack"]["slowloris_cut_off"].as_f64(),
+    },
+    Figure {
+        scenario: "hostile",
+        name: "hostile: slowloris sockets still open at the end",
+        run: Run::Hostile,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| r["attack"]["slowloris_open_at_end"].as_f64(),
+    },
+    Figure {
+        scenario: "hostile",
+        name: "hostile: upload MiB the server took in",
+        run: Run::Hostile,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| r["attack"]["upload_mib_sent"].as_f64(),
+    },
+    Figure {
         scenario: "cluster",
         name: "cluster: cross-node p50 (ms; 1k publishes/s, 1k connections over 100 channels)",
         run: Run::Cluster,
@@ -366,7 +426,10 @@ pub(crate) fn render(
     table_row(&mut out, &header);
     table_rule(&mut out, header.len());
     for figure in FIGURES {
-        if !scenarios.contains(&figure.scenario) || (figure.cluster_only && !any_cluster) {
+        // The hostile scenario is read against the many-channels run it repeats.
+        let shown = scenarios.contains(&figure.scenario)
+            || (figure.scenario == "many-channels" && scenarios.contains(&"hostile"));
+        if !shown || (figure.cluster_only && !any_cluster) {
             continue;
         }
         let mut row = vec![figure.name.to_owned()];
@@ -774,6 +837,13 @@ Scenarios (a full run; `--quick` uses a tenth of the sizes):
 - presence churn: 1k members on one presence channel; 100 of them leave and join again in a
   loop for 10 s (each join waits for its `subscription_succeeded`, with the member list), while
   every member receives the `member_added` and `member_removed` events.
+- hostile: the many-channels load again, with attackers that hold no credentials running
+  from its start to its end: 2000 slowloris sockets, each sending a WebSocket upgrade request
+  to the main port one header line a second and connecting again when cut off, and 50 unsigned
+  `POST /apps/app-id/events` announcing 50 MB and sending 160 KiB/s each, again when refused.
+  The figures are the load's p99 and deliveries in time beside those of the run without
+  attackers, the server's peak RSS (sampled every 100 ms) in both, and what the attackers met:
+  sockets cut off, sockets still open at the end, upload bytes the server took in.
 
 Bounds: the machine has two cores, so the server has one and the generator the other; the
 generator's CPU is shown beside each run. When it nears 100 % of its core, the figure is the

@@ -53,7 +53,11 @@ fn idle_memory_and_connect_storm_share_a_run() {
         Run::for_scenarios(&["connect-storm", "fan-out", "idle-memory"]),
         vec![Run::FanOut, Run::Storm]
     );
-    assert_eq!(Run::for_scenarios(SCENARIOS).len(), 6);
+    assert_eq!(Run::for_scenarios(SCENARIOS).len(), 7);
+    assert_eq!(
+        Run::for_scenarios(&["hostile"]),
+        vec![Run::ManyChannels, Run::Hostile]
+    );
 }
 
 #[test]
