@@ -38,6 +38,9 @@ pub struct AttackReport {
     pub slowloris_cut_off: u64,
     /// Slowloris sockets the server still held open when the run ended.
     pub slowloris_open_at_end: u64,
+    /// The longest any slowloris socket was held, from its connect to its cut-off (or to the
+    /// end of the run), in seconds.
+    pub slowloris_longest_held_secs: f64,
     /// Uploads the server answered (401, 413, 408…) or closed before the whole body.
     pub uploads_refused: u64,
     /// Body bytes the uploads got into the server's socket, in MiB.
@@ -53,6 +56,7 @@ struct Counters {
     refused: AtomicU64,
     sent: AtomicU64,
     connect_failures: AtomicU64,
+    longest_held_ms: AtomicU64,
 }
 
 /// The running attackers; [`Attackers::stop`] ends them and says what they met.
@@ -104,6 +108,7 @@ impl Attackers {
             slowloris_open_at_end: open_at_end,
             uploads_refused: read(&self.counters.refused),
             upload_mib_sent: read(&self.counters.sent) as f64 / (1024.0 * 1024.0),
+            slowloris_longest_held_secs: read(&self.counters.longest_held_ms) as f64 / 1000.0,
             connect_failures: read(&self.counters.connect_failures),
         }
     }
@@ -139,6 +144,7 @@ async fn slowloris(
             continue;
         };
         counters.open.fetch_add(1, Ordering::Relaxed);
+        let connected = tokio::time::Instant::now();
         let head = b"GET /app/app-key?protocol=7 HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n";
         let mut alive = stream.write_all(head).await.is_ok();
         let mut line = 0u64;
@@ -152,6 +158,8 @@ async fn slowloris(
             alive = !server_spoke(&mut stream) && stream.write_all(header.as_bytes()).await.is_ok();
         }
         counters.open.fetch_sub(1, Ordering::Relaxed);
+        let held = u64::try_from(connected.elapsed().as_millis()).unwrap_or(u64::MAX);
+        counters.longest_held_ms.fetch_max(held, Ordering::Relaxed);
         if !alive {
             counters.cut_off.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(RECONNECT_AFTER).await;

@@ -188,6 +188,10 @@ async fn attackers_run_beside_the_load_and_count_what_the_server_did_to_them() {
         attack.uploads_refused >= 2,
         "unsigned uploads get 401: {attack:?}"
     );
+    assert!(
+        attack.slowloris_longest_held_secs >= 0.3,
+        "held at least the headers timeout: {attack:?}"
+    );
     assert_eq!((report.lost, report.duplicated), (0, 0));
     assert!(report.server.rss_peak_kib >= report.server.rss_start_kib);
     server.shutdown().await;

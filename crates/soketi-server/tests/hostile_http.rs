@@ -214,3 +214,41 @@ async fn a_body_that_does_not_match_its_signed_md5_is_refused() {
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("body_md5"), "{body}");
 }
+
+#[tokio::test]
+async fn an_app_with_very_many_channels_lists_them_all() {
+    let server = support::server(|_| {}).await;
+    let addr = server.local_addr();
+    // 20 connections of 1000 subscriptions each (the cap per connection): 20k channels.
+    let mut sockets = Vec::new();
+    for connection in 0..20 {
+        let (mut ws, _) = support::RawWs::connect_app(addr).await;
+        let mut batch = Vec::new();
+        for i in 0..1000 {
+            let subscribe = format!(
+                r#"{{"event":"pusher:subscribe","data":{{"channel":"room-{connection}-{i}"}}}}"#
+            );
+            batch.extend(support::masked_frame(0x81, subscribe.as_bytes()));
+        }
+        ws.send_raw(&batch).await;
+        for _ in 0..1000 {
+            let ok = ws.next_json().await;
+            assert_eq!(
+                ok["event"], "pusher_internal:subscription_succeeded",
+                "{ok}"
+            );
+        }
+        sockets.push(ws);
+    }
+    let (status, answer) = support::api(addr, "GET", "/apps/app-id/channels", "").await;
+    assert_eq!(status, 200);
+    let channels = answer["channels"].as_object().expect("a map of channels");
+    assert_eq!(channels.len(), 20_000);
+    assert!(
+        channels
+            .values()
+            .all(|attributes| attributes == &serde_json::json!({ "subscription_count": 1 })),
+        "each listed once, with its one subscriber"
+    );
+    drop(sockets);
+}
