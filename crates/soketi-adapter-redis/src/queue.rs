@@ -125,11 +125,21 @@ struct Keys {
     policy: RetryPolicy,
 }
 
+/// How long a worker's `BLMOVE` blocks waiting for a job.
+const BLOCK: Duration = Duration::from_secs(1);
+
+/// How long the queue's connections wait for an answer: longer than [`BLOCK`], so that an idle
+/// worker's pop is never cut short on the client side. A pop cut short would still move the
+/// next job into the processing list on the server, where no one runs it until a restart.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Keys {
     async fn connect(&self) -> ConnectionManager {
+        let config =
+            redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
         let mut attempt = 0u32;
         loop {
-            match ConnectionManager::new(self.client.clone()).await {
+            match ConnectionManager::new_with_config(self.client.clone(), config.clone()).await {
                 Ok(conn) => return conn,
                 Err(e) => {
                     if attempt == 0 {
@@ -167,20 +177,30 @@ impl Keys {
 
     async fn work(self: Arc<Self>, handler: Arc<dyn JobHandler>) {
         let mut conn = self.connect().await;
+        // Whether the last pop failed: an outage is logged once when it starts and once when
+        // it ends, and an idle queue not at all.
+        let mut down = false;
         loop {
             let taken: Result<Option<Vec<u8>>, _> = redis::cmd("BLMOVE")
                 .arg(&self.waiting)
                 .arg(&self.processing)
                 .arg("RIGHT")
                 .arg("LEFT")
-                .arg(1)
+                .arg(BLOCK.as_secs_f64())
                 .query_async(&mut conn)
                 .await;
+            if taken.is_ok() && down {
+                down = false;
+                tracing::info!("the Redis queue is reachable again");
+            }
             let stored = match taken {
                 Ok(Some(stored)) => stored,
                 Ok(None) => continue,
                 Err(e) => {
-                    tracing::debug!(error = %e, "the Redis queue is unreachable; waiting");
+                    if !down {
+                        down = true;
+                        tracing::warn!(error = %e, "the Redis queue is unreachable; retrying every 500 ms");
+                    }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }

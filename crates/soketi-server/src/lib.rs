@@ -346,6 +346,14 @@ impl RunningServer {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // The connections' leaves left `channel_vacated` and `member_removed` waiting out the
+        // vacated delay: decided and queued before the node leaves the fleet, which can still
+        // be asked whether the channel or user is back elsewhere, so that the process takes
+        // none of them with it.
+        let decided = self.state.webhooks.drain(WEBHOOK_DRAIN_TIMEOUT).await;
+        if decided > 0 {
+            tracing::info!(decided, "delayed webhooks decided at shutdown");
+        }
         if let Some(transport) = &self.transport {
             // The others drop this node's members at once instead of after a timeout.
             if let Err(e) = transport.leave().await {
@@ -404,6 +412,10 @@ async fn accept_loop(
         }
     }
 }
+
+/// How long a stopping server waits, beyond the vacated delay, for its last webhooks to reach
+/// the queue.
+const WEBHOOK_DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a client may take to complete its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

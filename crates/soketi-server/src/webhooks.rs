@@ -166,15 +166,45 @@ pub(crate) struct WebhookSettings {
 
 type BatchKey = (String, usize);
 
+/// The events collected for one app's webhook, with the app they go out for.
+type Batch = (Arc<App>, Vec<Value>);
+
 /// Turns events into queued webhook jobs.
 pub(crate) struct Webhooks {
     queue: Arc<dyn Queue>,
     adapter: Arc<dyn Adapter>,
     settings: WebhookSettings,
-    batches: Mutex<HashMap<BatchKey, Vec<Value>>>,
+    batches: Mutex<HashMap<BatchKey, Batch>>,
     /// Vacated and removed events waiting out the delay, by app and what they are about.
-    pending: DashMap<(String, String), u64>,
+    pending: DashMap<(String, String), Pending>,
     generation: AtomicU64,
+    /// Tasks that will still queue something (a settle, a batch, a push): shutdown waits for
+    /// them.
+    in_flight: Arc<AtomicU64>,
+}
+
+/// A delayed event: what [`Webhooks::drain`] decides at once when the server stops.
+struct Pending {
+    generation: u64,
+    app: Arc<App>,
+    event: Arc<Event>,
+    question: OccupancyQuestion,
+}
+
+/// Counts a task in [`Webhooks::in_flight`] until it drops.
+struct InFlight(Arc<AtomicU64>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicU64>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Webhooks {
@@ -190,7 +220,41 @@ impl Webhooks {
             batches: Mutex::default(),
             pending: DashMap::new(),
             generation: AtomicU64::new(1),
+            in_flight: Arc::default(),
         })
+    }
+
+    /// What a stopping server does once its connections closed, so that no `channel_vacated`
+    /// or `member_removed` waiting out the delay is lost with the process: in a fleet, where
+    /// this node's clients reconnect to the others, the delayed events wait out their delay as
+    /// usual (a client back elsewhere in time vacated nothing); then every one still waiting is
+    /// decided now, the open batches are sent, and the drain waits until every job is on the
+    /// queue. It takes at most the vacated delay and `margin`. Returns how many delayed events
+    /// it decided itself.
+    pub(crate) async fn drain(self: &Arc<Self>, margin: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + self.settings.vacated_delay + margin;
+        if !self.adapter.settle_time().is_zero() {
+            while !self.pending.is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let keys: Vec<_> = self.pending.iter().map(|e| e.key().clone()).collect();
+        let mut decided = 0;
+        for key in keys {
+            if let Some((_, pending)) = self.pending.remove(&key) {
+                decided += 1;
+                self.decide(&pending.app, &pending.event, &pending.question)
+                    .await;
+            }
+        }
+        let batches: Vec<_> = self.batches.lock().drain().collect();
+        for ((_, index), (app, events)) in batches {
+            self.queue_job(&app, index, events);
+        }
+        while self.in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        decided
     }
 
     /// Whether `app` has a webhook for `event` on any channel; the cheap check callers make
@@ -240,7 +304,9 @@ impl Webhooks {
     fn settle(self: &Arc<Self>, app: &Arc<App>, channel: String, event: Event) {
         let (this, app) = (self.clone(), app.clone());
         let question = self.question(true);
+        let counted = InFlight::new(&self.in_flight);
         tokio::spawn(async move {
+            let _counted = counted;
             tokio::time::sleep(this.adapter.settle_time()).await;
             if this.adapter.announces(&app.id, &channel, &question) {
                 this.emit(&app, &event);
@@ -266,29 +332,45 @@ impl Webhooks {
     fn delay(self: &Arc<Self>, app: &Arc<App>, key: String, event: Event) {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let pending_key = (app.id.clone(), key);
-        self.pending.insert(pending_key.clone(), generation);
-        let (this, app) = (self.clone(), app.clone());
+        let event = Arc::new(event);
         let question = self.question(false);
+        self.pending.insert(
+            pending_key.clone(),
+            Pending {
+                generation,
+                app: app.clone(),
+                event: event.clone(),
+                question,
+            },
+        );
+        let (this, app) = (self.clone(), app.clone());
         tokio::spawn(async move {
             tokio::time::sleep(this.settings.vacated_delay).await;
+            // Gone when a return cancelled it, a newer one replaced it, or a drain decided it.
             if this
                 .pending
-                .remove_if(&pending_key, |_, g| *g == generation)
+                .remove_if(&pending_key, |_, p| p.generation == generation)
                 .is_none()
             {
                 return;
             }
-            if this.came_back(&app, &event).await {
-                return;
-            }
-            if let Event::Vacated(channel) = &event
-                && !this.adapter.announces(&app.id, channel, &question)
-            {
-                // Another node speaks for the fleet.
-                return;
-            }
-            this.emit(&app, &event);
+            this.decide(&app, &event, &question).await;
         });
+    }
+
+    /// Queues a delayed event unless its channel or user came back or another node speaks for
+    /// the fleet.
+    async fn decide(self: &Arc<Self>, app: &Arc<App>, event: &Event, question: &OccupancyQuestion) {
+        if self.came_back(app, event).await {
+            return;
+        }
+        if let Event::Vacated(channel) = event
+            && !self.adapter.announces(&app.id, channel, question)
+        {
+            // Another node speaks for the fleet.
+            return;
+        }
+        self.emit(app, event);
     }
 
     /// Whether the channel or user of a delayed event is back, anywhere.
@@ -317,16 +399,22 @@ impl Webhooks {
                     let key = (app.id.clone(), index);
                     let first = {
                         let mut batches = self.batches.lock();
-                        let batch = batches.entry(key.clone()).or_default();
+                        let (_, batch) = batches
+                            .entry(key.clone())
+                            .or_insert_with(|| (app.clone(), Vec::new()));
                         batch.push(json.clone());
                         batch.len() == 1
                     };
                     if first {
                         let (this, app) = (self.clone(), app.clone());
+                        let counted = InFlight::new(&self.in_flight);
                         tokio::spawn(async move {
+                            let _counted = counted;
                             tokio::time::sleep(duration).await;
-                            let events = this.batches.lock().remove(&key).unwrap_or_default();
-                            if !events.is_empty() {
+                            let batch = this.batches.lock().remove(&key);
+                            if let Some((_, events)) = batch
+                                && !events.is_empty()
+                            {
                                 this.queue_job(&app, index, events);
                             }
                         });
@@ -366,7 +454,9 @@ impl Webhooks {
             return;
         };
         let queue = self.queue.clone();
+        let counted = InFlight::new(&self.in_flight);
         tokio::spawn(async move {
+            let _counted = counted;
             if let Err(e) = queue.push(Bytes::from(job)).await {
                 tracing::warn!(error = %e, "could not queue a webhook");
             }

@@ -1038,6 +1038,54 @@ describe('webhooks: the Redis queue (SOKETI_QUEUE_DRIVER=redis)', { skip: redisS
     });
   }
 
+  // A client leaves and the server is stopped within the vacated delay (3 s here), while the
+  // receiver is down. SIGTERM: the waiting channel_vacated and member_removed are decided and
+  // queued before the exit, and the next process delivers all six events once each. SIGKILL:
+  // what waited out the delay in the process's memory is lost with it, and nothing else is.
+  for (const signal of ['SIGTERM', 'SIGKILL']) {
+    it(`${signal} within the vacated delay, receiver down: after a restart, ${signal === 'SIGTERM' ? 'every event arrives exactly once' : 'only the delayed events are lost, the rest arrive once'}`, async (t) => {
+      const since = receiver.mark();
+      const path = `/stopped-in-delay-${signal}`;
+      const prefix = newPrefix();
+      const types = ['channel_occupied', 'channel_vacated', 'member_added', 'member_removed'];
+      const env = queueEnv(path, { types, prefix, SOKETI_QUEUE_MAX_ATTEMPTS: '10', SOKETI_WEBHOOKS_VACATED_DELAY: '3000' });
+      const first = await start('the first server', env);
+      receiver.refusing = (r) => r.path === path;
+
+      const name = uniqueChannel('stopped-');
+      const room = uniqueChannel('presence-stopped-');
+      const client = await first.rawConnected();
+      await client.subscribeOk(name);
+      await client.subscribeOk(room, subscribeData(first.server, client.socketId, room, member('ann')));
+      const queuedFirst = [`channel_occupied:${name}`, `channel_occupied:${room}`, `member_added:${room}:ann`];
+      const delayed = [`member_removed:${room}:ann`, `channel_vacated:${room}`, `channel_vacated:${name}`];
+      await until(() => queuedFirst.every((tag) => tags(receiver.events({ path, since, accepted: false })).includes(tag)), {
+        timeout: 10_000,
+        what: `refused attempts for the occupied and added events; received: ${receiver.describe(since)}`,
+      });
+
+      client.terminate();
+      // Well inside the 3 s delay; whether the server saw the leave or closes the connection
+      // itself at shutdown, the channels empty before the process ends.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const exit = signal === 'SIGTERM' ? await first.server.stop() : await first.server.kill('SIGKILL');
+      t.diagnostic(`the first server exited with ${JSON.stringify(exit)}`);
+      if (signal === 'SIGTERM') assert.equal(exit.code, 0, 'the first server exits cleanly on SIGTERM');
+      assert.equal(receiver.accepted(since).length, 0, `nothing was accepted yet: ${receiver.describe(since)}`);
+
+      const second = await start('the second server', env);
+      receiver.refusing = false;
+      const expected = signal === 'SIGTERM' ? [...queuedFirst, ...delayed] : queuedFirst;
+      for (const tag of expected) {
+        await receiver.waitForEvents((e) => tags([e])[0] === tag, 1, { path, since, timeout: 10_000, what: tag });
+      }
+      await queueDrained(redis, prefix, `the jobs of ${name} and ${room} on ${second.label}`);
+      const delivered = receiver.events({ path, since }).filter((e) => e.channel === name || e.channel === room);
+      assert.deepEqual(countBy(tags(delivered)), Object.fromEntries(expected.map((tag) => [tag, 1])), 'each exactly once, and nothing else');
+      for (const event of delivered) assertWebhookRequest(event.request);
+    });
+  }
+
   it(`channel_vacated and member_removed wait ${VACATED_DELAY_MS} ms, then go through the queue: refused, kept across a restart, delivered once each`, async (t) => {
     const since = receiver.mark();
     const path = '/delayed';
