@@ -60,6 +60,9 @@ pub struct HorizontalAdapter {
     vacated: Mutex<HashMap<(String, String), HashMap<String, Instant>>>,
     /// Channels this node reported occupied, for the snapshot a new node receives.
     occupied_here: Mutex<HashSet<(String, String)>>,
+    /// When a presence user's last connection on another node left and the user was gone from
+    /// the fleet as this node saw it, by (app, channel, user): a join here soon after is a move.
+    left_fleet: Mutex<HashMap<(String, String, String), Instant>>,
     extensions: parking_lot::RwLock<HashMap<String, Arc<dyn Extension>>>,
     /// Extension messages that came before their extension was registered (a master's greeting
     /// can reach a node that is still wiring itself up), handed over on registration.
@@ -87,6 +90,7 @@ impl HorizontalAdapter {
             occupancy: Mutex::default(),
             vacated: Mutex::default(),
             occupied_here: Mutex::default(),
+            left_fleet: Mutex::default(),
             extensions: parking_lot::RwLock::default(),
             unclaimed: Mutex::default(),
             departures: parking_lot::RwLock::default(),
@@ -270,6 +274,10 @@ impl Adapter for HorizontalAdapter {
 
     fn announces(&self, app_id: &str, channel: &str, q: &OccupancyQuestion) -> bool {
         self.announces_occupancy(app_id, channel, q)
+    }
+
+    fn member_moved(&self, app_id: &str, channel: &str, user_id: &str, within: Duration) -> bool {
+        self.left_fleet_within(app_id, channel, user_id, within)
     }
 
     fn set_departure_sink(&self, sink: Arc<dyn DepartureSink>) {

@@ -357,6 +357,20 @@ pub trait Adapter: Send + Sync {
         true
     }
 
+    /// Whether `user_id` left `channel` through another node of the fleet less than `within`
+    /// ago, so that its arrival here is a move: within the vacated delay, no `member_added` is
+    /// announced (the other node's `member_removed` is dropped, as the user is back). Never on
+    /// one node, where a quick return cancels the pending `member_removed` itself.
+    fn member_moved(
+        &self,
+        _app_id: &str,
+        _channel: &str,
+        _user_id: &str,
+        _within: std::time::Duration,
+    ) -> bool {
+        false
+    }
+
     /// Sets where the departures of nodes that left go. One node of the fleet (the master, or
     /// the node with the smallest id without one) reports them, so that the fleet reports each
     /// once. One node alone has no departures, so the default drops the sink.

@@ -4,6 +4,7 @@
 //! A job is opaque bytes; a [`JobHandler`] runs it and says whether it must be tried again.
 //! Durable drivers (Redis) keep a job until its handler succeeds, across restarts.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -30,6 +31,12 @@ pub trait Queue: Send + Sync {
     async fn push(&self, job: Bytes) -> Result<(), AdapterError>;
     /// Starts running queued jobs with `handler`; jobs pushed before this wait for it.
     fn start(&self, handler: Arc<dyn JobHandler>);
+
+    /// Waits, for at most `within`, until the jobs this process holds in memory are done: what
+    /// a stopping server calls before it exits. A durable queue holds none and returns at once.
+    async fn settle(&self, within: Duration) {
+        let _ = within;
+    }
 }
 
 /// How failed jobs are tried again: up to `max_attempts` in all, waiting `backoff`, then
@@ -56,6 +63,17 @@ impl RetryPolicy {
 pub struct SyncQueue {
     handler: OnceLock<Arc<dyn JobHandler>>,
     policy: RetryPolicy,
+    /// Jobs being run or waiting for their next attempt.
+    running: Arc<AtomicUsize>,
+}
+
+/// Counts a job in [`SyncQueue::running`] until it drops.
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl SyncQueue {
@@ -64,6 +82,7 @@ impl SyncQueue {
         Self {
             handler: OnceLock::new(),
             policy,
+            running: Arc::default(),
         }
     }
 }
@@ -77,7 +96,10 @@ impl Queue for SyncQueue {
             .cloned()
             .ok_or_else(|| AdapterError::Transport("the queue has no handler yet".into()))?;
         let policy = self.policy;
+        self.running.fetch_add(1, Ordering::AcqRel);
+        let running = Running(self.running.clone());
         tokio::spawn(async move {
+            let _running = running;
             for attempt in 1..=policy.max_attempts.max(1) {
                 match handler.run(&job).await {
                     Ok(()) => return,
@@ -96,6 +118,13 @@ impl Queue for SyncQueue {
 
     fn start(&self, handler: Arc<dyn JobHandler>) {
         let _ = self.handler.set(handler);
+    }
+
+    async fn settle(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.running.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 

@@ -129,8 +129,8 @@ struct Keys {
 const BLOCK: Duration = Duration::from_secs(1);
 
 /// How long the queue's connections wait for an answer: longer than [`BLOCK`], so that an idle
-/// worker's pop is never cut short on the client side. A pop cut short would still move the
-/// next job into the processing list on the server, where no one runs it until a restart.
+/// worker's pop is never cut short on the client side (with redis-rs's default of 500 ms, every
+/// idle second was a timeout, a reconnection, an error in the logs and a half-second pause).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Keys {

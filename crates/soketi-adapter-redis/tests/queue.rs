@@ -287,3 +287,34 @@ async fn the_queue_works_again_after_a_redis_restart() {
         b"after"
     );
 }
+
+/// An idle worker blocks in `BLMOVE` again and again, each pop ending with nothing; jobs pushed
+/// at every moment of several such pops all run, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_pushed_to_an_idle_queue_at_any_moment_all_run() {
+    let Some(redis) = Redis::start("jobs_pushed_to_an_idle_queue_at_any_moment_all_run", &[])
+    else {
+        return;
+    };
+    let url = redis.url("", 0);
+    let queue = RedisQueue::new(&url, "", "idle", POLICY, 1).unwrap();
+    let (recorder, mut runs) = Recorder::new(|_, _| false);
+    queue.start(recorder);
+    // Idle for a few pops first.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let jobs: Vec<String> = (0..24).map(|i| format!("idle-{i}")).collect();
+    for job in &jobs {
+        queue.push(Bytes::from(job.clone())).await.unwrap();
+        // 24 pushes over 3 s: some land in every part of a one-second pop.
+        tokio::time::sleep(Duration::from_millis(125)).await;
+    }
+    let mut ran = Vec::new();
+    for _ in &jobs {
+        ran.push(String::from_utf8(next_run(&mut runs, "an idle queue's job").await).unwrap());
+    }
+    ran.sort();
+    let mut want = jobs.clone();
+    want.sort();
+    assert_eq!(ran, want, "every job ran once");
+    drained(&url, "queue:idle:*").await;
+}

@@ -8,6 +8,7 @@
 //! never neither.
 
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use soketi_channels::SocketRef;
@@ -111,7 +112,10 @@ impl HorizontalAdapter {
         drop(replica);
         let frame = match (before, after) {
             (false, true) => message::member_added(channel, &wire_member(user, &change.user_info)),
-            (true, false) => message::member_removed(channel, user),
+            (true, false) => {
+                self.note_left_fleet(app, channel, user);
+                message::member_removed(channel, user)
+            }
             _ => return,
         };
         self.local.deliver_now(app, channel, frame.as_bytes(), None);
@@ -219,6 +223,29 @@ impl HorizontalAdapter {
                 .filter(|m| !known.contains(&m.user_id)),
         );
         members
+    }
+
+    /// Records that `user` left the fleet, as this node sees it, through another node.
+    fn note_left_fleet(&self, app: &str, channel: &str, user: &str) {
+        let now = Instant::now();
+        let mut left = self.left_fleet.lock();
+        // Departures older than a minute can no longer matter.
+        left.retain(|_, at| now.duration_since(*at) < Duration::from_secs(60));
+        left.insert((app.to_owned(), channel.to_owned(), user.to_owned()), now);
+    }
+
+    /// Whether `user` left the fleet through another node less than `within` ago.
+    pub(super) fn left_fleet_within(
+        &self,
+        app: &str,
+        channel: &str,
+        user: &str,
+        within: Duration,
+    ) -> bool {
+        self.left_fleet
+            .lock()
+            .get(&(app.to_owned(), channel.to_owned(), user.to_owned()))
+            .is_some_and(|at| at.elapsed() < within)
     }
 
     fn is_local_member(&self, app: &str, channel: &str, user: &str) -> bool {

@@ -240,6 +240,43 @@ async fn presence_is_announced_once_for_the_fleet() {
 }
 
 #[tokio::test]
+async fn a_user_who_left_through_another_node_is_a_move_within_the_delay() {
+    let hub = MemoryHub::new();
+    let (a, b) = (node(&hub, "a"), node(&hub, "b"));
+    let (watcher, u_on_b) = (recorder(1), recorder(2));
+    join(&a, "presence-r", &watcher, "w").await;
+    join(&b, "presence-r", &u_on_b, "u").await;
+    let within = Duration::from_secs(5);
+    eventually("a's replica", || {
+        a.replica.lock().has("app", "presence-r", "u")
+    })
+    .await;
+    assert!(
+        !a.member_moved("app", "presence-r", "u", within),
+        "u has not left"
+    );
+    b.leave_channel("app", "presence-r", u_on_b.socket_id())
+        .await
+        .unwrap();
+    eventually("a to see u leave the fleet", || {
+        a.member_moved("app", "presence-r", "u", within)
+    })
+    .await;
+    assert!(
+        !a.member_moved("app", "presence-r", "u", Duration::ZERO),
+        "not within no time"
+    );
+    assert!(
+        !a.member_moved("app", "presence-r", "w", within),
+        "another user"
+    );
+    assert!(
+        !b.member_moved("app", "presence-r", "u", within),
+        "b saw it leave itself"
+    );
+}
+
+#[tokio::test]
 async fn a_remote_join_is_in_the_list_or_announced_after_it_never_both() {
     let hub = MemoryHub::new();
     let (a, b) = (node(&hub, "a"), node(&hub, "b"));

@@ -23,7 +23,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { describe, it } from 'node:test';
 
-import { parseData, record, subscribe, uniqueChannel, until, waitFor, withTimeout } from './harness.mjs';
+import { parseData, record, subscribe, subscribeData, uniqueChannel, until, waitFor, withTimeout } from './harness.mjs';
 import {
   awaitDiscovery,
   channelInfo,
@@ -612,5 +612,40 @@ export function fleetSuite(transport, { extra } = {}) {
     });
 
     extra?.(fleet, ctx);
+
+    // Last, as it stops a node: of the nodes still running (A and B, or B and C after the
+    // cluster's own tests), the second is stopped and the first stays.
+    it('webhooks: a node stopped with SIGTERM: channel_vacated once for the channel only it held, none for one shared with a node that stays, and no member_removed for a user back on that node within the delay', async () => {
+      const [A, B] = fleet.nodes.filter((scope) => !scope.server.exitInfo());
+      assert.ok(A && B, 'two nodes still running');
+      const shared = uniqueChannel('shared-with-B-');
+      const alone = uniqueChannel('only-on-B-');
+      const room = uniqueChannel('presence-leaving-B-');
+      await A.rawSubscribed(shared);
+      await B.rawSubscribed(shared);
+      await B.rawSubscribed(alone);
+      const onB = await B.rawSubscribed(room, member('rb'));
+      await waitHook({ name: 'channel_occupied', channel: shared });
+      await waitHook({ name: 'channel_occupied', channel: alone });
+      await waitHook({ name: 'member_added', channel: room, user_id: 'rb' });
+      // rb's next connection is open on A before B goes, so that it is back well within the delay.
+      const back = await A.rawConnected();
+
+      const stopped = B.server.stop();
+      await onB.closed();
+      assert.equal(onB.closeCode, 4200, `B asks its clients to reconnect: ${onB.describeHistory()}`);
+      await back.subscribeOk(room, subscribeData(A.server, back.socketId, room, member('rb')));
+      const exit = await stopped;
+      assert.equal(exit.code, 0, 'B exits cleanly on SIGTERM');
+      // B decided its delayed events before it exited; a sentinel left on A now has its
+      // channel_vacated after any late one.
+      const later = await sentinelChannel(A);
+      later.leave();
+      await later.vacated();
+      assert.deepEqual(hookTags(alone), [`channel_occupied:${alone}`, `channel_vacated:${alone}`], `${alone}, held by B alone`);
+      assert.deepEqual(hookTags(shared), [`channel_occupied:${shared}`], `${shared} is still occupied on A`);
+      assert.deepEqual(hookTags(room).sort(), [`channel_occupied:${room}`, `member_added:${room}:rb`].sort(), `rb came back on A within the delay`);
+      for (const event of ctx.receiver.events({ path: HOOK_PATH }).filter((e) => e.channel === alone)) assertSingle(event);
+    });
   });
 }
