@@ -7,6 +7,7 @@
 mod bench;
 mod cmd;
 mod dist;
+mod fuzz;
 mod layers;
 mod steps;
 mod tidy;
@@ -30,8 +31,8 @@ usage: cargo xtask <task> [options]
 
 tasks:
   lint    cargo fmt --check, cargo clippy -D warnings, then tidy
-  test    lint, cargo test, cargo package, then the dist archive check and the Node interop
-          suite against the debug server
+  test    lint, cargo test, cargo package, each fuzz target for 3 s, then the dist archive
+          check and the Node interop suite against the debug server
             --no-lint       skip lint
             --rust-only     skip the build and the Node interop suite
             --interop-only  only build the server and run the Node interop suite
@@ -44,8 +45,13 @@ tasks:
             --nodes N                 also measure N nodes of ours over the cluster adapter
             --scenario NAME[,NAME]    only these: fan-out, many-channels, idle-memory,
                                       connect-storm, http-publish, presence-churn,
-                                      cluster (with --nodes)
+                                      cluster (with --nodes), hostile
             --quick                   small sizes, a smoke run (table in target/bench-results)
+  fuzz    run the cargo-fuzz targets of fuzz/ on the nightly toolchain, from fuzz/seeds, and
+          print the inputs each ran
+            --seconds N               per target (default 60)
+            --target NAME[,NAME]      only these: ws_frames, client_message, names,
+                                      signed_query, peer_envelope, config_env
   help    print this message";
 
 /// The environment variable that turns a skipped test into a failure.
@@ -87,6 +93,7 @@ fn try_main(args: &[String]) -> Result<ExitCode> {
             dist::dist(&root)?;
         }
         "bench" => bench::bench(&root, &bench::Options::parse(options)?)?,
+        "fuzz" => fuzz::fuzz(&root, &fuzz::Options::parse(options)?)?,
         "help" | "-h" | "--help" => eprintln!("{USAGE}"),
         other => {
             eprintln!("unknown task `{other}`\n\n{USAGE}");
@@ -194,6 +201,17 @@ fn test(root: &Path, options: TestOptions) -> Result<()> {
                 package.args(["-p", name]);
             }
             run(&mut package)
+        });
+        // Every fuzz target builds and runs from its seeds for a few seconds, so that none
+        // rots; the long runs are `cargo xtask fuzz` on its own.
+        steps.run("fuzz", || {
+            fuzz::fuzz(
+                root,
+                &fuzz::Options {
+                    seconds: 3,
+                    targets: fuzz::TARGETS.to_vec(),
+                },
+            )
         });
     }
     if options.interop {
