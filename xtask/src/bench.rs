@@ -23,7 +23,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use self::servers::{Kind, Launcher};
-use crate::cmd::{cargo, run};
+use crate::cmd::{cargo, option_value, run, split_option};
 
 /// The scenarios, by the names `--scenario` takes.
 pub(crate) const SCENARIOS: &[&str] = &[
@@ -56,16 +56,8 @@ impl Options {
         };
         let mut options = options.iter();
         while let Some(option) = options.next() {
-            let (name, inline) = match option.split_once('=') {
-                Some((name, value)) => (name, Some(value.to_owned())),
-                None => (option.as_str(), None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| options.next().cloned())
-                    .with_context(|| format!("`{name}` needs a value"))
-            };
+            let (name, inline) = split_option(option);
+            let mut value = || option_value(name, &inline, &mut options);
             match name {
                 "--against" => {
                     for peer in value()?.split(',').filter(|peer| !peer.is_empty()) {

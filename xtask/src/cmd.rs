@@ -94,3 +94,23 @@ pub(crate) fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String>
     stream.read_to_string(&mut answer)?;
     Ok(answer)
 }
+
+/// `--name=value` as the name and the value; `--name` as the name alone.
+pub(crate) fn split_option(option: &str) -> (&str, Option<String>) {
+    match option.split_once('=') {
+        Some((name, value)) => (name, Some(value.to_owned())),
+        None => (option, None),
+    }
+}
+
+/// The value of the option `name`: the one written after `=`, or else the next argument.
+pub(crate) fn option_value(
+    name: &str,
+    inline: &Option<String>,
+    rest: &mut std::slice::Iter<'_, String>,
+) -> Result<String> {
+    inline
+        .clone()
+        .or_else(|| rest.next().cloned())
+        .with_context(|| format!("`{name}` needs a value"))
+}

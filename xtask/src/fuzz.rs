@@ -7,6 +7,8 @@ use std::{fs, path::Path, process::Command, time::Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::cmd::{option_value, split_option};
+
 /// The targets, by the names of `fuzz/Cargo.toml`'s binaries.
 pub(crate) const TARGETS: &[&str] = &[
     "ws_frames",
@@ -32,16 +34,8 @@ impl Options {
         };
         let mut options = options.iter();
         while let Some(option) = options.next() {
-            let (name, inline) = match option.split_once('=') {
-                Some((name, value)) => (name, Some(value.to_owned())),
-                None => (option.as_str(), None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| options.next().cloned())
-                    .with_context(|| format!("`{name}` needs a value"))
-            };
+            let (name, inline) = split_option(option);
+            let mut value = || option_value(name, &inline, &mut options);
             match name {
                 "--seconds" => {
                     let text = value()?;
