@@ -43,6 +43,7 @@ use crate::wire::{self, v1};
 use crate::{Adapter, AdapterError, ChannelLeft, DepartureSink, OccupancyQuestion, PresenceJoined};
 
 pub use extension::{Extension, Fleet};
+use occupancy::Vacate;
 use query::Pending;
 use replica::Replica;
 
@@ -57,7 +58,7 @@ pub struct HorizontalAdapter {
     /// Channels occupied on other nodes, by (app, channel), with the nodes.
     occupancy: Mutex<HashMap<(String, String), HashMap<String, Instant>>>,
     /// When other nodes reported a channel empty, for the choice of the node that announces it.
-    vacated: Mutex<HashMap<(String, String), HashMap<String, Instant>>>,
+    vacated: Mutex<HashMap<(String, String), HashMap<String, Vacate>>>,
     /// Channels this node reported occupied, for the snapshot a new node receives.
     occupied_here: Mutex<HashSet<(String, String)>>,
     /// When a presence user's last connection on another node left and the user was gone from

@@ -5,6 +5,15 @@
 use std::time::{Duration, Instant};
 
 use super::HorizontalAdapter;
+
+/// Another node's report that a channel became empty there.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Vacate {
+    /// When it emptied.
+    at: Instant,
+    /// When that node had reported it occupied, if this node heard it.
+    occupied_since: Option<Instant>,
+}
 use crate::wire::v1;
 use crate::{Adapter, AdapterError, Departure, OccupancyQuestion};
 
@@ -52,8 +61,9 @@ impl HorizontalAdapter {
                 .or_default()
                 .insert(from.to_owned(), now);
         } else {
+            let mut occupied_since = None;
             if let Some(nodes) = occupancy.get_mut(&key) {
-                nodes.remove(from);
+                occupied_since = nodes.remove(from);
                 if nodes.is_empty() {
                     occupancy.remove(&key);
                 }
@@ -61,10 +71,16 @@ impl HorizontalAdapter {
             let mut vacated = self.vacated.lock();
             // Reports older than a minute can no longer matter.
             vacated.retain(|_, nodes| {
-                nodes.retain(|_, at| now.duration_since(*at) < Duration::from_secs(60));
+                nodes.retain(|_, v| now.duration_since(v.at) < Duration::from_secs(60));
                 !nodes.is_empty()
             });
-            vacated.entry(key).or_default().insert(from.to_owned(), now);
+            vacated.entry(key).or_default().insert(
+                from.to_owned(),
+                Vacate {
+                    at: now,
+                    occupied_since,
+                },
+            );
         }
     }
 
@@ -88,35 +104,35 @@ impl HorizontalAdapter {
         let occupancy = self.occupancy.lock();
         let vacated = self.vacated.lock();
         let vacated = vacated.get(&key);
+        // Of nodes that changed it at the same moment, the smallest id speaks.
+        let first = |n: &str, at: Instant| if near(at) { me < n } else { at > q.since };
         if q.occupied {
-            // A node that emptied it just before (or had it still, its report arriving after):
-            // this is a move within the vacated delay, which cancels the vacated; nothing is
-            // announced.
+            // A node that emptied it just before, having announced it occupied (it took it
+            // before this node, not at the same moment): a move within the vacated delay, which
+            // cancels the vacated; nothing is announced.
             if vacated.is_some_and(|nodes| {
-                nodes
-                    .values()
-                    .any(|at| q.since.saturating_duration_since(*at) < q.vacated_delay)
+                nodes.iter().any(|(n, v)| {
+                    q.since.saturating_duration_since(v.at) < q.vacated_delay
+                        && v.occupied_since.is_none_or(|since| !first(n, since))
+                })
             }) {
                 return false;
             }
-            // A node that had it before spoke already; of nodes that took it at the same
-            // moment, the smallest id speaks.
-            occupancy.get(&key).is_none_or(|nodes| {
-                nodes
-                    .iter()
-                    .all(|(n, at)| (*at >= q.since || near(*at)) && me < n.as_str())
-            })
+            // A node that took it before spoke; a node that took it later does not, even if
+            // its report arrived before this node decided.
+            occupancy
+                .get(&key)
+                .is_none_or(|nodes| nodes.iter().all(|(n, at)| first(n, *at)))
         } else if occupancy.contains_key(&key) {
             false
         } else {
-            // A node that emptied it later speaks; of nodes that emptied it at the same moment,
-            // the smallest id speaks.
+            // A node that emptied it later speaks.
             vacated.is_none_or(|nodes| {
-                nodes.iter().all(|(n, at)| {
-                    if near(*at) {
+                nodes.iter().all(|(n, v)| {
+                    if near(v.at) {
                         me < n.as_str()
                     } else {
-                        *at < q.since
+                        v.at < q.since
                     }
                 })
             })

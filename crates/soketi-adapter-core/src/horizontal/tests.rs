@@ -276,6 +276,53 @@ async fn a_user_who_left_through_another_node_is_a_move_within_the_delay() {
     );
 }
 
+/// The question a node asks when the occupancy of a channel changed now.
+fn question(occupied: bool) -> crate::OccupancyQuestion {
+    crate::OccupancyQuestion {
+        occupied,
+        since: std::time::Instant::now(),
+        tolerance: Duration::from_millis(100),
+        vacated_delay: Duration::from_secs(3),
+    }
+}
+
+#[tokio::test]
+async fn a_channel_that_moves_after_the_first_node_took_it_is_announced_once() {
+    // For each order of node ids: the first node takes the channel, gives it up, and the other
+    // takes it, before the first decided (its settle time) but after the tolerance.
+    for (first, second) in [("a", "b"), ("b", "a")] {
+        let hub = MemoryHub::new();
+        let (one, two) = (node(&hub, first), node(&hub, second));
+        let asked_first = question(true);
+        one.occupancy_changed("app", "room", true).await.unwrap();
+        eventually("the second node to hear of it", || {
+            two.occupied_elsewhere("app", "room")
+        })
+        .await;
+        one.occupancy_changed("app", "room", false).await.unwrap();
+        eventually("the second node to hear it emptied", || {
+            !two.occupied_elsewhere("app", "room")
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let asked_second = question(true);
+        two.occupancy_changed("app", "room", true).await.unwrap();
+        eventually("the first node to hear of the move", || {
+            one.occupied_elsewhere("app", "room")
+        })
+        .await;
+        let said = [
+            one.announces("app", "room", &asked_first),
+            two.announces("app", "room", &asked_second),
+        ];
+        assert_eq!(
+            said,
+            [true, false],
+            "{first} took it first, then {second}: {said:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_remote_join_is_in_the_list_or_announced_after_it_never_both() {
     let hub = MemoryHub::new();

@@ -628,9 +628,7 @@ export function fleetSuite(transport, { extra } = {}) {
       await waitHook({ name: 'channel_occupied', channel: shared });
       await waitHook({ name: 'channel_occupied', channel: alone });
       await waitHook({ name: 'member_added', channel: room, user_id: 'rb' });
-      // channel_occupied comes after the fleet's settle time; B must have announced it before
-      // the room moves to A (a move inside the settle time is announced by neither node: see
-      // docs/test-coverage.md, What no test proves).
+      // channel_occupied comes after the fleet's settle time: announced before the room moves.
       await waitHook({ name: 'channel_occupied', channel: room });
       // rb's next connection is open on A before B goes, so that it is back well within the delay.
       const back = await A.rawConnected();
