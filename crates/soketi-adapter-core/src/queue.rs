@@ -64,13 +64,33 @@ pub struct SyncQueue {
     handler: OnceLock<Arc<dyn JobHandler>>,
     policy: RetryPolicy,
     /// Jobs being run or waiting for their next attempt.
-    running: Arc<AtomicUsize>,
+    running: InFlight,
 }
 
-/// Counts a job in [`SyncQueue::running`] until it drops.
-struct Running(Arc<AtomicUsize>);
+/// Tasks a process has started and not finished, which it waits for before it stops.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
 
-impl Drop for Running {
+/// One task counted by an [`InFlight`], until it drops.
+#[derive(Debug)]
+pub struct InFlightTask(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Counts a task until the returned guard drops.
+    pub fn enter(&self) -> InFlightTask {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlightTask(self.0.clone())
+    }
+
+    /// Waits until no task is left, or `deadline` has passed.
+    pub async fn settled(&self, deadline: tokio::time::Instant) {
+        while self.0.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for InFlightTask {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -82,7 +102,7 @@ impl SyncQueue {
         Self {
             handler: OnceLock::new(),
             policy,
-            running: Arc::default(),
+            running: InFlight::default(),
         }
     }
 }
@@ -96,8 +116,7 @@ impl Queue for SyncQueue {
             .cloned()
             .ok_or_else(|| AdapterError::Transport("the queue has no handler yet".into()))?;
         let policy = self.policy;
-        self.running.fetch_add(1, Ordering::AcqRel);
-        let running = Running(self.running.clone());
+        let running = self.running.enter();
         tokio::spawn(async move {
             let _running = running;
             for attempt in 1..=policy.max_attempts.max(1) {
@@ -121,10 +140,9 @@ impl Queue for SyncQueue {
     }
 
     async fn settle(&self, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.running.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.running
+            .settled(tokio::time::Instant::now() + within)
+            .await;
     }
 }
 
@@ -152,6 +170,23 @@ mod tests {
                 Ok(())
             }
         }
+    }
+
+    #[tokio::test]
+    async fn in_flight_tasks_are_waited_for_until_the_deadline() {
+        let in_flight = InFlight::default();
+        let task = in_flight.enter();
+        let soon = tokio::time::Instant::now() + Duration::from_millis(30);
+        in_flight.settled(soon).await;
+        assert!(
+            tokio::time::Instant::now() >= soon,
+            "a task left: waited to the deadline"
+        );
+        drop(task);
+        let later = tokio::time::Instant::now() + Duration::from_secs(60);
+        tokio::time::timeout(Duration::from_secs(5), in_flight.settled(later))
+            .await
+            .expect("none left: settled at once");
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use soketi_adapter_core::{Adapter, Departure, DepartureSink, OccupancyQuestion, Queue};
+use soketi_adapter_core::{Adapter, Departure, DepartureSink, InFlight, OccupancyQuestion, Queue};
 use soketi_protocol::App;
 use soketi_protocol::auth::hmac_sha256_hex;
 
@@ -174,7 +174,7 @@ pub(crate) struct Webhooks {
     generation: AtomicU64,
     /// Tasks that will still queue something (a settle, a batch, a push): shutdown waits for
     /// them.
-    in_flight: Arc<AtomicU64>,
+    in_flight: InFlight,
 }
 
 /// A delayed event: what [`Webhooks::drain`] decides at once when the server stops.
@@ -183,22 +183,6 @@ struct Pending {
     app: Arc<App>,
     event: Arc<Event>,
     question: OccupancyQuestion,
-}
-
-/// Counts a task in [`Webhooks::in_flight`] until it drops.
-struct InFlight(Arc<AtomicU64>);
-
-impl InFlight {
-    fn new(count: &Arc<AtomicU64>) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(count.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl Webhooks {
@@ -214,7 +198,7 @@ impl Webhooks {
             batches: Mutex::default(),
             pending: DashMap::new(),
             generation: AtomicU64::new(1),
-            in_flight: Arc::default(),
+            in_flight: InFlight::default(),
         })
     }
 
@@ -245,9 +229,7 @@ impl Webhooks {
         for ((_, index), (app, events)) in batches {
             self.queue_job(&app, index, events);
         }
-        while self.in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.in_flight.settled(deadline).await;
         // A queue of this process (sync) sends what it holds before the process ends.
         self.queue
             .settle(deadline.saturating_duration_since(tokio::time::Instant::now()))
@@ -310,7 +292,7 @@ impl Webhooks {
     fn settle(self: &Arc<Self>, app: &Arc<App>, channel: String, event: Event) {
         let (this, app) = (self.clone(), app.clone());
         let question = self.question(true);
-        let counted = InFlight::new(&self.in_flight);
+        let counted = self.in_flight.enter();
         tokio::spawn(async move {
             let _counted = counted;
             tokio::time::sleep(this.adapter.settle_time()).await;
@@ -413,7 +395,7 @@ impl Webhooks {
                     };
                     if first {
                         let (this, app) = (self.clone(), app.clone());
-                        let counted = InFlight::new(&self.in_flight);
+                        let counted = self.in_flight.enter();
                         tokio::spawn(async move {
                             let _counted = counted;
                             tokio::time::sleep(duration).await;
@@ -460,7 +442,7 @@ impl Webhooks {
             return;
         };
         let queue = self.queue.clone();
-        let counted = InFlight::new(&self.in_flight);
+        let counted = self.in_flight.enter();
         tokio::spawn(async move {
             let _counted = counted;
             if let Err(e) = queue.push(Bytes::from(job)).await {
