@@ -49,9 +49,11 @@ tasks:
             --quick                   small sizes, a smoke run (table in target/bench-results)
   fuzz    run the cargo-fuzz targets of fuzz/ on the nightly toolchain, from fuzz/seeds, and
           print the inputs each ran
-            --seconds N               per target (default 60)
+            --seconds N               per target (default 60, unless --runs is given)
+            --runs N                  per target, at most this many inputs
             --target NAME[,NAME]      only these: ws_frames, client_message, names,
-                                      signed_query, peer_envelope, config_env
+                                      signed_query, peer_envelope, config_env,
+                                      http_bodies, session
   help    print this message";
 
 /// The environment variable that turns a skipped test into a failure.
@@ -208,7 +210,8 @@ fn test(root: &Path, options: TestOptions) -> Result<()> {
             fuzz::fuzz(
                 root,
                 &fuzz::Options {
-                    seconds: 3,
+                    seconds: Some(3),
+                    runs: None,
                     targets: fuzz::TARGETS.to_vec(),
                 },
             )

@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,34 +54,59 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 async fn receive(mut stream: TcpStream, from: SocketAddr, shared: Arc<Shared>) {
     let max = shared.config.max_frame_bytes;
-    let handshake = match read_frame(&mut stream, 4096).await {
-        Ok(Some(bytes)) => proto::Handshake::decode(&bytes[..]).ok(),
-        _ => None,
-    };
-    let Some(handshake) = handshake else {
-        tracing::debug!(%from, "dropping a data connection without a handshake");
-        return;
+    // A connection this node drops is reported once, at the default level: it is a peer of
+    // another version or cluster, or something that is not a node at all.
+    let handshake = match read_frame(&mut stream, MAX_HANDSHAKE_BYTES).await {
+        Ok(Some(bytes)) => match proto::Handshake::decode(&bytes[..]) {
+            Ok(handshake) => handshake,
+            Err(e) => {
+                tracing::warn!(%from, error = %e, "dropping a data connection whose handshake does not decode");
+                return;
+            }
+        },
+        Ok(None) => {
+            tracing::debug!(%from, "a data connection closed before its handshake");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(%from, error = %e, "dropping a data connection without a handshake");
+            return;
+        }
     };
     if handshake.version != proto::VERSION || handshake.prefix != shared.config.prefix {
-        tracing::debug!(%from, "dropping a data connection from another cluster");
+        tracing::warn!(
+            %from,
+            version = handshake.version,
+            prefix = handshake.prefix,
+            "dropping a data connection from another cluster or version"
+        );
         return;
     }
+    let node = handshake.node_id;
     loop {
         match read_frame(&mut stream, max).await {
             Ok(Some(payload)) => {
                 let _ = shared.events.send(TransportEvent::Message {
-                    from: handshake.node_id.clone(),
+                    from: node.clone(),
                     payload,
                 });
             }
             Ok(None) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                tracing::warn!(%from, node, error = %e, "dropping a data connection that sent an oversized frame");
+                return;
+            }
             Err(e) => {
-                tracing::debug!(%from, error = %e, "a data connection failed");
+                // A peer that dies or restarts breaks its connections; discovery reports it.
+                tracing::debug!(%from, node, error = %e, "a data connection failed");
                 return;
             }
         }
     }
 }
+
+/// The largest handshake frame: a version, a prefix and a node id.
+const MAX_HANDSHAKE_BYTES: usize = 4096;
 
 /// Reads one frame; `None` at a clean end of stream.
 async fn read_frame(stream: &mut TcpStream, max: usize) -> std::io::Result<Option<Bytes>> {
@@ -103,8 +129,14 @@ async fn read_frame(stream: &mut TcpStream, max: usize) -> std::io::Result<Optio
 }
 
 /// Connects to a peer and sends it every queued frame, in order; reconnects with backoff and
-/// sends again the frame a broken connection may have lost.
-pub(crate) async fn send_loop(addr: SocketAddr, me: Handshake, mut queue: mpsc::Receiver<Bytes>) {
+/// sends again the frame a broken connection may have lost. `queued` counts the bytes of the
+/// frames taken from `queue` until they are flushed.
+pub(crate) async fn send_loop(
+    addr: SocketAddr,
+    me: Handshake,
+    mut queue: mpsc::Receiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+) {
     let handshake = proto::Handshake {
         version: proto::VERSION,
         prefix: me.prefix,
@@ -147,6 +179,8 @@ pub(crate) async fn send_loop(addr: SocketAddr, me: Handshake, mut queue: mpsc::
                 tracing::debug!(%addr, "a data connection broke; reconnecting");
                 break;
             }
+            let sent: usize = pending.iter().map(Bytes::len).sum();
+            queued.fetch_sub(sent, Ordering::AcqRel);
             pending.clear();
         }
     }

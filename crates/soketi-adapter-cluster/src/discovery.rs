@@ -1,5 +1,6 @@
 //! Finding peers over UDP: hellos out every keepalive interval, hellos in, silent peers out.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
@@ -30,7 +31,12 @@ pub(crate) struct Discovery {
     socket: Arc<UdpSocket>,
     data_port: u16,
     targets: Arc<Mutex<Vec<SocketAddr>>>,
+    /// Senders of datagrams that were ignored, already reported once.
+    reported: Arc<Mutex<HashSet<SocketAddr>>>,
 }
+
+/// How many senders of ignored datagrams are remembered; past that, they go unreported.
+const MAX_REPORTED: usize = 256;
 
 impl Discovery {
     /// Binds the discovery socket for the configured mode.
@@ -98,6 +104,7 @@ impl Discovery {
             socket: Arc::new(socket),
             data_port,
             targets: Arc::new(Mutex::new(targets)),
+            reported: Arc::default(),
         })
     }
 
@@ -164,16 +171,34 @@ impl Discovery {
         }
     }
 
+    /// Whether `from` is reported now: the first ignored datagram of each sender is, so that a
+    /// foreign cluster or a stray sender on the port shows in the logs without flooding them.
+    fn first_from(&self, from: SocketAddr) -> bool {
+        let mut reported = self.reported.lock();
+        reported.len() < MAX_REPORTED && reported.insert(from)
+    }
+
     fn receive(&self, datagram: &[u8], from: SocketAddr) {
         let Ok(hello) = Hello::decode(datagram) else {
-            tracing::debug!(%from, "ignoring a datagram that is not a hello");
+            if self.first_from(from) {
+                tracing::warn!(%from, bytes = datagram.len(), "ignoring datagrams on the discovery port that are not hellos");
+            } else {
+                tracing::debug!(%from, "ignoring a datagram that is not a hello");
+            }
             return;
         };
-        if hello.version != proto::VERSION
-            || hello.prefix != self.shared.config.prefix
-            || hello.node_id == self.shared.node_id
-            || hello.node_id.is_empty()
-        {
+        if hello.version != proto::VERSION || hello.prefix != self.shared.config.prefix {
+            if self.first_from(from) {
+                tracing::info!(
+                    %from,
+                    version = hello.version,
+                    prefix = hello.prefix,
+                    "ignoring hellos of another cluster or version"
+                );
+            }
+            return;
+        }
+        if hello.node_id == self.shared.node_id || hello.node_id.is_empty() {
             return;
         }
         if hello.leaving {

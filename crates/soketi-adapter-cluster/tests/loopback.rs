@@ -34,6 +34,7 @@ fn config(port: u16, group: Ipv4Addr, prefix: &str, timeout: Duration) -> Cluste
         node_timeout: timeout,
         master_timeout: timeout,
         max_queued_frames: 1000,
+        max_queued_bytes: 64 * 1024 * 1024,
         max_frame_bytes: 4 * 1024 * 1024,
     }
 }

@@ -70,7 +70,13 @@ pub struct HorizontalAdapter {
     unclaimed: Mutex<Vec<(String, v1::Extension)>>,
     /// Where the departures of nodes that left go, once the server has set it.
     departures: parking_lot::RwLock<Option<Arc<dyn DepartureSink>>>,
+    /// Senders of envelopes that were dropped (undecodable, another wire version), already
+    /// reported: a broken or hostile peer is logged once, not once per envelope.
+    reported: Mutex<HashSet<String>>,
 }
+
+/// How many senders of dropped envelopes are remembered; past that, they go unreported.
+const MAX_REPORTED: usize = 1024;
 
 impl HorizontalAdapter {
     /// Starts an adapter over `transport`, serving this node from `local`. Queries wait at
@@ -95,6 +101,7 @@ impl HorizontalAdapter {
             extensions: parking_lot::RwLock::default(),
             unclaimed: Mutex::default(),
             departures: parking_lot::RwLock::default(),
+            reported: Mutex::default(),
         });
         if let Some(mut events) = transport.events() {
             let weak: Weak<Self> = Arc::downgrade(&adapter);
@@ -142,20 +149,32 @@ impl HorizontalAdapter {
         }
     }
 
+    /// Whether a dropped envelope from `from` is the first one reported for that sender.
+    fn first_from(&self, from: &str) -> bool {
+        let mut reported = self.reported.lock();
+        reported.len() < MAX_REPORTED && reported.insert(from.to_owned())
+    }
+
     async fn on_message(&self, from: &str, payload: &[u8]) {
         let envelope = match v1::Envelope::decode(payload) {
             Ok(envelope) => envelope,
             Err(e) => {
-                tracing::warn!(from, error = %e, "dropping an envelope that does not decode");
+                if self.first_from(from) {
+                    tracing::warn!(from, error = %e, "dropping envelopes that do not decode (reported once per node)");
+                } else {
+                    tracing::debug!(from, error = %e, "dropping an envelope that does not decode");
+                }
                 return;
             }
         };
         if envelope.version != wire::VERSION {
-            tracing::warn!(
-                from,
-                version = envelope.version,
-                "dropping an envelope of another wire version"
-            );
+            if self.first_from(from) {
+                tracing::warn!(
+                    from,
+                    version = envelope.version,
+                    "dropping envelopes of another wire version (reported once per node)"
+                );
+            }
             return;
         }
         let app = envelope.app_id.as_str();

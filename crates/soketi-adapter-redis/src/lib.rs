@@ -14,7 +14,8 @@
 //!
 //! Outgoing frames go through one writer task that pipelines them to Redis and, when Redis is
 //! away, keeps them (up to a bound) and retries with backoff, so that a Redis restart loses
-//! nothing this node sends.
+//! nothing this node sends. A batch that Redis took and did not answer (a stalled Redis) is not
+//! sent again: Redis runs it when it resumes, and a second copy would be delivered twice.
 //!
 //! # The services
 //!
@@ -296,10 +297,17 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((50u64 << attempt.min(5)).min(2000))
 }
 
+/// How long the writer keeps a connection on which Redis answers nothing (every batch timed
+/// out) before it makes a new one: a connection that died without a reset looks the same as a
+/// stalled Redis, and only a new connection tells them apart.
+const STALE_CONNECTION: Duration = Duration::from_secs(5);
+
 async fn write_loop(client: redis::Client, mut rx: mpsc::Receiver<Outgoing>) {
     let mut batch: Vec<Outgoing> = Vec::new();
     let mut connection: Option<redis::aio::MultiplexedConnection> = None;
     let mut attempt = 0;
+    // Since when Redis has answered none of the batches written on this connection.
+    let mut unanswered_since: Option<tokio::time::Instant> = None;
     loop {
         if batch.is_empty() && rx.recv_many(&mut batch, 512).await == 0 {
             return;
@@ -333,16 +341,42 @@ async fn write_loop(client: redis::Client, mut rx: mpsc::Receiver<Outgoing>) {
         }
         match pipe.query_async::<()>(conn).await {
             Ok(()) => {
+                if unanswered_since.take().is_some() {
+                    tracing::info!("Redis answers the publishes again");
+                }
                 for out in batch.drain(..) {
                     if let Some(sent) = out.sent {
                         let _ = sent.send(());
                     }
                 }
             }
+            Err(e) if e.is_timeout() => {
+                // The batch went out on a connection that is still open, and Redis does not
+                // answer: it is stalled (a pause, a slow command, a stopped process), and it
+                // runs what this connection wrote once it resumes. Sending the batch again
+                // would deliver it twice, so it counts as sent.
+                let since = *unanswered_since.get_or_insert_with(|| {
+                    tracing::warn!(
+                        error = %e,
+                        "Redis does not answer the publishes; they stay on the connection and are not sent again"
+                    );
+                    tokio::time::Instant::now()
+                });
+                batch.clear();
+                if since.elapsed() > STALE_CONNECTION {
+                    tracing::warn!(
+                        "no answer from Redis for {STALE_CONNECTION:?}; making a new connection for publishing"
+                    );
+                    connection = None;
+                    unanswered_since = None;
+                    attempt += 1;
+                }
+            }
             Err(e) => {
                 // Keep the batch and send it again on a new connection.
                 tracing::warn!(error = %e, "publishing to Redis failed; retrying");
                 connection = None;
+                unanswered_since = None;
                 tokio::time::sleep(backoff(attempt)).await;
                 attempt += 1;
             }

@@ -20,3 +20,96 @@ fn redact_masks_only_the_password() {
     check("redis://host:1/0?x=a@b", "redis://host:1/0?x=a@b");
     check("not a url", "not a url");
 }
+
+/// A Redis that answers `+OK` to every command but `PUBLISH`, which it takes and never answers
+/// (a Redis stalled after the connection's set-up), and counts the `PUBLISH`es it was sent.
+async fn stalled_redis() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a listener");
+    let port = listener.local_addr().expect("its address").port();
+    let publishes = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = publishes.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                    buffer.extend_from_slice(&chunk[..n]);
+                    // Each whole command: `*<n>\r\n` then n bulk strings `$<len>\r\n<bytes>\r\n`.
+                    while let Some((words, used)) = command(&buffer) {
+                        buffer.drain(..used);
+                        if words
+                            .first()
+                            .is_some_and(|w| w.eq_ignore_ascii_case(b"PUBLISH"))
+                        {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        } else if stream.write_all(b"+OK\r\n").await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, publishes)
+}
+
+/// The words of the first whole RESP command in `bytes`, and how many bytes it took.
+fn command(bytes: &[u8]) -> Option<(Vec<Vec<u8>>, usize)> {
+    fn line(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
+        let end = at + bytes.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+        let value = std::str::from_utf8(&bytes[at + 1..end])
+            .ok()?
+            .parse()
+            .ok()?;
+        Some((value, end + 2))
+    }
+    let (count, mut at) = line(bytes, 0)?;
+    let mut words = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (len, start) = line(bytes, at)?;
+        words.push(bytes.get(start..start + len)?.to_vec());
+        at = start + len + 2;
+        if bytes.len() < at {
+            return None;
+        }
+    }
+    Some((words, at))
+}
+
+#[tokio::test]
+async fn publishes_that_a_stalled_redis_took_are_not_sent_again() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    let (port, publishes) = stalled_redis().await;
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("a client");
+    let (out, rx) = tokio::sync::mpsc::channel(100);
+    let writer = tokio::spawn(super::write_loop(client, rx));
+    for n in 0..3u8 {
+        out.send(super::Outgoing {
+            channel: "fleet".into(),
+            frame: bytes::Bytes::from(vec![n]),
+            sent: None,
+        })
+        .await
+        .expect("the writer runs");
+        // Past the connection's response timeout (500 ms): each batch times out unanswered.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    writer.abort();
+    assert_eq!(
+        publishes.load(Ordering::SeqCst),
+        3,
+        "each frame was sent once, none again after its timeout"
+    );
+}

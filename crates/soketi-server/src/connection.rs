@@ -43,7 +43,7 @@ use tokio::sync::Notify;
 use crate::flusher::{Flush, Shard};
 use crate::metrics::AppMetrics;
 
-pub(crate) use read::{Handler, read_loop, split};
+pub(crate) use read::{Handler, Reader, read_loop, split};
 
 /// Bytes counted for each queued frame on top of its length, so that a flood of tiny frames
 /// is bounded too.

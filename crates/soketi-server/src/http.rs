@@ -31,6 +31,7 @@ mod events;
 mod upgrade;
 
 use channels::{channel_info, channel_users, list_channels};
+pub(crate) use events::frames_of;
 use events::{publish, publish_batch};
 use upgrade::upgrade;
 

@@ -16,6 +16,8 @@ mod connection;
 mod cors;
 mod error;
 mod flusher;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod memory;
 mod metrics;
@@ -221,42 +223,15 @@ async fn purge_memory_cache(cache: std::sync::Weak<MemoryCache>) {
     }
 }
 
-/// A server that is accepting connections.
-pub struct RunningServer {
-    local_addr: SocketAddr,
-    metrics_addr: SocketAddr,
-    state: Arc<State>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-    transport: Option<Arc<dyn Transport>>,
-}
-
-/// Binds the configured addresses, the main one and the operations server's, and starts
-/// serving on the current tokio runtime.
-pub async fn start(config: Config) -> Result<RunningServer, StartError> {
-    let tls = tls::acceptor(&config.ssl)?;
+/// The services the configuration names, wired into the state that connections and requests
+/// share, and the fleet's transport when there is one; `port` is the main port, which the
+/// metrics report.
+async fn build_state(
+    config: Config,
+    port: u16,
+) -> Result<(Arc<State>, Option<Arc<dyn Transport>>), StartError> {
     let trusted_proxies = config.trusted_proxies()?;
-    let address = config.bind_address();
-    let listener = bind_main(&address, config.reuse_port)
-        .await
-        .map_err(|source| StartError::Bind {
-            address: address.clone(),
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-        address: address.clone(),
-        source,
-    })?;
-    let metrics_address = config.metrics_address();
-    let metrics_bind = |source| StartError::MetricsBind {
-        address: metrics_address.clone(),
-        source,
-    };
-    let ops_listener = TcpListener::bind(&metrics_address)
-        .await
-        .map_err(metrics_bind)?;
-    let metrics_addr = ops_listener.local_addr().map_err(metrics_bind)?;
-    let metrics = Metrics::new(&config.metrics, local_addr.port())?;
+    let metrics = Metrics::new(&config.metrics, port)?;
     let apps = app_manager(&config)?;
     let Adapters {
         adapter,
@@ -283,6 +258,44 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             trusted_proxies,
         },
     ));
+    Ok((state, transport))
+}
+
+/// A server that is accepting connections.
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    state: Arc<State>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    transport: Option<Arc<dyn Transport>>,
+}
+
+/// Binds the configured addresses, the main one and the operations server's, and starts
+/// serving on the current tokio runtime.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let tls = tls::acceptor(&config.ssl)?;
+    let address = config.bind_address();
+    let listener = bind_main(&address, config.reuse_port)
+        .await
+        .map_err(|source| StartError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        address: address.clone(),
+        source,
+    })?;
+    let metrics_address = config.metrics_address();
+    let metrics_bind = |source| StartError::MetricsBind {
+        address: metrics_address.clone(),
+        source,
+    };
+    let ops_listener = TcpListener::bind(&metrics_address)
+        .await
+        .map_err(metrics_bind)?;
+    let metrics_addr = ops_listener.local_addr().map_err(metrics_bind)?;
+    let (state, transport) = build_state(config, local_addr.port()).await?;
     let (stop, stopped) = watch::channel(false);
     let mut tasks = vec![
         tokio::spawn(accept_loop(listener, tls, state.clone(), stopped.clone())),

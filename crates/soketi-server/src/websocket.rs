@@ -11,7 +11,7 @@ use hyper::upgrade::Upgraded;
 use soketi_protocol::SocketId;
 
 use crate::client_ip::IpSlot;
-use crate::connection::{self, CLOSE_FLUSH_TIMEOUT, Connection, Settings};
+use crate::connection::{self, CLOSE_FLUSH_TIMEOUT, Connection, Reader, Settings, Sink};
 use crate::session::Session;
 use crate::state::State;
 
@@ -35,8 +35,36 @@ pub(crate) async fn run(state: Arc<State>, io: Upgraded, handshake: Handshake) {
         origin,
         ip_slot: _held,
     } = handshake;
-    let (mut reader, sink, pending) = connection::split(io);
-    let socket_id = SocketId::from_parts(rand::random(), rand::random());
+    let (reader, sink, pending) = connection::split(io);
+    serve(
+        state,
+        SocketId::from_parts(rand::random(), rand::random()),
+        reader,
+        sink,
+        pending,
+        &app_key,
+        protocol.as_deref(),
+        origin.as_deref(),
+    )
+    .await;
+}
+
+/// Runs a connection over its two halves until it closes: `pending` is what the client sent
+/// before the reading began, `app_key`, `protocol` and `origin` what its upgrade request said.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of an upgraded connection, each used once"
+)]
+pub(crate) async fn serve(
+    state: Arc<State>,
+    socket_id: SocketId,
+    mut reader: Reader,
+    sink: Sink,
+    pending: Vec<u8>,
+    app_key: &str,
+    protocol: Option<&str>,
+    origin: Option<&str>,
+) {
     let key = state.next_connection_key();
     let settings = Settings {
         max_queued_bytes: state.config.max_backpressure,
@@ -50,9 +78,9 @@ pub(crate) async fn run(state: Arc<State>, io: Upgraded, handshake: Handshake) {
     let session = Box::pin(Session::open(
         state.clone(),
         conn.clone(),
-        &app_key,
-        protocol.as_deref(),
-        origin.as_deref(),
+        app_key,
+        protocol,
+        origin,
     ))
     .await;
     let writer = connection::write_loop(conn.clone());

@@ -129,6 +129,9 @@ impl Config {
             node_timeout: Duration::from_millis(c.node_timeout),
             master_timeout: Duration::from_millis(c.master_timeout),
             max_queued_frames: 100_000,
+            // A peer that stops reading costs at most this much memory before it is dropped;
+            // at LAN speeds it is well over a second of traffic, so a busy peer is not.
+            max_queued_bytes: 64 * 1024 * 1024,
             // Room for the largest event with its envelope; the payload limits are enforced
             // where events enter.
             max_frame_bytes: self

@@ -155,8 +155,45 @@ async fn take_backend_budget(
     take_budget(state, app, Budget::BackendEvents, points, per_second).await
 }
 
+/// Reads and checks the body of `POST /events`.
+fn parse_event(app: &App, body: &[u8]) -> Result<Event, ApiError> {
+    validate(app, parse_json(body)?)
+}
+
+/// Reads and checks the body of `POST /batch_events`: every event is checked before any is
+/// sent, since a batch is all or nothing.
+fn parse_batch(app: &App, body: &[u8]) -> Result<Vec<Event>, ApiError> {
+    let body: BatchBody = parse_json(body)?;
+    let max = app.limits.max_event_batch_size;
+    if body.batch.len() > max {
+        return Err(bad_request(format!(
+            "A batch may hold at most {max} events."
+        )));
+    }
+    body.batch.into_iter().map(|e| validate(app, e)).collect()
+}
+
+/// The frames an HTTP API body turns into, one per channel, as [`deliver`] builds them; for
+/// the fuzz target of the HTTP API's bodies.
+pub(crate) fn frames_of(app: &App, body: &[u8], batch: bool) -> Result<Vec<String>, ApiError> {
+    let events = if batch {
+        parse_batch(app, body)?
+    } else {
+        vec![parse_event(app, body)?]
+    };
+    Ok(events
+        .iter()
+        .flat_map(|event| {
+            event
+                .channels
+                .iter()
+                .map(|channel| message::channel_event(&event.name, channel, &event.data, None))
+        })
+        .collect())
+}
+
 pub(super) async fn publish(state: &State, req: &ApiRequest) -> Result<Response<Body>, ApiError> {
-    let event = validate(&req.app, parse_json(&req.body)?)?;
+    let event = parse_event(&req.app, &req.body)?;
     let budget = take_backend_budget(state, &req.app, std::slice::from_ref(&event)).await?;
     deliver(state, &req.app, &event).await?;
     Ok(with_budget_headers(
@@ -190,19 +227,7 @@ pub(super) async fn publish_batch(
     state: &State,
     req: &ApiRequest,
 ) -> Result<Response<Body>, ApiError> {
-    let body: BatchBody = parse_json(&req.body)?;
-    let max = req.app.limits.max_event_batch_size;
-    if body.batch.len() > max {
-        return Err(bad_request(format!(
-            "A batch may hold at most {max} events."
-        )));
-    }
-    // Every event is checked before any is sent: a batch is all or nothing.
-    let events = body
-        .batch
-        .into_iter()
-        .map(|e| validate(&req.app, e))
-        .collect::<Result<Vec<_>, _>>()?;
+    let events = parse_batch(&req.app, &req.body)?;
     let budget = take_backend_budget(state, &req.app, &events).await?;
     for event in &events {
         deliver(state, &req.app, event).await?;
