@@ -19,6 +19,7 @@ pub(crate) const TARGETS: &[&str] = &[
     "config_env",
     "http_bodies",
     "session",
+    "cluster_wire",
 ];
 
 /// What `fuzz` was asked to do.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message as _;
 use soketi_adapter_core::TransportEvent;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -52,7 +52,12 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn receive(mut stream: TcpStream, from: SocketAddr, shared: Arc<Shared>) {
+/// Reads one peer's connection until it ends, handing its frames to the adapter.
+pub(crate) async fn receive<S: AsyncRead + Unpin>(
+    mut stream: S,
+    from: SocketAddr,
+    shared: Arc<Shared>,
+) {
     let max = shared.config.max_frame_bytes;
     // A connection this node drops is reported once, at the default level: it is a peer of
     // another version or cluster, or something that is not a node at all.
@@ -109,7 +114,10 @@ async fn receive(mut stream: TcpStream, from: SocketAddr, shared: Arc<Shared>) {
 const MAX_HANDSHAKE_BYTES: usize = 4096;
 
 /// Reads one frame; `None` at a clean end of stream.
-async fn read_frame(stream: &mut TcpStream, max: usize) -> std::io::Result<Option<Bytes>> {
+async fn read_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max: usize,
+) -> std::io::Result<Option<Bytes>> {
     let mut header = [0u8; 4];
     match stream.read_exact(&mut header).await {
         Ok(_) => {}

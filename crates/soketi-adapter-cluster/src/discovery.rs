@@ -179,44 +179,96 @@ impl Discovery {
     }
 
     fn receive(&self, datagram: &[u8], from: SocketAddr) {
-        let Ok(hello) = Hello::decode(datagram) else {
-            if self.first_from(from) {
-                tracing::warn!(%from, bytes = datagram.len(), "ignoring datagrams on the discovery port that are not hellos");
-            } else {
-                tracing::debug!(%from, "ignoring a datagram that is not a hello");
+        let config = &self.shared.config;
+        match read_hello(datagram, from, &config.prefix, &self.shared.node_id) {
+            Heard::Garbage => {
+                if self.first_from(from) {
+                    tracing::warn!(%from, bytes = datagram.len(), "ignoring datagrams on the discovery port that are not hellos");
+                } else {
+                    tracing::debug!(%from, "ignoring a datagram that is not a hello");
+                }
             }
-            return;
-        };
-        if hello.version != proto::VERSION || hello.prefix != self.shared.config.prefix {
-            if self.first_from(from) {
-                tracing::info!(
-                    %from,
-                    version = hello.version,
-                    prefix = hello.prefix,
-                    "ignoring hellos of another cluster or version"
-                );
+            Heard::Foreign { version, prefix } => {
+                if self.first_from(from) {
+                    tracing::info!(
+                        %from,
+                        version,
+                        prefix,
+                        "ignoring hellos of another cluster or version"
+                    );
+                }
             }
-            return;
+            Heard::Nothing => {}
+            Heard::Goodbye { node_id } => self.shared.gone(&node_id, "said goodbye"),
+            Heard::Hello {
+                node_id,
+                started_at_ms,
+                data_addr,
+            } => self.shared.seen(&node_id, started_at_ms, data_addr),
         }
-        if hello.node_id == self.shared.node_id || hello.node_id.is_empty() {
-            return;
-        }
-        if hello.leaving {
-            self.shared.gone(&hello.node_id, "said goodbye");
-            return;
-        }
-        let Ok(port) = u16::try_from(hello.data_port) else {
-            return;
+    }
+}
+
+/// What a datagram on the discovery port says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Heard {
+    /// It is not a hello.
+    Garbage,
+    /// A hello of another cluster or wire version.
+    Foreign {
+        /// Its wire version.
+        version: u32,
+        /// Its cluster's prefix.
+        prefix: String,
+    },
+    /// A hello to ignore: this node's own, one without a node id, or one without a valid port.
+    Nothing,
+    /// A node of this cluster leaves.
+    Goodbye {
+        /// The node.
+        node_id: String,
+    },
+    /// A node of this cluster is alive.
+    Hello {
+        /// The node.
+        node_id: String,
+        /// When it started, in milliseconds since the epoch.
+        started_at_ms: u64,
+        /// Where its data listener is: the address it advertises, else the sender's.
+        data_addr: SocketAddr,
+    },
+}
+
+/// Reads a datagram that `from` sent to the discovery port of node `me`, of cluster `prefix`.
+pub fn read_hello(datagram: &[u8], from: SocketAddr, prefix: &str, me: &str) -> Heard {
+    let Ok(hello) = Hello::decode(datagram) else {
+        return Heard::Garbage;
+    };
+    if hello.version != proto::VERSION || hello.prefix != prefix {
+        return Heard::Foreign {
+            version: hello.version,
+            prefix: hello.prefix,
         };
-        let host = hello
-            .data_host
-            .parse::<IpAddr>()
-            .unwrap_or_else(|_| from.ip());
-        self.shared.seen(
-            &hello.node_id,
-            hello.started_at_ms,
-            SocketAddr::new(host, port),
-        );
+    }
+    if hello.node_id == me || hello.node_id.is_empty() {
+        return Heard::Nothing;
+    }
+    if hello.leaving {
+        return Heard::Goodbye {
+            node_id: hello.node_id,
+        };
+    }
+    let Ok(port) = u16::try_from(hello.data_port) else {
+        return Heard::Nothing;
+    };
+    let host = hello
+        .data_host
+        .parse::<IpAddr>()
+        .unwrap_or_else(|_| from.ip());
+    Heard::Hello {
+        node_id: hello.node_id,
+        started_at_ms: hello.started_at_ms,
+        data_addr: SocketAddr::new(host, port),
     }
 }
 

@@ -21,6 +21,8 @@
 
 pub mod data;
 pub mod discovery;
+#[doc(hidden)]
+pub mod fuzzing;
 mod proto;
 
 use std::collections::HashMap;
@@ -36,7 +38,7 @@ use soketi_adapter_core::{AdapterError, PeerInfo, Transport, TransportEvent};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-pub use crate::discovery::Mode;
+pub use crate::discovery::{Heard, Mode, read_hello};
 
 /// Settings of the cluster, with soketi's defaults.
 #[derive(Clone, Debug)]

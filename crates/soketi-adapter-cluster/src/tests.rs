@@ -160,3 +160,75 @@ async fn bytes_sent_to_a_reading_peer_leave_its_count() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+mod hello {
+    use std::net::SocketAddr;
+
+    use proptest::prelude::*;
+    use prost::Message as _;
+
+    use crate::discovery::{Heard, read_hello};
+    use crate::proto::{self, Hello};
+
+    proptest! {
+        #[test]
+        fn every_hello_a_node_sends_reads_back(
+            node_id in "[a-z0-9-]{1,40}",
+            started_at_ms in any::<u64>(),
+            data_port in any::<u16>(),
+            advertised in proptest::option::of(any::<[u8; 4]>()),
+            leaving in any::<bool>(),
+        ) {
+            let from: SocketAddr = "10.1.2.3:6001".parse().unwrap();
+            let hello = Hello {
+                version: proto::VERSION,
+                prefix: "fleet".into(),
+                node_id: node_id.clone(),
+                started_at_ms,
+                data_port: u32::from(data_port),
+                data_host: advertised.map(|ip| std::net::Ipv4Addr::from(ip).to_string()).unwrap_or_default(),
+                leaving,
+            };
+            let heard = read_hello(&hello.encode_to_vec(), from, "fleet", "me");
+            let expected = if leaving {
+                Heard::Goodbye { node_id }
+            } else {
+                let host = advertised.map_or(from.ip(), |ip| std::net::Ipv4Addr::from(ip).into());
+                Heard::Hello { node_id, started_at_ms, data_addr: SocketAddr::new(host, data_port) }
+            };
+            prop_assert_eq!(heard, expected);
+            // The same hello is another cluster's to a node of another prefix.
+            let foreign = read_hello(&hello.encode_to_vec(), from, "other", "me");
+            prop_assert!(matches!(foreign, Heard::Foreign { version: 1, .. }), "{:?}", foreign);
+        }
+    }
+
+    #[test]
+    fn hellos_to_ignore() {
+        let from: SocketAddr = "10.1.2.3:6001".parse().unwrap();
+        let mine = Hello {
+            version: proto::VERSION,
+            prefix: "fleet".into(),
+            node_id: "me".into(),
+            data_port: 4000,
+            ..Hello::default()
+        };
+        assert_eq!(
+            read_hello(&mine.encode_to_vec(), from, "fleet", "me"),
+            Heard::Nothing
+        );
+        let port_too_big = Hello {
+            node_id: "other".into(),
+            data_port: 70_000,
+            ..mine.clone()
+        };
+        assert_eq!(
+            read_hello(&port_too_big.encode_to_vec(), from, "fleet", "me"),
+            Heard::Nothing
+        );
+        assert_eq!(
+            read_hello(b"\xff\xff\xff", from, "fleet", "me"),
+            Heard::Garbage
+        );
+    }
+}

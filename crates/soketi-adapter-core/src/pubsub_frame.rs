@@ -30,7 +30,12 @@ pub struct Frame<'a> {
 impl<'a> Frame<'a> {
     /// The bytes of a frame.
     pub fn encode(kind: Kind, node_id: &str, payload: &[u8]) -> Bytes {
-        let id = &node_id.as_bytes()[..node_id.len().min(255)];
+        // At most 255 bytes, cut where a character begins, so that the id stays UTF-8.
+        let mut cut = node_id.len().min(255);
+        while !node_id.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let id = &node_id.as_bytes()[..cut];
         let mut out = BytesMut::with_capacity(2 + id.len() + payload.len());
         out.put_u8(kind as u8);
         out.put_u8(id.len() as u8);
@@ -64,7 +69,26 @@ impl<'a> Frame<'a> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn any_frame_reads_back(
+            kind in prop_oneof![Just(Kind::Message), Just(Kind::Heartbeat), Just(Kind::Goodbye)],
+            node_id in "\\PC{0,300}",
+            payload in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let bytes = Frame::encode(kind, &node_id, &payload);
+            let frame = Frame::decode(&bytes).expect("a frame it wrote");
+            prop_assert_eq!(frame.kind, kind);
+            prop_assert!(node_id.starts_with(frame.node_id));
+            prop_assert!(frame.node_id.len() <= 255);
+            prop_assert!(frame.node_id.len() == node_id.len() || node_id.len() > 255);
+            prop_assert_eq!(frame.payload, &payload[..]);
+        }
+    }
 
     #[test]
     fn round_trip_and_garbage() {
