@@ -20,6 +20,7 @@ pub(crate) const TARGETS: &[&str] = &[
     "http_bodies",
     "session",
     "cluster_wire",
+    "config_file",
 ];
 
 /// What `fuzz` was asked to do.

@@ -53,7 +53,8 @@ tasks:
             --runs N                  per target, at most this many inputs
             --target NAME[,NAME]      only these: ws_frames, client_message, names,
                                       signed_query, peer_envelope, config_env,
-                                      http_bodies, session, cluster_wire
+                                      http_bodies, session, cluster_wire,
+                                      config_file
   help    print this message";
 
 /// The environment variable that turns a skipped test into a failure.

@@ -12,9 +12,10 @@
 //! each concern has its own file: `relay` (publishes, user messages and terminations), `query`
 //! (requests fanned out and their answers), `replica` and `presence` (the other nodes' members
 //! and the frames about them), `occupancy` (which node announces a channel occupied or
-//! vacated), `nodes` (nodes joining and leaving) and `extension` (what is built on the fleet's
-//! channel).
+//! vacated), `connections` (the connection counts behind apps' fleet-wide quotas), `nodes`
+//! (nodes joining and leaving) and `extension` (what is built on the fleet's channel).
 
+mod connections;
 mod extension;
 mod nodes;
 mod occupancy;
@@ -23,8 +24,8 @@ mod query;
 mod relay;
 mod replica;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,7 @@ use crate::transport::{Transport, TransportEvent};
 use crate::wire::{self, v1};
 use crate::{Adapter, AdapterError, ChannelLeft, DepartureSink, OccupancyQuestion, PresenceJoined};
 
+use connections::PeerCounts;
 pub use extension::{Extension, Fleet};
 use occupancy::Vacate;
 use query::Pending;
@@ -73,6 +75,12 @@ pub struct HorizontalAdapter {
     /// Senders of envelopes that were dropped (undecodable, another wire version), already
     /// reported: a broken or hostile peer is logged once, not once per envelope.
     reported: Mutex<HashSet<String>>,
+    /// The other nodes' open connections per app, for fleet-wide connection quotas.
+    peer_counts: Mutex<HashMap<String, PeerCounts>>,
+    /// Whether this node's connection counts changed since they were last shared.
+    counts_changed: AtomicBool,
+    /// Set once this node said goodbye: it shares nothing more.
+    left: AtomicBool,
 }
 
 /// How many senders of dropped envelopes are remembered; past that, they go unreported.
@@ -102,7 +110,11 @@ impl HorizontalAdapter {
             unclaimed: Mutex::default(),
             departures: parking_lot::RwLock::default(),
             reported: Mutex::default(),
+            peer_counts: Mutex::default(),
+            counts_changed: AtomicBool::new(false),
+            left: AtomicBool::new(false),
         });
+        tokio::spawn(connections::share_counts(Arc::downgrade(&adapter)));
         if let Some(mut events) = transport.events() {
             let weak: Weak<Self> = Arc::downgrade(&adapter);
             tokio::spawn(async move {
@@ -192,6 +204,9 @@ impl HorizontalAdapter {
             Body::PresenceSnapshot(snapshot) => self.on_snapshot(from, snapshot).await,
             Body::OccupancyChange(change) => self.on_occupancy_change(from, app, change),
             Body::Extension(extension) => self.on_extension(from, extension),
+            Body::ConnectionCounts(counts) => {
+                self.take_connection_counts(from, counts.apps, counts.full)
+            }
         }
     }
 }
@@ -200,6 +215,28 @@ impl HorizontalAdapter {
 impl Adapter for HorizontalAdapter {
     fn local(&self) -> &Arc<Registry> {
         self.local.local()
+    }
+
+    async fn open_connection(&self, app_id: &str, max: Option<u64>) -> Result<(), AdapterError> {
+        self.open_fleet_connection(app_id, max)
+    }
+
+    async fn close_connection(&self, app_id: &str, socket_id: &SocketId, user_id: Option<&str>) {
+        let app = self.local.local().app(app_id);
+        if let Some(user_id) = user_id {
+            app.remove_user(user_id, socket_id);
+        }
+        app.remove_connection();
+        self.counts_changed.store(true, Ordering::Release);
+    }
+
+    fn peer_connections(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        self.peer_connection_counts()
+    }
+
+    async fn leave_fleet(&self) -> Result<(), AdapterError> {
+        self.left.store(true, Ordering::Release);
+        self.transport.leave().await
     }
 
     async fn publish(

@@ -201,9 +201,10 @@ pub trait Adapter: Send + Sync {
     /// this node alone; changes go through the lifecycle methods below.
     fn local(&self) -> &Arc<Registry>;
 
-    /// Counts a new connection of the app, unless the app already has `max` on this node
-    /// ([`ChannelsError::ConnectionLimit`]). Every counted connection ends with
-    /// [`Adapter::close_connection`].
+    /// Counts a new connection of the app, unless the app already has `max`
+    /// ([`ChannelsError::ConnectionLimit`]): on this node alone, or in a fleet on this node plus
+    /// the other nodes' counts as last shared, which lag by a short propagation window. Every
+    /// counted connection ends with [`Adapter::close_connection`].
     async fn open_connection(&self, app_id: &str, max: Option<u64>) -> Result<(), AdapterError> {
         Ok(self.local().app(app_id).add_connection(max)?)
     }
@@ -369,6 +370,21 @@ pub trait Adapter: Send + Sync {
         _within: std::time::Duration,
     ) -> bool {
         false
+    }
+
+    /// The open connections per app of the other nodes, by node id, as this node last heard
+    /// them: what a fleet-wide connection quota adds to this node's own count. Empty on one
+    /// node.
+    fn peer_connections(
+        &self,
+    ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> {
+        std::collections::BTreeMap::new()
+    }
+
+    /// Tells the other nodes that this one leaves, so that they drop its members and counts
+    /// at once; it tells them nothing more afterwards. Nothing to do on one node.
+    async fn leave_fleet(&self) -> Result<(), AdapterError> {
+        Ok(())
     }
 
     /// Sets where the departures of nodes that left go. One node of the fleet (the master, or

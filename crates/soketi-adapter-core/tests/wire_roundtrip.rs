@@ -54,6 +54,7 @@ fn body() -> impl Strategy<Value = v1::envelope::Body> {
                     })
                     .collect(),
                 occupied: Vec::new(),
+                connections: Vec::new(),
             })
         }),
         (text(), bytes())
@@ -61,6 +62,22 @@ fn body() -> impl Strategy<Value = v1::envelope::Body> {
         (text(), any::<bool>()).prop_map(|(channel, occupied)| {
             Body::OccupancyChange(v1::OccupancyChange { channel, occupied })
         }),
+        (
+            proptest::collection::vec((text(), any::<u64>()), 0..4),
+            any::<bool>()
+        )
+            .prop_map(|(apps, full)| {
+                Body::ConnectionCounts(v1::ConnectionCounts {
+                    apps: apps
+                        .into_iter()
+                        .map(|(app_id, connections)| v1::AppConnections {
+                            app_id,
+                            connections,
+                        })
+                        .collect(),
+                    full,
+                })
+            }),
     ]
 }
 

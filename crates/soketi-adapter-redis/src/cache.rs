@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use soketi_adapter_core::{AdapterError, Cache};
 
+use crate::connect::RedisEndpoint;
 use crate::lazy::LazyConnection;
 
 /// Entries in Redis under `key_prefix`, with Redis's own expiry.
@@ -16,11 +17,19 @@ pub struct RedisCache {
 }
 
 impl RedisCache {
-    /// A cache at `url`. The connection is made on first use and re-made by itself after
-    /// Redis goes away.
+    /// A cache at `url` (one plain server).
     pub fn new(url: &str, key_prefix: &str) -> Result<Self, crate::RedisTransportError> {
+        Self::with_endpoint(&RedisEndpoint::from_url(url)?, key_prefix)
+    }
+
+    /// A cache at `endpoint`. The connection is made on first use and re-made by itself after
+    /// Redis goes away. Each entry is one key, so a Redis Cluster needs no hash tags.
+    pub fn with_endpoint(
+        endpoint: &RedisEndpoint,
+        key_prefix: &str,
+    ) -> Result<Self, crate::RedisTransportError> {
         Ok(Self {
-            connection: LazyConnection::new(url, "cache")?,
+            connection: LazyConnection::new(endpoint, "cache")?,
             key_prefix: key_prefix.to_owned(),
         })
     }

@@ -1,42 +1,43 @@
 //! A Redis connection made on first use and re-made by itself after Redis goes away: what the
 //! cache, the rate limiter and the queue each hold.
 
-use redis::aio::ConnectionManager;
+use std::sync::Arc;
+
 use soketi_adapter_core::AdapterError;
 use tokio::sync::OnceCell;
 
 use crate::RedisTransportError;
+use crate::connect::{Conn, Connector, RedisEndpoint};
 
 /// A lazily made, self-healing connection.
 pub(crate) struct LazyConnection {
-    client: redis::Client,
-    cell: OnceCell<ConnectionManager>,
+    connector: Arc<Connector>,
+    cell: OnceCell<Conn>,
     what: &'static str,
 }
 
 impl LazyConnection {
-    /// A connection to `url` for `what` (named in errors).
-    pub(crate) fn new(url: &str, what: &'static str) -> Result<Self, RedisTransportError> {
-        let client = redis::Client::open(url).map_err(|source| RedisTransportError::Url {
-            url: crate::redact(url),
-            source,
-        })?;
+    /// A connection to `endpoint` for `what` (named in errors).
+    pub(crate) fn new(
+        endpoint: &RedisEndpoint,
+        what: &'static str,
+    ) -> Result<Self, RedisTransportError> {
         Ok(Self {
-            client,
+            connector: endpoint.connector()?,
             cell: OnceCell::new(),
             what,
         })
     }
 
-    /// The client, for callers that make their own connections.
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.client
+    /// The connector, for callers that make their own connections.
+    pub(crate) fn connector(&self) -> &Arc<Connector> {
+        &self.connector
     }
 
     /// The connection, made now if it is the first use.
-    pub(crate) async fn get(&self) -> Result<ConnectionManager, AdapterError> {
+    pub(crate) async fn get(&self) -> Result<Conn, AdapterError> {
         self.cell
-            .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
+            .get_or_try_init(|| self.connector.managed(None))
             .await
             .cloned()
             .map_err(|e| {

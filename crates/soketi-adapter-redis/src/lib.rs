@@ -23,9 +23,18 @@
 //! the [`soketi_adapter_core::Queue`] that keeps jobs (webhooks) through restarts, and
 //! [`RedisRateLimiter`] a [`soketi_adapter_core::RateLimiter`] with one budget per app in Redis.
 //!
+//! # Topologies
+//!
+//! Each of them reaches Redis through a [`RedisEndpoint`]: one server, the master that Sentinel
+//! names, or a Redis Cluster, each in plain text or over TLS, all through redis-rs's own
+//! clients. On a Cluster the transport uses sharded pub/sub (`SSUBSCRIBE`, `SPUBLISH`): a
+//! message goes to the shard that owns its channel instead of over the cluster bus to every
+//! node, and redis-rs subscribes again when a slot moves or a shard fails over.
+//!
 //! This crate knows nothing of the Pusher protocol; it carries bytes.
 
 mod cache;
+mod connect;
 mod lazy;
 mod queue;
 mod ratelimit;
@@ -33,6 +42,7 @@ mod ratelimit;
 mod tests;
 
 pub use cache::RedisCache;
+pub use connect::{HostPort, RedisEndpoint, RedisTls, Topology, is_tls_failure};
 pub use queue::RedisQueue;
 pub use ratelimit::RedisRateLimiter;
 
@@ -52,8 +62,8 @@ use soketi_adapter_core::membership::{Kind, Membership};
 /// How to reach Redis and how the fleet checks its members.
 #[derive(Clone, Debug)]
 pub struct RedisTransportConfig {
-    /// A `redis://` URL.
-    pub url: String,
+    /// Where Redis is.
+    pub endpoint: RedisEndpoint,
     /// Prefix of the pub/sub channels; nodes with another prefix never meet.
     pub prefix: String,
     /// Time between heartbeats.
@@ -79,14 +89,34 @@ pub enum RedisTransportError {
     /// does not have, an ACL that forbids the fleet's channels, or not a Redis at all. Retrying
     /// would not help, so start-up stops instead of leaving the node alone without a fleet.
     #[error(
-        "Redis at {url} refused the adapter's connection: {source} \
+        "Redis at {url} refused the {what}'s connection: {source} \
          (check the Redis user, password and database number, and that its ACL allows the \
          adapter's channels)"
     )]
     Refused {
         /// The URL, its password masked.
         url: String,
+        /// Which user of Redis: the adapter, the cache, the queue, the rate limiter.
+        what: &'static str,
         /// What Redis answered.
+        source: redis::RedisError,
+    },
+    /// The TLS handshake with Redis failed: its certificate is not trusted (not signed by the
+    /// configured CA or a built-in root, or not for this host name), it wants a client
+    /// certificate, or it does not speak TLS on that port. Nothing is sent in plain text
+    /// instead.
+    #[error(
+        "TLS to Redis at {url} failed for the {what}: {source} (the server's certificate must \
+         be signed by a CA in DB_REDIS_TLS_CA, or by a public root when that is unset, and \
+         name the host; DB_REDIS_TLS_CERT and DB_REDIS_TLS_KEY give a client certificate; \
+         check that the port serves TLS)"
+    )]
+    Tls {
+        /// Where Redis is.
+        url: String,
+        /// Which user of Redis.
+        what: &'static str,
+        /// The handshake's error.
         source: redis::RedisError,
     },
 }
@@ -134,12 +164,7 @@ impl RedisTransport {
     /// Redis that cannot be reached only delays the fleet: connections are made in the
     /// background and retried forever.
     pub async fn start(config: RedisTransportConfig) -> Result<Arc<Self>, RedisTransportError> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|source| {
-            RedisTransportError::Url {
-                url: redact(&config.url),
-                source,
-            }
-        })?;
+        let connector = config.endpoint.connector()?;
         let node_id = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
         let fleet_channel = format!("{}#redis-adapter", config.prefix);
         let node_channel_prefix = format!("{fleet_channel}#");
@@ -149,19 +174,16 @@ impl RedisTransport {
         let stop = Arc::new(AtomicBool::new(false));
 
         check(
-            &client,
+            &connector,
+            "adapter",
             &format!("{node_channel_prefix}{node_id}"),
             membership.frame(Kind::Heartbeat, &[]),
         )
-        .await
-        .map_err(|source| RedisTransportError::Refused {
-            url: redact(&config.url),
-            source,
-        })?;
+        .await?;
 
-        tokio::spawn(write_loop(client.clone(), out_rx));
+        tokio::spawn(write_loop(connector.clone(), out_rx));
         tokio::spawn(subscribe_loop(Subscriber {
-            client,
+            connector,
             channels: vec![
                 fleet_channel.clone(),
                 format!("{node_channel_prefix}{node_id}"),
@@ -250,31 +272,86 @@ impl Transport for RedisTransport {
 
 /// Publishes `frame` on this node's own channel, which nobody hears yet: a command that needs
 /// what the fleet needs (the credentials, the database, the ACL's channel rights). Fails only
-/// when Redis answered with a refusal; an unreachable or silent Redis is logged and let be.
+/// when Redis answered with a refusal or the TLS handshake failed; an unreachable or silent
+/// Redis is logged and let be.
 async fn check(
-    client: &redis::Client,
+    connector: &connect::Connector,
+    what: &'static str,
     channel: &str,
     frame: Bytes,
-) -> Result<(), redis::RedisError> {
+) -> Result<(), RedisTransportError> {
+    let mut publish = redis::cmd(publish_command(connector));
+    publish.arg(channel).arg(&frame[..]);
+    probe(connector, what, publish).await
+}
+
+/// The command that publishes: `SPUBLISH` (sharded pub/sub) on a Redis Cluster, `PUBLISH`
+/// elsewhere.
+fn publish_command(connector: &connect::Connector) -> &'static str {
+    if connector.endpoint().is_cluster() {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    }
+}
+
+/// Runs `command` once on a new connection within [`CHECK_TIMEOUT`]: a refusal or a failed TLS
+/// handshake is an error, an unreachable or silent Redis a warning.
+async fn probe(
+    connector: &connect::Connector,
+    what: &'static str,
+    command: redis::Cmd,
+) -> Result<(), RedisTransportError> {
     let attempt = async {
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(&frame[..])
-            .query_async::<i64>(&mut conn)
-            .await
+        let mut conn = connector.connect(None).await?;
+        command.query_async::<redis::Value>(&mut conn).await
     };
+    let url = || connector.endpoint().describe();
     let error = match tokio::time::timeout(CHECK_TIMEOUT, attempt).await {
         Ok(Ok(_)) => return Ok(()),
-        Ok(Err(e)) if !is_transient(&e) => return Err(e),
+        Ok(Err(e)) if connector.endpoint().tls.is_some() && is_tls_failure(&e) => {
+            return Err(RedisTransportError::Tls {
+                url: url(),
+                what,
+                source: e,
+            });
+        }
+        Ok(Err(e)) if !is_transient(&e) => {
+            return Err(RedisTransportError::Refused {
+                url: url(),
+                what,
+                source: e,
+            });
+        }
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("no answer within {CHECK_TIMEOUT:?}"),
     };
-    tracing::warn!(
-        error,
-        "cannot reach Redis at start-up; this node works alone until it can"
-    );
+    if connector.endpoint().tls.is_some() {
+        tracing::warn!(
+            error,
+            redis = %url(),
+            "cannot reach Redis over TLS for the {what} at start-up (is it a TLS port?); \
+             trying again in the background, never in plain text"
+        );
+    } else {
+        tracing::warn!(
+            error,
+            redis = %url(),
+            "cannot reach Redis for the {what} at start-up; trying again in the background"
+        );
+    }
     Ok(())
+}
+
+/// Checks at start-up that Redis at `endpoint` accepts the `what` (the cache, the queue, the
+/// rate limiter): a refusal (credentials, database) or a failed TLS handshake stops start-up,
+/// as it does for the adapter; an unreachable Redis is only logged.
+pub async fn check_endpoint(
+    endpoint: &RedisEndpoint,
+    what: &'static str,
+) -> Result<(), RedisTransportError> {
+    let connector = endpoint.connector()?;
+    probe(&connector, what, redis::cmd("PING")).await
 }
 
 /// Whether an error says that Redis is away or busy for now, rather than that it refuses us.
@@ -302,9 +379,10 @@ fn backoff(attempt: u32) -> Duration {
 /// stalled Redis, and only a new connection tells them apart.
 const STALE_CONNECTION: Duration = Duration::from_secs(5);
 
-async fn write_loop(client: redis::Client, mut rx: mpsc::Receiver<Outgoing>) {
+async fn write_loop(connector: Arc<connect::Connector>, mut rx: mpsc::Receiver<Outgoing>) {
+    let publish = publish_command(&connector);
     let mut batch: Vec<Outgoing> = Vec::new();
-    let mut connection: Option<redis::aio::MultiplexedConnection> = None;
+    let mut connection: Option<connect::Conn> = None;
     let mut attempt = 0;
     // Since when Redis has answered none of the batches written on this connection.
     let mut unanswered_since: Option<tokio::time::Instant> = None;
@@ -314,7 +392,7 @@ async fn write_loop(client: redis::Client, mut rx: mpsc::Receiver<Outgoing>) {
         }
         let conn = match &mut connection {
             Some(conn) => conn,
-            None => match client.get_multiplexed_async_connection().await {
+            None => match connector.connect(None).await {
                 Ok(conn) => {
                     if attempt > 0 {
                         tracing::info!("reconnected to Redis for publishing");
@@ -334,7 +412,7 @@ async fn write_loop(client: redis::Client, mut rx: mpsc::Receiver<Outgoing>) {
         };
         let mut pipe = redis::pipe();
         for out in &batch {
-            pipe.cmd("PUBLISH")
+            pipe.cmd(publish)
                 .arg(&out.channel)
                 .arg(&out.frame[..])
                 .ignore();
@@ -385,16 +463,24 @@ async fn write_loop(client: redis::Client, mut rx: mpsc::Receiver<Outgoing>) {
 }
 
 struct Subscriber {
-    client: redis::Client,
+    connector: Arc<connect::Connector>,
     channels: Vec<String>,
     membership: Arc<Membership>,
     stop: Arc<AtomicBool>,
 }
 
 async fn subscribe_loop(sub: Subscriber) {
+    if sub.connector.endpoint().is_cluster() {
+        return subscribe_cluster(sub).await;
+    }
     let mut attempt = 0;
     while !sub.stop.load(Ordering::Acquire) {
-        let mut pubsub = match sub.client.get_async_pubsub().await {
+        let pubsub = match sub.connector.server().await {
+            Some(Ok(client)) => client.get_async_pubsub().await,
+            Some(Err(e)) => Err(e),
+            None => return,
+        };
+        let mut pubsub = match pubsub {
             Ok(pubsub) => pubsub,
             Err(e) => {
                 if attempt == 0 {
@@ -432,6 +518,66 @@ async fn subscribe_loop(sub: Subscriber) {
         }
         sub.membership.set_listening(false);
         tracing::warn!("lost the Redis subscription; reconnecting");
+    }
+}
+
+/// The subscriber on a Redis Cluster: sharded subscriptions on redis-rs's Cluster connection,
+/// which follows the shards that own the channels and subscribes again after a failover or a
+/// slot move. Messages arrive as RESP3 pushes.
+async fn subscribe_cluster(sub: Subscriber) {
+    let mut attempt = 0;
+    while !sub.stop.load(Ordering::Acquire) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let subscribed = async {
+            let client = sub.connector.cluster_client(Some(tx), None)?;
+            let mut conn = client.get_async_connection().await?;
+            // One channel at a time: a sharded subscription names channels of one slot only.
+            for channel in &sub.channels {
+                conn.ssubscribe(channel).await?;
+            }
+            Ok::<_, redis::RedisError>(conn)
+        }
+        .await;
+        let conn = match subscribed {
+            Ok(conn) => conn,
+            Err(e) => {
+                if attempt == 0 {
+                    tracing::warn!(error = %e, "cannot subscribe in the Redis Cluster; retrying");
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+        };
+        if attempt > 0 {
+            tracing::info!("subscribed in the Redis Cluster");
+        }
+        attempt = 0;
+        sub.membership.set_listening(true);
+        while let Some(push) = rx.recv().await {
+            tracing::trace!(kind = ?push.kind, "a push from the Redis Cluster");
+            match push.kind {
+                redis::PushKind::SMessage | redis::PushKind::Message => {
+                    // Hearing anything (this node's own heartbeats included) means hearing the
+                    // bus again after a shard's connection was lost.
+                    sub.membership.set_listening(true);
+                    if let Some(redis::Value::BulkString(payload)) = push.data.get(1) {
+                        sub.membership.receive(payload);
+                    }
+                }
+                // A shard's connection is gone: nobody is declared dead until this node hears
+                // the fleet again.
+                redis::PushKind::Disconnection => sub.membership.set_listening(false),
+                redis::PushKind::SSubscribe => sub.membership.set_listening(true),
+                _ => {}
+            }
+            if sub.stop.load(Ordering::Acquire) {
+                return;
+            }
+        }
+        drop(conn);
+        sub.membership.set_listening(false);
+        tracing::warn!("lost the Redis Cluster subscription; subscribing again");
     }
 }
 

@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
-use redis::aio::ConnectionManager;
 use soketi_adapter_core::{AdapterError, JobHandler, Queue, RetryPolicy};
 
+use crate::connect::{Conn, Connector, RedisEndpoint};
 use crate::lazy::LazyConnection;
 
 /// Moves up to 100 jobs of the delayed set (`KEYS[1]`) whose time (`ARGV[1]`, ms) has come to the
@@ -28,7 +28,19 @@ end
 return #due
 ";
 
-/// A queue in Redis under `<key prefix>queue:<name>:`.
+/// Moves a failed job out of the processing list (`KEYS[1]`, the job as stored in `ARGV[1]`)
+/// and into the delayed set (`KEYS[2]`, as `ARGV[3]`, due at `ARGV[2]`), atomically: a script
+/// rather than a transaction, so that it runs the same on one server and on a Redis Cluster
+/// (where both keys share one hash slot).
+const RETRY_LATER: &str = r"
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('LREM', KEYS[1], 1, ARGV[1])
+return 1
+";
+
+/// A queue in Redis under `<key prefix>queue:<name>:` (on a Redis Cluster,
+/// `<key prefix>{queue:<name>}:`, so that its keys share one hash slot: `BLMOVE` and the scripts
+/// use two at once).
 pub struct RedisQueue {
     connection: LazyConnection,
     waiting: String,
@@ -58,7 +70,8 @@ fn unwrap(stored: &[u8]) -> Option<(u32, &[u8])> {
 }
 
 impl RedisQueue {
-    /// A queue named `name` at `url`; `concurrency` workers run jobs at once.
+    /// A queue named `name` at `url` (one plain server); `concurrency` workers run jobs at
+    /// once.
     pub fn new(
         url: &str,
         key_prefix: &str,
@@ -66,9 +79,32 @@ impl RedisQueue {
         policy: RetryPolicy,
         concurrency: usize,
     ) -> Result<Self, crate::RedisTransportError> {
-        let base = format!("{key_prefix}queue:{name}:");
+        Self::with_endpoint(
+            &RedisEndpoint::from_url(url)?,
+            key_prefix,
+            name,
+            policy,
+            concurrency,
+        )
+    }
+
+    /// A queue named `name` at `endpoint`; `concurrency` workers run jobs at once.
+    pub fn with_endpoint(
+        endpoint: &RedisEndpoint,
+        key_prefix: &str,
+        name: &str,
+        policy: RetryPolicy,
+        concurrency: usize,
+    ) -> Result<Self, crate::RedisTransportError> {
+        // The hash tag only on a Cluster: a queue on one server keeps the names its jobs were
+        // stored under before.
+        let base = if endpoint.is_cluster() {
+            format!("{key_prefix}{{queue:{name}}}:")
+        } else {
+            format!("{key_prefix}queue:{name}:")
+        };
         Ok(Self {
-            connection: LazyConnection::new(url, "queue")?,
+            connection: LazyConnection::new(endpoint, "queue")?,
             waiting: format!("{base}waiting"),
             processing: format!("{base}processing"),
             delayed: format!("{base}delayed"),
@@ -96,7 +132,7 @@ impl Queue for RedisQueue {
 
     fn start(&self, handler: Arc<dyn JobHandler>) {
         let keys = Keys {
-            client: self.connection.client().clone(),
+            connector: self.connection.connector().clone(),
             waiting: self.waiting.clone(),
             processing: self.processing.clone(),
             delayed: self.delayed.clone(),
@@ -118,7 +154,7 @@ impl Queue for RedisQueue {
 }
 
 struct Keys {
-    client: redis::Client,
+    connector: Arc<Connector>,
     waiting: String,
     processing: String,
     delayed: String,
@@ -134,12 +170,10 @@ const BLOCK: Duration = Duration::from_secs(1);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Keys {
-    async fn connect(&self) -> ConnectionManager {
-        let config =
-            redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+    async fn connect(&self) -> Conn {
         let mut attempt = 0u32;
         loop {
-            match ConnectionManager::new_with_config(self.client.clone(), config.clone()).await {
+            match self.connector.managed(Some(RESPONSE_TIMEOUT)).await {
                 Ok(conn) => return conn,
                 Err(e) => {
                     if attempt == 0 {
@@ -215,22 +249,16 @@ impl Keys {
                 if attempts < self.policy.max_attempts {
                     let due = now_ms() + self.policy.delay(attempts).as_millis() as u64;
                     tracing::debug!(attempts, why = %why, "a queued job failed; it will run again");
-                    // Into the delayed set and out of the processing list in one transaction:
-                    // if it fails, the job stays in the processing list, where the next start
-                    // finds it, rather than being lost.
-                    let moved = redis::pipe()
-                        .atomic()
-                        .cmd("ZADD")
-                        .arg(&self.delayed)
+                    // Into the delayed set and out of the processing list in one script: if it
+                    // fails, the job stays in the processing list, where the next start finds
+                    // it, rather than being lost.
+                    let moved: Result<i64, _> = redis::Script::new(RETRY_LATER)
+                        .key(&self.processing)
+                        .key(&self.delayed)
+                        .arg(&stored[..])
                         .arg(due)
                         .arg(&wrap(attempts, job)[..])
-                        .ignore()
-                        .cmd("LREM")
-                        .arg(&self.processing)
-                        .arg(1)
-                        .arg(&stored[..])
-                        .ignore()
-                        .query_async::<()>(&mut conn)
+                        .invoke_async(&mut conn)
                         .await;
                     if let Err(e) = moved {
                         tracing::warn!(
@@ -255,11 +283,7 @@ impl Keys {
         }
     }
 
-    async fn remove_processing(
-        &self,
-        conn: &mut ConnectionManager,
-        stored: &[u8],
-    ) -> redis::RedisResult<()> {
+    async fn remove_processing(&self, conn: &mut Conn, stored: &[u8]) -> redis::RedisResult<()> {
         redis::cmd("LREM")
             .arg(&self.processing)
             .arg(1)

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use soketi_adapter_core::{AdapterError, Budget, Decision, RateLimiter};
 
+use crate::connect::RedisEndpoint;
 use crate::lazy::LazyConnection;
 
 const SCRIPT: &str = r"
@@ -33,11 +34,19 @@ pub struct RedisRateLimiter {
 }
 
 impl RedisRateLimiter {
-    /// A limiter at `url`; the connection is made on first use and re-made after Redis goes
-    /// away.
+    /// A limiter at `url` (one plain server).
     pub fn new(url: &str, key_prefix: &str) -> Result<Self, crate::RedisTransportError> {
+        Self::with_endpoint(&RedisEndpoint::from_url(url)?, key_prefix)
+    }
+
+    /// A limiter at `endpoint`; the connection is made on first use and re-made after Redis
+    /// goes away. Each check touches one key, so a Redis Cluster needs no hash tags.
+    pub fn with_endpoint(
+        endpoint: &RedisEndpoint,
+        key_prefix: &str,
+    ) -> Result<Self, crate::RedisTransportError> {
         Ok(Self {
-            connection: LazyConnection::new(url, "rate limiter")?,
+            connection: LazyConnection::new(endpoint, "rate limiter")?,
             key_prefix: key_prefix.to_owned(),
             script: redis::Script::new(SCRIPT),
         })

@@ -92,9 +92,12 @@ async fn publishes_that_a_stalled_redis_took_are_not_sent_again() {
     use std::time::Duration;
 
     let (port, publishes) = stalled_redis().await;
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("a client");
     let (out, rx) = tokio::sync::mpsc::channel(100);
-    let writer = tokio::spawn(super::write_loop(client, rx));
+    let connector = super::RedisEndpoint::from_url(&format!("redis://127.0.0.1:{port}"))
+        .expect("a URL")
+        .connector()
+        .expect("a connector");
+    let writer = tokio::spawn(super::write_loop(connector, rx));
     for n in 0..3u8 {
         out.send(super::Outgoing {
             channel: "fleet".into(),

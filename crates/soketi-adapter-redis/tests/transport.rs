@@ -26,7 +26,7 @@ const LONG_NODE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn config(url: &str, prefix: &str, node_timeout: Duration) -> RedisTransportConfig {
     RedisTransportConfig {
-        url: url.to_owned(),
+        endpoint: soketi_adapter_redis::RedisEndpoint::from_url(url).expect("a Redis URL"),
         prefix: prefix.to_owned(),
         heartbeat_interval: HEARTBEAT_INTERVAL,
         node_timeout,

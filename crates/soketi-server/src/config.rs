@@ -25,6 +25,7 @@ pub use self::drivers::{
 pub use self::env::{ENV_OPTIONS, EnvOption};
 pub use self::error::{ConfigError, InvalidValue, SyntaxError};
 pub use self::schema::*;
+pub use self::transports::RedisUser;
 
 #[cfg(test)]
 mod tests;

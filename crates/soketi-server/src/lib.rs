@@ -55,7 +55,8 @@ use crate::apps::{
 };
 pub use crate::config::Config;
 use crate::config::{
-    AdapterDriver, AppManagerDriver, CacheDriver, ConfigError, Mode, QueueDriver, RateLimiterDriver,
+    AdapterDriver, AppManagerDriver, CacheDriver, ConfigError, Mode, QueueDriver,
+    RateLimiterDriver, RedisUser,
 };
 pub use crate::error::StartError;
 pub use crate::metrics::InvalidPrefix;
@@ -73,10 +74,16 @@ struct Adapters {
 
 async fn adapter(config: &Config) -> Result<Adapters, StartError> {
     let cache: Arc<dyn Cache> = match config.cache.driver {
-        CacheDriver::Redis => Arc::new(
-            RedisCache::new(&config.redis_url(), &config.database.redis.key_prefix)
-                .map_err(StartError::RedisCache)?,
-        ),
+        CacheDriver::Redis => {
+            let endpoint = config.redis_endpoint(RedisUser::Cache)?;
+            soketi_adapter_redis::check_endpoint(&endpoint, "cache")
+                .await
+                .map_err(StartError::RedisCache)?;
+            Arc::new(
+                RedisCache::with_endpoint(&endpoint, &config.database.redis.key_prefix)
+                    .map_err(StartError::RedisCache)?,
+            )
+        }
         // `Config::check_runnable` refuses the drivers this build does not provide.
         _ => {
             let memory = Arc::new(MemoryCache::new());
@@ -86,7 +93,7 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
     };
     let local = LocalAdapter::new(cache.clone(), config.cache_ttl());
     let transport: Arc<dyn Transport> = match config.adapter.driver {
-        AdapterDriver::Redis => RedisTransport::start(config.redis_transport_config()).await?,
+        AdapterDriver::Redis => RedisTransport::start(config.redis_transport_config()?).await?,
         AdapterDriver::Nats => NatsTransport::start(config.nats_transport_config()).await?,
         AdapterDriver::Cluster => {
             ClusterTransport::start(config.cluster_transport_config()).await?
@@ -121,8 +128,8 @@ fn webhooks(config: &Config, adapter: Arc<dyn Adapter>) -> Result<Arc<Webhooks>,
     let policy = config.retry_policy();
     let queue: Arc<dyn Queue> = match config.queue.driver {
         QueueDriver::Redis => Arc::new(
-            RedisQueue::new(
-                &config.redis_url(),
+            RedisQueue::with_endpoint(
+                &config.redis_endpoint(RedisUser::Queue)?,
                 &config.database.redis.key_prefix,
                 "webhooks",
                 policy,
@@ -169,6 +176,29 @@ fn app_manager(config: &Config) -> Result<Arc<dyn AppManager>, AppStoreError> {
     })
 }
 
+/// Checks that the Redis of the webhook queue and of the rate limiter, when they use Redis,
+/// accepts them: wrong credentials or a failed TLS handshake stop start-up, as they do for the
+/// adapter and the cache, instead of failing every webhook or request later.
+async fn check_redis_services(config: &Config) -> Result<(), StartError> {
+    if config.queue.driver == QueueDriver::Redis {
+        soketi_adapter_redis::check_endpoint(
+            &config.redis_endpoint(RedisUser::Queue)?,
+            "webhook queue",
+        )
+        .await
+        .map_err(StartError::RedisQueue)?;
+    }
+    if config.rate_limiter.driver == RateLimiterDriver::Redis {
+        soketi_adapter_redis::check_endpoint(
+            &config.redis_endpoint(RedisUser::RateLimiter)?,
+            "rate limiter",
+        )
+        .await
+        .map_err(StartError::RedisRateLimiter)?;
+    }
+    Ok(())
+}
+
 /// The rate limiter the configuration names.
 fn rate_limiter(
     config: &Config,
@@ -178,8 +208,11 @@ fn rate_limiter(
         (RateLimiterDriver::Cluster, Some(adapter)) => Ok(ClusterRateLimiter::new(adapter.clone())),
         (RateLimiterDriver::Cluster, None) => Err(ConfigError::RateLimiterWithoutFleet.into()),
         (RateLimiterDriver::Redis, _) => Ok(Arc::new(
-            RedisRateLimiter::new(&config.redis_url(), &config.database.redis.key_prefix)
-                .map_err(StartError::RedisRateLimiter)?,
+            RedisRateLimiter::with_endpoint(
+                &config.redis_endpoint(RedisUser::RateLimiter)?,
+                &config.database.redis.key_prefix,
+            )
+            .map_err(StartError::RedisRateLimiter)?,
         )),
         (RateLimiterDriver::Local, _) => Ok(Arc::new(LocalRateLimiter::new())),
     }
@@ -239,6 +272,7 @@ async fn build_state(
         transport,
         cache,
     } = adapter(&config).await?;
+    check_redis_services(&config).await?;
     let rate_limiter = rate_limiter(&config, horizontal.as_ref())?;
     let webhooks = webhooks(&config, adapter.clone())?;
     adapter.set_departure_sink(Arc::new(FleetDepartures::new(
@@ -367,9 +401,10 @@ impl RunningServer {
         if decided > 0 {
             tracing::info!(decided, "delayed webhooks decided at shutdown");
         }
-        if let Some(transport) = &self.transport {
-            // The others drop this node's members at once instead of after a timeout.
-            if let Err(e) = transport.leave().await {
+        if self.transport.is_some() {
+            // The others drop this node's members and connections at once instead of after a
+            // timeout.
+            if let Err(e) = self.state.adapter.leave_fleet().await {
                 tracing::warn!(error = %e, "could not say goodbye to the fleet");
             }
         }

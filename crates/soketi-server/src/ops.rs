@@ -79,23 +79,36 @@ fn route(state: &State, req: &Request<Incoming>) -> Result<Response<Body>, ApiEr
     }
 }
 
-/// This node's view of its fleet: its id, the master (for the cluster driver) and the other
-/// live nodes.
+/// This node's view of its fleet: its id, the master (for the cluster driver), its open
+/// connections per app and the other live nodes, each with its connections per app as last
+/// shared (what the fleet-wide connection quotas count).
 fn cluster(state: &State) -> Response<Body> {
     let driver = state.config.adapter.driver.as_str();
     let Some(transport) = &state.transport else {
         return json_response(&json!({ "driver": driver, "node_id": null, "nodes": [] }));
     };
     let master = transport.master();
+    let mut counts = state.adapter.peer_connections();
     let nodes: Vec<_> = transport
         .peers()
         .into_iter()
         .map(|peer| {
+            let connections = counts.remove(&peer.node_id).unwrap_or_default();
             json!({
                 "node_id": peer.node_id,
                 "address": peer.address,
                 "is_master": master.as_deref() == Some(peer.node_id.as_str()),
+                "connections": connections,
             })
+        })
+        .collect();
+    let registry = state.adapter.local();
+    let connections: std::collections::BTreeMap<String, u64> = registry
+        .app_ids()
+        .into_iter()
+        .filter_map(|app| {
+            let count = registry.get_app(&app)?.connection_count();
+            (count > 0).then_some((app, count))
         })
         .collect();
     json_response(&json!({
@@ -103,6 +116,7 @@ fn cluster(state: &State) -> Response<Body> {
         "node_id": transport.node_id(),
         "master_id": master,
         "is_master": master.as_deref() == Some(transport.node_id()),
+        "connections": connections,
         "nodes": nodes,
     }))
 }

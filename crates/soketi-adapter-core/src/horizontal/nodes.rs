@@ -1,6 +1,6 @@
 //! Nodes joining and leaving the fleet. A node that joins receives this node's snapshot
-//! (presence members and occupied channels) and the extensions' greetings; a node that leaves
-//! takes its members and its channels with it, and one survivor reports them for the webhooks.
+//! (presence members, occupied channels and connection counts) and the extensions' greetings;
+//! a node that leaves takes its members, its channels and its connections with it, and one survivor reports them for the webhooks.
 
 use super::HorizontalAdapter;
 use crate::wire::v1;
@@ -10,9 +10,14 @@ impl HorizontalAdapter {
     pub(super) async fn on_node_joined(&self, node: &str) {
         let channels = self.presence_snapshot();
         let occupied = self.occupied_snapshot();
+        let connections = self.connections_snapshot();
         let snapshot = self.envelope(
             "",
-            v1::envelope::Body::PresenceSnapshot(v1::PresenceSnapshot { channels, occupied }),
+            v1::envelope::Body::PresenceSnapshot(v1::PresenceSnapshot {
+                channels,
+                occupied,
+                connections,
+            }),
         );
         if let Err(e) = self.transport.send_to(node, snapshot).await {
             tracing::warn!(node, error = %e, "could not send the presence snapshot to a new node");
@@ -20,8 +25,10 @@ impl HorizontalAdapter {
         self.greet(node).await;
     }
 
-    /// Takes in the snapshot of a node: the channels it holds, then its presence members.
+    /// Takes in the snapshot of a node: its connection counts, the channels it holds, then its
+    /// presence members.
     pub(super) async fn on_snapshot(&self, from: &str, snapshot: v1::PresenceSnapshot) {
+        self.take_connection_counts(from, snapshot.connections, true);
         self.take_occupied(from, snapshot.occupied);
         self.take_members(from, snapshot.channels).await;
     }
@@ -45,6 +52,7 @@ impl HorizontalAdapter {
     /// node's subscribers hear of the users who were only there, and the node that speaks for
     /// the fleet reports the departures.
     pub(super) async fn on_node_left(&self, node: &str) {
+        self.forget_connection_counts(node);
         let emptied = self.forget_occupancy(node);
         for pending in self.pending.iter() {
             pending.settle(node, None);

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
-use soketi_channels::SocketRef;
+use soketi_channels::{ChannelsError, SocketRef};
 use soketi_protocol::SocketId;
 use soketi_protocol::message::{self, PresenceMember};
 
@@ -37,20 +37,41 @@ impl HorizontalAdapter {
         // nodes hear of the join first (so that, once the client knows it is in, any node
         // answers with it), and no presence frame of the channel can reach the client before.
         let held = self.local.presence_lock().await;
+        // The channel's limit counts the fleet's members: a user new to the fleet is refused
+        // when this node's members plus the other nodes' others reach it; a user already on
+        // another node is no new member. The replica changes only under the presence lock.
+        let room = {
+            let replica = self.replica.lock();
+            if replica.has(app_id, channel, &user_id) {
+                usize::MAX
+            } else {
+                let app = self.local.local().get_app(app_id);
+                let elsewhere = replica.count_not(app_id, channel, |user| {
+                    app.as_ref().is_some_and(|a| a.has_member(channel, user))
+                });
+                max_members.saturating_sub(elsewhere)
+            }
+        };
         let join = PresenceJoin {
             socket: socket.clone(),
             member,
-            max_members,
+            max_members: room,
         };
-        let (joined, new_here, succeeded) =
-            self.local
-                .join_presence_locked(&held, app_id, channel, join, |user| {
-                    let replica = self.replica.lock();
-                    (
-                        replica.members(app_id, channel),
-                        replica.has(app_id, channel, user),
-                    )
-                })?;
+        let (joined, new_here, succeeded) = self
+            .local
+            .join_presence_locked(&held, app_id, channel, join, |user| {
+                let replica = self.replica.lock();
+                (
+                    replica.members(app_id, channel),
+                    replica.has(app_id, channel, user),
+                )
+            })
+            .map_err(|e| match e {
+                AdapterError::Channels(ChannelsError::PresenceFull { .. }) => {
+                    AdapterError::Channels(ChannelsError::PresenceFull { max: max_members })
+                }
+                e => e,
+            })?;
         if new_here {
             let body = self.presence_change(channel, &user_id, info.as_deref(), true);
             if let Err(e) = self.tell_others(app_id, body).await {

@@ -59,6 +59,13 @@ impl Replica {
             .is_some_and(|m| m.contains_key(user))
     }
 
+    /// How many users of the channel are on other nodes and not `here`.
+    pub(super) fn count_not(&self, app: &str, channel: &str, here: impl Fn(&str) -> bool) -> usize {
+        self.channels
+            .get(&(app.to_owned(), channel.to_owned()))
+            .map_or(0, |members| members.keys().filter(|u| !here(u)).count())
+    }
+
     pub(super) fn members(&self, app: &str, channel: &str) -> Vec<PresenceMember> {
         self.channels
             .get(&(app.to_owned(), channel.to_owned()))

@@ -577,3 +577,100 @@ async fn an_extension_message_before_its_registration_is_handed_over() {
         .unwrap();
     eventually("the later message", || heard.0.lock().unwrap().len() == 2).await;
 }
+
+#[tokio::test]
+async fn the_connection_quota_counts_every_node_and_forgets_a_dead_one() {
+    let hub = MemoryHub::new();
+    let (a, b, c) = (node(&hub, "a"), node(&hub, "b"), node(&hub, "c"));
+    let quota = Some(10);
+    for _ in 0..4 {
+        a.open_connection("app", quota).await.unwrap();
+    }
+    for _ in 0..4 {
+        b.open_connection("app", quota).await.unwrap();
+    }
+    let heard = |n: &Arc<HorizontalAdapter>, node: &str, count: u64| {
+        n.peer_connections()
+            .get(node)
+            .and_then(|apps| apps.get("app").copied())
+            == Some(count)
+    };
+    eventually("c hears of a and b", || {
+        heard(&c, "a", 4) && heard(&c, "b", 4)
+    })
+    .await;
+    let mut admitted = 0;
+    for _ in 0..4 {
+        match c.open_connection("app", quota).await {
+            Ok(()) => admitted += 1,
+            Err(AdapterError::Channels(soketi_channels::ChannelsError::ConnectionLimit {
+                max,
+            })) => assert_eq!(max, 10),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(admitted, 2, "c admits what the quota leaves");
+    // Another app has a quota of its own.
+    c.open_connection("other", Some(1)).await.unwrap();
+
+    // A connection that closes on a frees room on c.
+    a.close_connection("app", &SocketId::from_parts(1, 1), None)
+        .await;
+    eventually("c hears a's close", || heard(&c, "a", 3)).await;
+    c.open_connection("app", quota).await.unwrap();
+    assert!(c.open_connection("app", quota).await.is_err());
+
+    // A node that dies takes its connections with it.
+    hub.kill("b");
+    eventually("c forgets b", || !c.peer_connections().contains_key("b")).await;
+    for _ in 0..4 {
+        c.open_connection("app", quota).await.unwrap();
+    }
+    assert!(c.open_connection("app", quota).await.is_err());
+
+    // A node that joins learns the others' counts from their snapshots.
+    let d = node(&hub, "d");
+    eventually("d hears of a and c", || {
+        heard(&d, "a", 3) && heard(&d, "c", 7)
+    })
+    .await;
+    assert!(d.open_connection("app", quota).await.is_err());
+}
+
+#[tokio::test]
+async fn the_presence_member_limit_counts_the_members_of_every_node() {
+    let hub = MemoryHub::new();
+    let (a, b) = (node(&hub, "a"), node(&hub, "b"));
+    a.join_presence("app", "presence-x", recorder(1), member("u1"), 2)
+        .await
+        .unwrap();
+    eventually("b hears of u1", || {
+        b.replica.lock().has("app", "presence-x", "u1")
+    })
+    .await;
+    b.join_presence("app", "presence-x", recorder(2), member("u2"), 2)
+        .await
+        .unwrap();
+    // u1 is in the fleet already: another connection of it is no new member.
+    b.join_presence("app", "presence-x", recorder(3), member("u1"), 2)
+        .await
+        .unwrap();
+    match b
+        .join_presence("app", "presence-x", recorder(4), member("u3"), 2)
+        .await
+    {
+        Err(AdapterError::Channels(soketi_channels::ChannelsError::PresenceFull { max })) => {
+            assert_eq!(max, 2)
+        }
+        other => panic!("u3 is a third member of a channel of two: {other:?}"),
+    }
+    eventually("a hears of u2", || {
+        a.replica.lock().has("app", "presence-x", "u2")
+    })
+    .await;
+    assert!(
+        a.join_presence("app", "presence-x", recorder(5), member("u3"), 2)
+            .await
+            .is_err()
+    );
+}

@@ -223,6 +223,11 @@ impl Default for RedisDatabase {
             sentinel_password: None,
             name: "mymaster".into(),
             cluster_nodes: Vec::new(),
+            tls: false,
+            tls_ca: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_insecure: false,
         }
     }
 }

@@ -122,19 +122,64 @@ pub enum ConfigError {
         /// The drivers this build provides.
         available: Vec<&'static str>,
     },
-    /// The Redis adapter over Redis Cluster, which it does not support.
+    /// A Redis user in cluster mode without the nodes to find the Cluster from.
     #[error(
-        "adapter.redis.clusterMode (ADAPTER_REDIS_CLUSTER_MODE) is not supported yet: Redis \
-         Cluster does not carry pub/sub between shards the way the adapter needs; point \
-         DB_REDIS_HOST at one Redis"
+        "{option} is true but database.redis.clusterNodes (DB_REDIS_CLUSTER_NODES) is empty; \
+         list some of the Cluster's nodes, as [{{\"host\":\"10.0.0.1\",\"port\":6379}}]"
     )]
-    RedisClusterMode,
-    /// Redis Sentinel, which this build does not support.
+    RedisClusterNodesMissing {
+        /// The `*_CLUSTER_MODE` option that is on.
+        option: &'static str,
+    },
+    /// A Redis Cluster with a database number other than 0, which a Cluster does not have.
     #[error(
-        "database.redis.sentinels (DB_REDIS_SENTINELS) is not supported yet; point DB_REDIS_HOST \
-         at the current Redis master"
+        "database.redis.db (DB_REDIS_DB) is {db}, but {option} is true and a Redis Cluster has \
+         only database 0; unset DB_REDIS_DB"
     )]
-    RedisSentinels,
+    RedisClusterDb {
+        /// The `*_CLUSTER_MODE` option that is on.
+        option: &'static str,
+        /// The database number configured.
+        db: u32,
+    },
+    /// A list of Redis nodes or sentinels that is not a list of `{host, port}`.
+    #[error(
+        "{option} must be a JSON list of {{\"host\": ..., \"port\": ...}} objects or \
+         \"host:port\" strings; found {value}"
+    )]
+    RedisNodes {
+        /// The option and its environment name.
+        option: &'static str,
+        /// The value found.
+        value: serde_json::Value,
+    },
+    /// A file of Redis's TLS settings that cannot be read.
+    #[error("cannot read {option} {path:?}: {source}")]
+    RedisTlsFile {
+        /// The option and its environment name.
+        option: &'static str,
+        /// The path configured.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A client certificate without its key, or the reverse.
+    #[error(
+        "database.redis.tlsCert (DB_REDIS_TLS_CERT) and database.redis.tlsKey (DB_REDIS_TLS_KEY) \
+         go together: set both for a client certificate, or neither"
+    )]
+    RedisTlsIdentity,
+    /// The `tls` key of a `*_REDIS_OPTIONS` JSON that cannot be used.
+    #[error(
+        "the \"tls\" key of {option}: {reason} (accepted: true, or an object with ca, cert, \
+         key as PEM text and rejectUnauthorized)"
+    )]
+    RedisOptionsTls {
+        /// The option and its environment name.
+        option: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// The Redis adapter's node timeout does not outlast its heartbeats.
     #[error(
         "adapter.redis.nodeTimeout (ADAPTER_REDIS_NODE_TIMEOUT, {node_timeout} ms) must be longer \
@@ -236,12 +281,6 @@ pub enum ConfigError {
         /// The table configured.
         table: String,
     },
-    /// A passphrase for the TLS key, which this build cannot decrypt.
-    #[error(
-        "ssl.passphrase (SSL_PASS) is set, but encrypted private keys are not supported; decrypt \
-         the key (openssl pkey -in key.pem -out plain.pem) and unset SSL_PASS"
-    )]
-    EncryptedKey,
 }
 
 /// Why a config file does not parse.

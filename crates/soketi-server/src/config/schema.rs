@@ -135,10 +135,14 @@ pub struct SslConfig {
     pub cert_path: String,
     /// PEM private key.
     pub key_path: String,
-    /// Passphrase of an encrypted key.
+    /// Passphrase of an encrypted key (PKCS#8, `BEGIN ENCRYPTED PRIVATE KEY`).
     pub passphrase: String,
-    /// PEM certificates appended to the chain.
+    /// PEM CA certificates that client certificates are verified against, as soketi's
+    /// uSockets does: a client may present none, but one it presents must verify.
     pub ca_path: String,
+    /// PEM certificates appended to the chain sent to clients (intermediates that the
+    /// certificate file does not hold).
+    pub chain_path: String,
 }
 
 /// CORS headers.
@@ -552,6 +556,17 @@ pub struct RedisDatabase {
     pub name: String,
     /// Redis Cluster nodes.
     pub cluster_nodes: Vec<serde_json::Value>,
+    /// Reach Redis (and the sentinels) over TLS (not a soketi option; soketi takes the `tls`
+    /// key of its `*_REDIS_OPTIONS`, which is read too).
+    pub tls: bool,
+    /// PEM file of the CAs to trust instead of the built-in roots; turns TLS on.
+    pub tls_ca: String,
+    /// PEM file of a client certificate chain; turns TLS on.
+    pub tls_cert: String,
+    /// PEM file of the client certificate's private key.
+    pub tls_key: String,
+    /// Accept any certificate from Redis: no verification at all.
+    pub tls_insecure: bool,
 }
 
 /// Connection pools.

@@ -218,7 +218,6 @@ fn bad_values_name_the_option_and_source() {
         &[("APP_MANAGER_DRIVER", "dynamodb")],
         &["APP_MANAGER_DRIVER", "array"],
     );
-    check(&[("SOKETI_SSL_PASS", "x")], &["SSL_PASS"]);
     check(
         &[("SOKETI_DEFAULT_APP_MAX_CONNS", "lots")],
         &["maxConnections", "SOKETI_DEFAULT_APP_MAX_CONNS"],

@@ -4,7 +4,7 @@
 use super::drivers::{
     AdapterDriver, AppManagerDriver, CacheDriver, QueueDriver, RateLimiterDriver,
 };
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, RedisUser};
 
 impl Config {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -76,8 +76,8 @@ impl Config {
         Ok(())
     }
 
-    /// Checks that this build can run with the configuration: the drivers it names exist here,
-    /// and the TLS key needs no passphrase. `config` prints a configuration that fails this;
+    /// Checks that this build can run with the configuration: the drivers it names exist here.
+    /// `config` prints a configuration that fails this;
     /// `start` refuses it.
     pub fn check_runnable(&self) -> Result<(), ConfigError> {
         self.check_drivers()?;
@@ -92,10 +92,10 @@ impl Config {
         if self.adapter.driver == AdapterDriver::Cluster {
             self.check_cluster()?;
         }
-        self.check_sql_tables()?;
-        if !self.ssl.passphrase.is_empty() {
-            return Err(ConfigError::EncryptedKey);
+        for user in self.redis_users() {
+            self.redis_endpoint(user)?;
         }
+        self.check_sql_tables()?;
         Ok(())
     }
 
@@ -145,20 +145,26 @@ impl Config {
         Ok(())
     }
 
-    /// Checks the Redis adapter's settings against what it supports.
+    /// The users of Redis that the configuration turns on.
+    pub fn redis_users(&self) -> Vec<RedisUser> {
+        let mut users = Vec::new();
+        if self.adapter.driver == AdapterDriver::Redis {
+            users.push(RedisUser::Adapter);
+        }
+        if self.cache.driver == CacheDriver::Redis {
+            users.push(RedisUser::Cache);
+        }
+        if self.queue.driver == QueueDriver::Redis {
+            users.push(RedisUser::Queue);
+        }
+        if self.rate_limiter.driver == RateLimiterDriver::Redis {
+            users.push(RedisUser::RateLimiter);
+        }
+        users
+    }
+
+    /// Checks the Redis adapter's timers.
     fn check_redis_adapter(&self) -> Result<(), ConfigError> {
-        if self.adapter.redis.cluster_mode {
-            return Err(ConfigError::RedisClusterMode);
-        }
-        if self
-            .database
-            .redis
-            .sentinels
-            .as_ref()
-            .is_some_and(|s| !s.is_null())
-        {
-            return Err(ConfigError::RedisSentinels);
-        }
         if self.adapter.redis.heartbeat_interval == 0
             || self.adapter.redis.node_timeout <= self.adapter.redis.heartbeat_interval
         {

@@ -138,6 +138,12 @@ fn mask(value: &mut serde_json::Value) {
                 if SECRET_KEYS.contains(&key.as_str()) && !v.is_null() {
                     *v = serde_json::Value::String("********".into());
                 } else {
+                    // The private key of a `tls` object of ioredis-style Redis options.
+                    if key == "tls"
+                        && let Some(private) = v.get_mut("key").filter(|k| !k.is_null())
+                    {
+                        *private = serde_json::Value::String("********".into());
+                    }
                     mask(v);
                 }
             }

@@ -2,9 +2,10 @@
 // each other over UDP (broadcast, multicast or unicast) and exchange data over TCP.
 //
 // A node's view of the fleet is `GET /cluster` on its metrics (operations) port:
-//   {"driver":"cluster","node_id":"…","master_id":"…","is_master":bool,
-//    "nodes":[{"node_id":"…","address":"ip:port","is_master":bool}, …]}
-// where `nodes` lists the OTHER live nodes. `useFleet` starts nodes one after the other (so
+//   {"driver":"cluster","node_id":"…","master_id":"…","is_master":bool,"connections":{app:n},
+//    "nodes":[{"node_id":"…","address":"ip:port","is_master":bool,"connections":{app:n}}, …]}
+// where `nodes` lists the OTHER live nodes, `connections` the node's own open connections per
+// app and `nodes[].connections` what it last heard of each peer's (the fleet-wide quota). `useFleet` starts nodes one after the other (so
 // that the first is the longest-running one, the master), and waits until every node lists
 // every other one.
 

@@ -636,14 +636,24 @@ describe('values that stop start-up', () => {
       ['webhooks.0', 'no url'],
     ],
     [
-      'ADAPTER_REDIS_CLUSTER_MODE with the Redis adapter names the option',
+      'ADAPTER_REDIS_CLUSTER_MODE without DB_REDIS_CLUSTER_NODES names both',
       { SOKETI_ADAPTER_DRIVER: 'redis', SOKETI_ADAPTER_REDIS_CLUSTER_MODE: 'true' },
-      ['ADAPTER_REDIS_CLUSTER_MODE', 'not supported'],
+      ['ADAPTER_REDIS_CLUSTER_MODE', 'DB_REDIS_CLUSTER_NODES'],
     ],
     [
-      'DB_REDIS_SENTINELS with the Redis adapter names the option',
-      { SOKETI_ADAPTER_DRIVER: 'redis', SOKETI_DB_REDIS_SENTINELS: '[{"host":"127.0.0.1","port":26379}]' },
-      ['DB_REDIS_SENTINELS', 'not supported'],
+      'QUEUE_REDIS_CLUSTER_MODE with DB_REDIS_DB other than 0 names both',
+      { SOKETI_QUEUE_DRIVER: 'redis', SOKETI_QUEUE_REDIS_CLUSTER_MODE: 'true', SOKETI_DB_REDIS_CLUSTER_NODES: '["127.0.0.1:1"]', SOKETI_DB_REDIS_DB: '2' },
+      ['QUEUE_REDIS_CLUSTER_MODE', 'DB_REDIS_DB'],
+    ],
+    [
+      'DB_REDIS_SENTINELS that is not a list of {host, port} names the option, with the cache alone',
+      { SOKETI_CACHE_DRIVER: 'redis', SOKETI_DB_REDIS_SENTINELS: '{"host":"127.0.0.1"}' },
+      ['DB_REDIS_SENTINELS', 'host'],
+    ],
+    [
+      'a DB_REDIS_TLS_CA that cannot be read names the option and the file',
+      { SOKETI_RATE_LIMITER_DRIVER: 'redis', SOKETI_DB_REDIS_TLS_CA: '/no/such/ca.pem' },
+      ['DB_REDIS_TLS_CA', '/no/such/ca.pem'],
     ],
     [
       'RATE_LIMITER_DRIVER=cluster without a fleet names both options',

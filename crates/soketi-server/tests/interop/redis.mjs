@@ -6,12 +6,12 @@
 // SOKETI_TEST_REQUIRE_ALL=1 (set by `cargo xtask test`), where they fail instead: `.ci/run`
 // installs it.
 
-import { spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { accessSync, constants, mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
-import { freePort, scratch } from './harness.mjs';
+import { freePort, scratch, until } from './harness.mjs';
 
 const READY_DEADLINE_MS = 10_000;
 const READY_POLL_MS = 25;
@@ -62,7 +62,13 @@ export function redisSkip() {
  *   (`rules` defaults to `['~*', '&*', '+@all']`: every key, channel and command); a user named
  *   `default` replaces the default one (`{ name: 'default', off: true }` turns it off);
  * - `admin`: `{ user, password }` that `command()` and readiness log in with (by default the
- *   default user with `password`, or none).
+ *   default user with `password`, or none);
+ * - `tls`: `{ cert, key, ca, authClients }` (PEM files, see `redisCertificates`): also serve TLS
+ *   on a second free port, `tlsPort`, checking client certificates against `ca` when
+ *   `authClients` is true. The plain port stays, for the test's own commands;
+ * - `args`: more redis-server arguments (`['--cluster-enabled', 'yes']`);
+ * - `dir`: its working directory (each node of a Cluster needs its own);
+ * - `config`: a configuration file, put first on the command line (a sentinel's).
  * Resolves with:
  * - `port`;
  * - `stop()`: SIGTERM, SIGKILL after a grace period; resolves once it has exited;
@@ -73,10 +79,17 @@ export function redisSkip() {
  *   logged in as `admin`, in database `db` (0 by default); resolves with the decoded reply
  *   (see `redisCommands`), rejecting on a Redis error.
  */
-export async function startRedis({ port, password, users = [], admin } = {}) {
+export async function startRedis({ port, password, users = [], admin, tls, args = [], dir, config } = {}) {
   const bin = redisServerBinary();
   if (!bin) throw new Error(MISSING);
   const redisPort = port ?? (await freePort());
+  const tlsPort = tls ? await freePort() : undefined;
+  const tlsArgs = tls
+    ? [
+        ...['--tls-port', String(tlsPort), '--tls-cert-file', tls.cert, '--tls-key-file', tls.key],
+        ...['--tls-ca-cert-file', tls.ca, '--tls-auth-clients', tls.authClients ? 'yes' : 'no'],
+      ]
+    : [];
   const auth = admin ?? (password === undefined ? null : { password });
   const authArgs = [];
   if (password !== undefined) authArgs.push('--requirepass', password);
@@ -92,10 +105,14 @@ export async function startRedis({ port, password, users = [], admin } = {}) {
     const child = spawn(
       bin,
       [
+        // A configuration file comes first on redis-server's command line.
+        ...(config ? [config] : []),
         ...['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'],
         ...authArgs,
+        ...tlsArgs,
+        ...args,
       ],
-      { cwd: scratch(), stdio: ['ignore', 'pipe', 'pipe'] },
+      { cwd: dir ?? scratch(), stdio: ['ignore', 'pipe', 'pipe'] },
     );
     liveChildren.add(child);
     const append = (chunk) => {
@@ -145,12 +162,14 @@ export async function startRedis({ port, password, users = [], admin } = {}) {
   await launch();
   return {
     port: redisPort,
+    tlsPort,
     host: '127.0.0.1',
     get pid() {
       return current?.child.pid;
     },
     logs: () => log,
     stop: () => kill('SIGTERM'),
+    kill: () => kill('SIGKILL'),
     async restart() {
       await kill('SIGKILL');
       log += `\n----- killed with SIGKILL; starting again on port ${redisPort} -----\n`;
@@ -309,4 +328,182 @@ export function pingOnce(port, timeout = 1_000) {
     socket.on('error', (err) => done(err));
     socket.on('close', () => done(new Error('closed without an answer')));
   });
+}
+
+/**
+ * Makes PEM files with the openssl CLI in the scratch directory, named after `tag`: a CA
+ * (`ca`), a server certificate for 127.0.0.1 and localhost signed by it (`cert`, `key`), a
+ * client certificate signed by it (`clientCert`, `clientKey`), and another CA that signed none
+ * of them (`otherCa`).
+ */
+export function redisCertificates(tag) {
+  const dir = scratch();
+  const run = (args) => {
+    try {
+      execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'], timeout: 20_000 });
+    } catch (err) {
+      throw new Error(`openssl ${args.join(' ')} failed (is openssl installed?): ${err.stderr ?? err.message}`);
+    }
+  };
+  const ca = (name) =>
+    run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-days', '2', '-subj', `/CN=${name}`,
+      '-keyout', `${name}.key`, '-out', `${name}.pem`, '-addext', 'basicConstraints=critical,CA:TRUE',
+      '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  const leaf = (name, signer, ext) => {
+    run(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`]);
+    run(['x509', '-req', '-in', `${name}.csr`, '-CA', `${signer}.pem`, '-CAkey', `${signer}.key`, '-CAcreateserial',
+      '-days', '2', '-sha256', '-extfile', ext, '-out', `${name}.pem`]);
+  };
+  const ext = (name, text) => {
+    writeFileSync(path.join(dir, name), `${text}\n`);
+    return name;
+  };
+  ca(`${tag}-ca`);
+  ca(`${tag}-other-ca`);
+  leaf(`${tag}-server`, `${tag}-ca`, ext(`${tag}-server.ext`, 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth'));
+  leaf(`${tag}-client`, `${tag}-ca`, ext(`${tag}-client.ext`, 'extendedKeyUsage=clientAuth'));
+  const at = (name) => path.join(dir, name);
+  return {
+    ca: at(`${tag}-ca.pem`),
+    otherCa: at(`${tag}-other-ca.pem`),
+    cert: at(`${tag}-server.pem`),
+    key: at(`${tag}-server.key`),
+    clientCert: at(`${tag}-client.pem`),
+    clientKey: at(`${tag}-client.key`),
+  };
+}
+
+/**
+ * A master, one replica and three sentinels that watch it as `name`, with short timers
+ * (down-after 1 s, failover timeout 3 s), each on a free port. Resolves with `{ master,
+ * replica, sentinels: [{ port, ... }], name, masterPort(), stop(), logs() }`; `masterPort()`
+ * asks a sentinel (SENTINEL get-master-addr-by-name) where the master is now.
+ */
+export async function startSentinelGroup({ name = 'mymaster' } = {}) {
+  const master = await startRedis();
+  const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
+  const sentinels = [];
+  const stopAll = async () => {
+    for (const s of sentinels) await s.stop();
+    await replica.stop();
+    await master.stop();
+  };
+  try {
+    for (let i = 0; i < 3; i += 1) {
+      const port = await freePort();
+      const dir = path.join(scratch(), `sentinel-${port}`);
+      mkdirSync(dir, { recursive: true });
+      const conf = path.join(dir, 'sentinel.conf');
+      writeFileSync(
+        conf,
+        [
+          `port ${port}`, 'bind 127.0.0.1', `dir ${dir}`,
+          `sentinel monitor ${name} 127.0.0.1 ${master.port} 2`,
+          `sentinel down-after-milliseconds ${name} 1000`,
+          `sentinel failover-timeout ${name} 3000`,
+          `sentinel parallel-syncs ${name} 1`,
+        ].join('\n') + '\n',
+      );
+      sentinels.push(await startRedis({ port, config: conf, args: ['--sentinel'], dir }));
+    }
+    // The replica is in sync and every sentinel knows the replica and the other sentinels, so
+    // that a failover can happen.
+    await until(async () => {
+      const info = await redisCall(replica.port, ['INFO', 'replication']).catch(() => '');
+      return /master_link_status:up/.test(info);
+    }, { timeout: 15_000, what: 'the replica to sync with the master' });
+    for (const s of sentinels) {
+      await until(async () => {
+        const [m] = await redisCommands(s.port, [['SENTINEL', 'MASTER', name]]).catch(() => [null]);
+        if (!Array.isArray(m)) return false;
+        const field = (key) => Number(m[m.indexOf(key) + 1]);
+        return field('num-slaves') >= 1 && field('num-other-sentinels') >= 2;
+      }, { timeout: 20_000, what: `sentinel ${s.port} to know the replica and the other sentinels` });
+    }
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+  return {
+    master,
+    replica,
+    sentinels,
+    name,
+    async masterPort() {
+      for (const s of sentinels) {
+        const addr = await redisCall(s.port, ['SENTINEL', 'get-master-addr-by-name', name]).catch(() => null);
+        if (Array.isArray(addr)) return Number(addr[1]);
+      }
+      return null;
+    },
+    stop: stopAll,
+    logs: () => [master, replica, ...sentinels].map((r) => `--- redis ${r.port} ---\n${r.logs()}`).join('\n'),
+  };
+}
+
+/**
+ * A Redis Cluster of three masters (no replicas) made with `redis-cli --cluster create`, each
+ * node on a free port with its own directory; with `tls`, every node also serves TLS (see
+ * `startRedis`). Resolves with `{ nodes, ports, stop(), logs() }` once every slot is served.
+ */
+export async function startRedisCluster({ tls } = {}) {
+  const nodes = [];
+  const stopAll = async () => {
+    for (const n of nodes) await n.stop();
+  };
+  try {
+    for (let i = 0; i < 3; i += 1) {
+      const port = await freePort();
+      const dir = path.join(scratch(), `cluster-${port}`);
+      mkdirSync(dir, { recursive: true });
+      nodes.push(
+        await startRedis({
+          port,
+          dir,
+          tls,
+          args: ['--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, 'nodes.conf'), '--cluster-node-timeout', '2000'],
+        }),
+      );
+    }
+    execFileSync(
+      'redis-cli',
+      ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'],
+      { stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 },
+    );
+    for (const n of nodes) {
+      await until(async () => /cluster_state:ok/.test(await redisCall(n.port, ['CLUSTER', 'INFO']).catch(() => '')), {
+        timeout: 20_000,
+        what: `cluster node ${n.port} to report cluster_state:ok`,
+      });
+    }
+  } catch (err) {
+    await stopAll();
+    throw new Error(`could not make a Redis Cluster: ${err.stderr ?? ''}${err.message}`);
+  }
+  return {
+    nodes,
+    ports: nodes.map((n) => n.port),
+    stop: stopAll,
+    logs: () => nodes.map((r) => `--- redis ${r.port} ---\n${r.logs()}`).join('\n'),
+  };
+}
+
+/** The adapter's liveness settings of the Redis fleet tests: heartbeats every 200 ms, a node gone after 1 s. */
+export const FLEET_NODE_TIMEOUT_MS = 1_000;
+
+/**
+ * The environment of a node of a Redis fleet test: the Redis adapter with short liveness
+ * settings, client events on, and `redis` (`SOKETI_DB_REDIS_*`, `SOKETI_*_CLUSTER_MODE`: where
+ * and how to reach Redis) and `extra` on top.
+ */
+export function redisFleetEnv(redis, extra = {}) {
+  return {
+    SOKETI_ADAPTER_DRIVER: 'redis',
+    SOKETI_ADAPTER_REDIS_HEARTBEAT_INTERVAL: '200',
+    SOKETI_ADAPTER_REDIS_NODE_TIMEOUT: String(FLEET_NODE_TIMEOUT_MS),
+    SOKETI_ADAPTER_REDIS_REQUESTS_TIMEOUT: '1000',
+    SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES: 'true',
+    ...redis,
+    ...extra,
+  };
 }
