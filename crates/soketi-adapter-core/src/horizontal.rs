@@ -41,7 +41,10 @@ use soketi_protocol::message::PresenceMember;
 use crate::local::LocalAdapter;
 use crate::transport::{Transport, TransportEvent};
 use crate::wire::{self, v1};
-use crate::{Adapter, AdapterError, ChannelLeft, DepartureSink, OccupancyQuestion, PresenceJoined};
+use crate::{
+    Adapter, AdapterError, ChannelLeft, DepartureSink, OccupancyQuestion, PresenceJoined,
+    RequestMetrics,
+};
 
 use connections::PeerCounts;
 pub use extension::{Extension, Fleet};
@@ -72,6 +75,9 @@ pub struct HorizontalAdapter {
     unclaimed: Mutex<Vec<(String, v1::Extension)>>,
     /// Where the departures of nodes that left go, once the server has set it.
     departures: parking_lot::RwLock<Option<Arc<dyn DepartureSink>>>,
+    /// Where requests to the other nodes and their answers are counted, once the server has
+    /// set it.
+    request_metrics: parking_lot::RwLock<Option<Arc<dyn RequestMetrics>>>,
     /// Senders of envelopes that were dropped (undecodable, another wire version), already
     /// reported: a broken or hostile peer is logged once, not once per envelope.
     reported: Mutex<HashSet<String>>,
@@ -109,6 +115,7 @@ impl HorizontalAdapter {
             extensions: parking_lot::RwLock::default(),
             unclaimed: Mutex::default(),
             departures: parking_lot::RwLock::default(),
+            request_metrics: parking_lot::RwLock::default(),
             reported: Mutex::default(),
             peer_counts: Mutex::default(),
             counts_changed: AtomicBool::new(false),
@@ -339,6 +346,10 @@ impl Adapter for HorizontalAdapter {
 
     fn set_departure_sink(&self, sink: Arc<dyn DepartureSink>) {
         *self.departures.write() = Some(sink);
+    }
+
+    fn set_request_metrics(&self, metrics: Arc<dyn RequestMetrics>) {
+        *self.request_metrics.write() = Some(metrics);
     }
 }
 

@@ -183,6 +183,21 @@ pub trait DepartureSink: Send + Sync {
     fn departed(&self, departures: Vec<Departure>);
 }
 
+/// Where a horizontal adapter counts its requests to the other nodes (the queries of the HTTP
+/// API and of connection quotas) and their answers: the server's metrics, soketi's
+/// `horizontal_adapter_*`. Each call names the app the request is about.
+pub trait RequestMetrics: Send + Sync {
+    /// This node sent a request to the other nodes.
+    fn request_sent(&self, app_id: &str);
+    /// This node answered another node's request.
+    fn request_received(&self, app_id: &str);
+    /// Another node answered one of this node's requests.
+    fn response_received(&self, app_id: &str);
+    /// One of this node's requests ended `elapsed` after it was sent: with every node's answer
+    /// (`complete`), or at the requests timeout without some of them.
+    fn request_resolved(&self, app_id: &str, complete: bool, elapsed: std::time::Duration);
+}
+
 /// What subscribing to a channel without presence did, for the caller's occupancy webhooks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Subscribed {
@@ -391,4 +406,8 @@ pub trait Adapter: Send + Sync {
     /// the node with the smallest id without one) reports them, so that the fleet reports each
     /// once. One node alone has no departures, so the default drops the sink.
     fn set_departure_sink(&self, _sink: Arc<dyn DepartureSink>) {}
+
+    /// Sets where the adapter counts its requests to the other nodes and their answers. One
+    /// node alone asks no one, so the default drops the sink.
+    fn set_request_metrics(&self, _metrics: Arc<dyn RequestMetrics>) {}
 }

@@ -22,7 +22,7 @@ pub use self::apps::{AppConfig, WebhookConfig};
 pub use self::drivers::{
     AdapterDriver, AppManagerDriver, CacheDriver, MetricsDriver, QueueDriver, RateLimiterDriver,
 };
-pub use self::env::{ENV_OPTIONS, EnvOption};
+pub use self::env::{ENV_OPTIONS, EnvOption, OptionKind};
 pub use self::error::{ConfigError, InvalidValue, SyntaxError};
 pub use self::schema::*;
 pub use self::transports::RedisUser;

@@ -80,7 +80,7 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
                 .await
                 .map_err(StartError::RedisCache)?;
             Arc::new(
-                RedisCache::with_endpoint(&endpoint, &config.database.redis.key_prefix)
+                RedisCache::with_endpoint(&endpoint, &config.redis_key_prefix(RedisUser::Cache)?)
                     .map_err(StartError::RedisCache)?,
             )
         }
@@ -130,7 +130,7 @@ fn webhooks(config: &Config, adapter: Arc<dyn Adapter>) -> Result<Arc<Webhooks>,
         QueueDriver::Redis => Arc::new(
             RedisQueue::with_endpoint(
                 &config.redis_endpoint(RedisUser::Queue)?,
-                &config.database.redis.key_prefix,
+                &config.redis_key_prefix(RedisUser::Queue)?,
                 "webhooks",
                 policy,
                 config.queue.redis.concurrency as usize,
@@ -210,7 +210,7 @@ fn rate_limiter(
         (RateLimiterDriver::Redis, _) => Ok(Arc::new(
             RedisRateLimiter::with_endpoint(
                 &config.redis_endpoint(RedisUser::RateLimiter)?,
-                &config.database.redis.key_prefix,
+                &config.redis_key_prefix(RedisUser::RateLimiter)?,
             )
             .map_err(StartError::RedisRateLimiter)?,
         )),
@@ -264,7 +264,7 @@ async fn build_state(
     port: u16,
 ) -> Result<(Arc<State>, Option<Arc<dyn Transport>>), StartError> {
     let trusted_proxies = config.trusted_proxies()?;
-    let metrics = Metrics::new(&config.metrics, port)?;
+    let metrics = Arc::new(Metrics::new(&config.metrics, port)?);
     let apps = app_manager(&config)?;
     let Adapters {
         adapter,
@@ -279,6 +279,9 @@ async fn build_state(
         webhooks.clone(),
         apps.clone(),
     )));
+    if metrics.is_enabled() {
+        adapter.set_request_metrics(metrics.clone());
+    }
     let state = Arc::new(State::new(
         config,
         Services {
@@ -288,7 +291,7 @@ async fn build_state(
             cache,
             transport: transport.clone(),
             webhooks,
-            metrics: Arc::new(metrics),
+            metrics,
             trusted_proxies,
         },
     ));
@@ -308,6 +311,9 @@ pub struct RunningServer {
 /// Binds the configured addresses, the main one and the operations server's, and starts
 /// serving on the current tokio runtime.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    for notice in config.no_effect_notices() {
+        tracing::warn!("{notice}");
+    }
     let tls = tls::acceptor(&config.ssl)?;
     let address = config.bind_address();
     let listener = bind_main(&address, config.reuse_port)

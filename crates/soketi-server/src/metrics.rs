@@ -11,8 +11,14 @@
 //! the stripes. prometheus-client encodes them through a [`Collector`].
 //!
 //! prometheus-client writes every counter with a `_total` suffix; soketi's byte counters
-//! (`socket_received_bytes` and the like) have none, so [`Metrics::encode`] drops the suffix
-//! from those names again. Dashboards written for soketi then work unchanged.
+//! (`socket_received_bytes` and the like) and its `horizontal_adapter_*` counters have none, so
+//! [`Metrics::encode`] drops the suffix from those names again, and writes the bounds of the
+//! `horizontal_adapter_resolve_time` histogram as prom-client does (`le="1"`, not `"1.0"`).
+//! Dashboards written for soketi then work unchanged.
+//!
+//! The `horizontal_adapter_*` metrics count the requests a fleet's nodes send one another;
+//! [`Metrics`] is the adapter's [`RequestMetrics`] sink. As in soketi, the resolve time is
+//! observed in milliseconds against prom-client's default buckets (meant for seconds).
 
 #[cfg(test)]
 mod tests;
@@ -23,12 +29,13 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use dashmap::DashMap;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, prometheus_text};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet, prometheus_text};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
+use soketi_adapter_core::RequestMetrics;
 
 use crate::config::MetricsConfig;
 
@@ -46,8 +53,9 @@ const CONNECTED: Spec = Spec {
     help: "The number of currently connected sockets.",
 };
 
-/// soketi's counters, indexed by [`Count`].
-const COUNTERS: [Spec; 9] = [
+/// soketi's counters, indexed by [`Count`]: the server's, then the horizontal adapter's from
+/// [`ADAPTER_COUNTERS`] on, which soketi lists after [`RESOLVE_TIME`].
+const COUNTERS: [Spec; 14] = [
     Spec {
         name: "new_connections_total",
         help: "Total amount of soketi connection requests.",
@@ -84,7 +92,45 @@ const COUNTERS: [Spec; 9] = [
         name: "http_calls_received_total",
         help: "Total amount of received REST API calls.",
     },
+    Spec {
+        name: "horizontal_adapter_resolved_promises",
+        help: "The total amount of promises that were fulfilled by other nodes.",
+    },
+    Spec {
+        name: "horizontal_adapter_uncomplete_promises",
+        help: "The total amount of promises that were not fulfilled entirely by other nodes.",
+    },
+    Spec {
+        name: "horizontal_adapter_sent_requests",
+        help: "The total amount of sent requests to other nodes.",
+    },
+    Spec {
+        name: "horizontal_adapter_received_requests",
+        help: "The total amount of received requests from other nodes.",
+    },
+    Spec {
+        name: "horizontal_adapter_received_responses",
+        help: "The total amount of received responses from other nodes.",
+    },
 ];
+
+/// The index in [`COUNTERS`] of the first horizontal adapter counter.
+const ADAPTER_COUNTERS: usize = Count::ResolvedPromises as usize;
+
+/// The time a request to the other nodes took, in milliseconds.
+const RESOLVE_TIME: Spec = Spec {
+    name: "horizontal_adapter_resolve_time",
+    help: "The average resolve time for requests to other nodes.",
+};
+
+/// The upper bounds of [`RESOLVE_TIME`]'s buckets: prom-client's defaults, which soketi keeps.
+const RESOLVE_TIME_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The most apps that series are made for from a peer node's word alone (the app of a request
+/// it sent), so that a broken peer cannot grow the registry without bound.
+const MAX_APPS_FROM_PEERS: usize = 10_000;
 
 /// Indexes of [`COUNTERS`].
 #[derive(Clone, Copy)]
@@ -98,6 +144,11 @@ enum Count {
     HttpReceivedBytes,
     HttpTransmittedBytes,
     HttpCallsReceived,
+    ResolvedPromises,
+    UncompletePromises,
+    SentRequests,
+    ReceivedRequests,
+    ReceivedResponses,
 }
 
 /// The suffix prometheus-client adds to every counter's name.
@@ -189,6 +240,20 @@ impl Metrics {
         AppMetrics(Some(counters))
     }
 
+    /// The counters of the app `app_id` that a peer node named, which may not exist: past
+    /// [`MAX_APPS_FROM_PEERS`] apps, only those already counted.
+    fn app_from_peer(&self, app_id: &str) -> AppMetrics {
+        match &self.inner {
+            Some(inner)
+                if inner.apps.by_id.len() >= MAX_APPS_FROM_PEERS
+                    && !inner.apps.by_id.contains_key(app_id) =>
+            {
+                AppMetrics(None)
+            }
+            _ => self.app(app_id),
+        }
+    }
+
     /// Every metric in the Prometheus text format (version 0.0.4), as soketi names them; empty
     /// when disabled.
     pub(crate) fn encode(&self) -> String {
@@ -205,7 +270,9 @@ impl Metrics {
             .filter(|spec| !spec.name.ends_with(TOTAL))
             .map(|spec| format!("{}{}{TOTAL}", inner.apps.prefix, spec.name))
             .collect();
-        drop_total_suffix(&text, &unsuffixed)
+        let text = drop_total_suffix(&text, &unsuffixed);
+        let bucket = format!("{}{}_bucket", inner.apps.prefix, RESOLVE_TIME.name);
+        integer_bounds_as_js(&text, &bucket)
     }
 
     /// Every metric as prom-client's `getMetricsAsJSON` shapes it (soketi's `/metrics?json=1`);
@@ -228,13 +295,20 @@ impl Metrics {
                 "aggregator": "sum",
             })
         };
-        let mut out = Vec::with_capacity(1 + COUNTERS.len());
+        let mut out = Vec::with_capacity(2 + COUNTERS.len());
         let connected = snapshot
             .iter()
             .map(|(id, c)| json!({ "value": c.connected(), "labels": labels(id) }))
             .collect();
         out.push(metric(&CONNECTED, "gauge", connected));
         for (i, spec) in COUNTERS.iter().enumerate() {
+            if i == ADAPTER_COUNTERS {
+                out.push(metric(
+                    &RESOLVE_TIME,
+                    "histogram",
+                    resolve_time_json(apps, &snapshot),
+                ));
+            }
             let values = snapshot
                 .iter()
                 .map(|(id, c)| json!({ "value": c.get(i), "labels": labels(id) }))
@@ -243,6 +317,37 @@ impl Metrics {
         }
         Value::Array(out)
     }
+}
+
+/// The values of [`RESOLVE_TIME`] as prom-client's `getMetricsAsJSON` lists a histogram's:
+/// each app's cumulative buckets (`le` a number, `"+Inf"` last), then its sum and count.
+fn resolve_time_json(apps: &Apps, snapshot: &[(String, Arc<AppCounters>)]) -> Vec<Value> {
+    let name = format!("{}{}", apps.prefix, RESOLVE_TIME.name);
+    let port: Value = apps.port.parse::<u16>().map_or(Value::Null, Value::from);
+    let mut values = Vec::new();
+    for (id, counters) in snapshot {
+        let time = counters.resolve_time.lock().clone();
+        let mut cumulative = 0;
+        for (i, count) in time.buckets.iter().enumerate() {
+            cumulative += count;
+            let le = RESOLVE_TIME_BUCKETS
+                .get(i)
+                .map_or_else(|| json!("+Inf"), |bound| json!(bound));
+            values.push(json!({
+                "labels": { "le": le, "app_id": id, "port": port },
+                "value": cumulative,
+                "metricName": format!("{name}_bucket"),
+            }));
+        }
+        let labels = json!({ "app_id": id, "port": port });
+        values.push(
+            json!({ "labels": labels, "value": time.sum, "metricName": format!("{name}_sum") }),
+        );
+        values.push(
+            json!({ "labels": labels, "value": time.count, "metricName": format!("{name}_count") }),
+        );
+    }
+    values
 }
 
 impl Apps {
@@ -269,6 +374,9 @@ impl Collector for Apps {
             ConstGauge::new(counters.connected()).encode(metric.encode_family(&labels(id))?)?;
         }
         for (i, spec) in COUNTERS.iter().enumerate() {
+            if i == ADAPTER_COUNTERS {
+                self.encode_resolve_time(&mut encoder, &snapshot)?;
+            }
             // The encoder adds `_total`; the names that have none get theirs removed again in
             // `Metrics::encode`.
             let short = spec.name.strip_suffix(TOTAL).unwrap_or(spec.name);
@@ -278,6 +386,32 @@ impl Collector for Apps {
             for (id, counters) in &snapshot {
                 ConstCounter::new(counters.get(i)).encode(metric.encode_family(&labels(id))?)?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl Apps {
+    fn encode_resolve_time(
+        &self,
+        encoder: &mut DescriptorEncoder<'_>,
+        snapshot: &[(String, Arc<AppCounters>)],
+    ) -> Result<(), std::fmt::Error> {
+        let name = format!("{}{}", self.prefix, RESOLVE_TIME.name);
+        let mut metric =
+            encoder.encode_descriptor(&name, RESOLVE_TIME.help, None, MetricType::Histogram)?;
+        for (id, counters) in snapshot {
+            let time = counters.resolve_time.lock().clone();
+            let buckets: Vec<(f64, u64)> = RESOLVE_TIME_BUCKETS
+                .iter()
+                .copied()
+                .chain(std::iter::once(f64::INFINITY))
+                .zip(time.buckets)
+                .collect();
+            let labels = [("app_id", id.as_str()), ("port", self.port.as_str())];
+            metric
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(time.sum, time.count, &buckets, None)?;
         }
         Ok(())
     }
@@ -317,6 +451,51 @@ fn drop_total_suffix(text: &str, unsuffixed: &[String]) -> String {
     out
 }
 
+/// Rewrites the integer bucket bounds of the `bucket` series from prometheus-client's `1.0` to
+/// prom-client's `1`, so that a query naming a bucket (`le="1"`) finds it.
+fn integer_bounds_as_js(text: &str, bucket: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let is_bucket = line
+            .strip_prefix(bucket)
+            .is_some_and(|rest| rest.starts_with('{'));
+        let rewritten = is_bucket
+            .then(|| {
+                let start = line.find("le=\"")? + "le=\"".len();
+                let len = line[start..].find('"')?;
+                let bound = line[start..start + len].strip_suffix(".0")?;
+                bound
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| format!("{}{bound}{}", &line[..start], &line[start + len..]))
+            })
+            .flatten();
+        out.push_str(rewritten.as_deref().unwrap_or(line));
+    }
+    out
+}
+
+/// One app's [`RESOLVE_TIME`]: the observations per bucket (the last one past every bound),
+/// their sum and their count.
+#[derive(Clone, Default)]
+struct ResolveTime {
+    buckets: [u64; RESOLVE_TIME_BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+impl ResolveTime {
+    fn observe(&mut self, millis: f64) {
+        let bucket = RESOLVE_TIME_BUCKETS
+            .iter()
+            .position(|bound| millis <= *bound)
+            .unwrap_or(RESOLVE_TIME_BUCKETS.len());
+        self.buckets[bucket] += 1;
+        self.sum += millis;
+        self.count += 1;
+    }
+}
+
 /// One thread's share of an app's counters, alone on its cache lines.
 #[derive(Default)]
 #[repr(align(128))]
@@ -328,6 +507,8 @@ struct AppCounters {
     /// frames, so this one is not striped.
     connected: AtomicI64,
     stripes: Box<[Stripe]>,
+    /// Requests to other nodes are rare next to frames: a lock is cheap enough.
+    resolve_time: parking_lot::Mutex<ResolveTime>,
 }
 
 impl std::fmt::Debug for AppCounters {
@@ -343,6 +524,7 @@ impl AppCounters {
         Self {
             connected: AtomicI64::new(0),
             stripes: (0..stripes.max(1)).map(|_| Stripe::default()).collect(),
+            resolve_time: parking_lot::Mutex::default(),
         }
     }
 
@@ -440,6 +622,43 @@ impl AppMetrics {
             stripe.add(Count::HttpCallsReceived, 1);
             stripe.add(Count::HttpReceivedBytes, received as u64);
             stripe.add(Count::HttpTransmittedBytes, sent as u64);
+        }
+    }
+}
+
+impl AppMetrics {
+    fn add(&self, count: Count) {
+        if let Some(c) = &self.0 {
+            c.stripe().add(count, 1);
+        }
+    }
+}
+
+/// soketi's `horizontal_adapter_*` metrics, counted by the fleet's adapter.
+impl RequestMetrics for Metrics {
+    fn request_sent(&self, app_id: &str) {
+        self.app(app_id).add(Count::SentRequests);
+    }
+
+    fn request_received(&self, app_id: &str) {
+        self.app_from_peer(app_id).add(Count::ReceivedRequests);
+    }
+
+    fn response_received(&self, app_id: &str) {
+        self.app(app_id).add(Count::ReceivedResponses);
+    }
+
+    fn request_resolved(&self, app_id: &str, complete: bool, elapsed: std::time::Duration) {
+        let app = self.app(app_id);
+        app.add(if complete {
+            Count::ResolvedPromises
+        } else {
+            Count::UncompletePromises
+        });
+        if let Some(c) = &app.0 {
+            c.resolve_time
+                .lock()
+                .observe(elapsed.as_secs_f64() * 1000.0);
         }
     }
 }

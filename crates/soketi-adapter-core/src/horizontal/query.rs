@@ -1,10 +1,13 @@
 //! Queries of the HTTP API: a request fans out to every live node, which answers for its own
 //! connections, and the answers merge with this node's. A query stops at the last answer, or
-//! after the requests timeout with a partial answer and a warning.
+//! after the requests timeout with a partial answer and a warning. Each request, answer and
+//! outcome is counted in the [`RequestMetrics`](crate::RequestMetrics) the server set, as
+//! soketi counts them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use soketi_channels::ChannelCounts;
@@ -17,6 +20,8 @@ use crate::{Adapter, AdapterError};
 
 /// A request waiting for the other nodes' answers.
 pub(super) struct Pending {
+    /// The app the request is about, which its metrics are labelled with.
+    app_id: String,
     awaited: Mutex<HashSet<String>>,
     answers: Mutex<Vec<v1::response::Answer>>,
     done: Notify,
@@ -24,9 +29,11 @@ pub(super) struct Pending {
 
 impl Pending {
     /// Counts `node` as answered, with its answer if it gave one (not when it left).
-    pub(super) fn settle(&self, node: &str, answer: Option<v1::response::Answer>) {
+    /// Returns whether `node` was still awaited.
+    pub(super) fn settle(&self, node: &str, answer: Option<v1::response::Answer>) -> bool {
         let mut awaited = self.awaited.lock();
-        if awaited.remove(node) {
+        let was_awaited = awaited.remove(node);
+        if was_awaited {
             if let Some(answer) = answer {
                 self.answers.lock().push(answer);
             }
@@ -34,6 +41,7 @@ impl Pending {
                 self.done.notify_one();
             }
         }
+        was_awaited
     }
 }
 
@@ -121,7 +129,13 @@ impl HorizontalAdapter {
     /// Another node's answer to one of this node's requests.
     pub(super) fn on_response(&self, from: &str, response: v1::Response) {
         if let Some(pending) = self.pending.get(&response.request_id).map(|p| p.clone()) {
-            pending.settle(from, response.answer);
+            // A node answers once; an answer from a node that was not asked, or a second one,
+            // is no response to count.
+            if pending.settle(from, response.answer)
+                && let Some(metrics) = self.request_metrics()
+            {
+                metrics.response_received(&pending.app_id);
+            }
         }
     }
 
@@ -169,9 +183,19 @@ impl HorizontalAdapter {
                 answer: Some(answer),
             }),
         );
-        if let Err(e) = self.transport.send_to(from, response).await {
-            tracing::warn!(node = from, error = %e, "could not answer a request");
+        match self.transport.send_to(from, response).await {
+            Ok(()) => {
+                if let Some(metrics) = self.request_metrics() {
+                    metrics.request_received(app);
+                }
+            }
+            Err(e) => tracing::warn!(node = from, error = %e, "could not answer a request"),
         }
+    }
+
+    /// Where requests are counted, when the server has said.
+    fn request_metrics(&self) -> Option<Arc<dyn crate::RequestMetrics>> {
+        self.request_metrics.read().clone()
     }
 
     /// Asks every live node and returns their answers; partial after the timeout.
@@ -182,6 +206,7 @@ impl HorizontalAdapter {
         }
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let pending = Arc::new(Pending {
+            app_id: app_id.to_owned(),
             awaited: Mutex::new(nodes.clone()),
             answers: Mutex::default(),
             done: Notify::new(),
@@ -191,11 +216,22 @@ impl HorizontalAdapter {
             request_id,
             query: Some(query),
         });
+        let metrics = self.request_metrics();
+        let started = Instant::now();
         let sent = self.tell_others(app_id, body).await;
         let finished = match sent {
-            Ok(()) => tokio::time::timeout(self.requests_timeout, pending.done.notified())
-                .await
-                .is_ok(),
+            Ok(()) => {
+                if let Some(metrics) = &metrics {
+                    metrics.request_sent(app_id);
+                }
+                let finished = tokio::time::timeout(self.requests_timeout, pending.done.notified())
+                    .await
+                    .is_ok();
+                if let Some(metrics) = &metrics {
+                    metrics.request_resolved(app_id, finished, started.elapsed());
+                }
+                finished
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not ask the other nodes; answering for this node");
                 false

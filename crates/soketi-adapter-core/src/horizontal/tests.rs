@@ -674,3 +674,75 @@ async fn the_presence_member_limit_counts_the_members_of_every_node() {
             .is_err()
     );
 }
+
+/// Records what an adapter counts of its requests, as `what app` lines.
+#[derive(Default)]
+struct Counted(StdMutex<Vec<String>>);
+
+impl Counted {
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl RequestMetrics for Counted {
+    fn request_sent(&self, app_id: &str) {
+        self.0.lock().unwrap().push(format!("sent {app_id}"));
+    }
+    fn request_received(&self, app_id: &str) {
+        self.0.lock().unwrap().push(format!("received {app_id}"));
+    }
+    fn response_received(&self, app_id: &str) {
+        self.0.lock().unwrap().push(format!("response {app_id}"));
+    }
+    fn request_resolved(&self, app_id: &str, complete: bool, elapsed: Duration) {
+        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+        let how = if complete { "resolved" } else { "uncomplete" };
+        self.0.lock().unwrap().push(format!("{how} {app_id}"));
+    }
+}
+
+#[tokio::test]
+async fn requests_answers_and_their_outcome_are_counted_where_they_happen() {
+    let hub = MemoryHub::new();
+    let (a, b, c) = (node(&hub, "a"), node(&hub, "b"), node(&hub, "c"));
+    let sinks: Vec<Arc<Counted>> = [&a, &b, &c]
+        .iter()
+        .map(|n| {
+            let sink = Arc::new(Counted::default());
+            n.set_request_metrics(sink.clone());
+            sink
+        })
+        .collect();
+    b.local().app("app").subscribe("x", recorder(1));
+    let channels = a.channels("app").await.unwrap();
+    assert_eq!(channels.len(), 1);
+    // Both answers were in before the request resolved; each answering node counts its answer
+    // once it has sent it, so wait for theirs.
+    eventually("both answers counted", || {
+        sinks[1].lines() == ["received app"] && sinks[2].lines() == ["received app"]
+    })
+    .await;
+    assert_eq!(
+        sinks[0].lines(),
+        ["sent app", "response app", "response app", "resolved app"]
+    );
+
+    // A node that never answers: the request resolves incomplete at the timeout.
+    let _silent = hub.join("silent");
+    a.socket_count("app").await.unwrap();
+    assert_eq!(
+        sinks[0].lines()[4..],
+        ["sent app", "response app", "response app", "uncomplete app"]
+    );
+}
+
+#[tokio::test]
+async fn a_node_alone_sends_no_request() {
+    let hub = MemoryHub::new();
+    let a = node(&hub, "a");
+    let sink = Arc::new(Counted::default());
+    a.set_request_metrics(sink.clone());
+    a.channels("app").await.unwrap();
+    assert!(sink.lines().is_empty(), "{:?}", sink.lines());
+}

@@ -481,6 +481,13 @@ fn opt_string_list<'de, D: Deserializer<'de>>(
     }
 }
 
+/// A string that the environment may have read as a number (`APP_MANAGER_MYSQL_VERSION=5.7`).
+pub(super) fn string_or_number<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<String, D::Error> {
+    Ok(opt_string(deserializer)?.unwrap_or_default())
+}
+
 fn opt_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     match Option::<Value>::deserialize(deserializer)? {
         None | Some(Value::Null) => Ok(None),

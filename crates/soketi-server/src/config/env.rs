@@ -11,6 +11,22 @@ pub struct EnvOption {
     pub path: &'static str,
     /// Whether only the prefixed name is read: generic names that other software sets too.
     pub prefix_only: bool,
+    /// What the option does here.
+    pub kind: OptionKind,
+}
+
+/// What an option does here: every option soketi knows either takes effect, or stops start-up,
+/// or (only where soketi gave it no effect either) is accepted, documented and logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionKind {
+    /// The server reads it.
+    Effect,
+    /// A value other than the default stops start-up (`Config::check_runnable`) with this
+    /// advice.
+    Refused(&'static str),
+    /// Accepted with no effect, for this reason; listed in docs/migrating-from-soketi.md and
+    /// logged once at start when set to other than the default (`Config::no_effect_notices`).
+    NoEffect(&'static str),
 }
 
 const fn both(name: &'static str, path: &'static str) -> EnvOption {
@@ -18,6 +34,7 @@ const fn both(name: &'static str, path: &'static str) -> EnvOption {
         name,
         path,
         prefix_only: false,
+        kind: OptionKind::Effect,
     }
 }
 
@@ -26,8 +43,32 @@ const fn prefixed(name: &'static str, path: &'static str) -> EnvOption {
         name,
         path,
         prefix_only: true,
+        kind: OptionKind::Effect,
     }
 }
+
+impl EnvOption {
+    const fn refused(self, advice: &'static str) -> Self {
+        EnvOption {
+            kind: OptionKind::Refused(advice),
+            ..self
+        }
+    }
+
+    const fn no_effect(self, reason: &'static str) -> Self {
+        EnvOption {
+            kind: OptionKind::NoEffect(reason),
+            ..self
+        }
+    }
+}
+
+const DYNAMODB: &str = "it configures the DynamoDB app manager, which this build does not \
+    provide; remove it and keep the apps in array, postgres or mysql (APP_MANAGER_DRIVER)";
+const SQS: &str = "it configures the SQS queue, which this build does not provide; remove it \
+    and use the sync or redis queue (QUEUE_DRIVER)";
+const SQL_VERSION: &str = "soketi passed it to knex, whose queries of the apps table do not \
+    depend on it";
 
 /// Every environment name, as soketi spells it, with the option it sets.
 pub const ENV_OPTIONS: &[EnvOption] = &[
@@ -63,20 +104,25 @@ pub const ENV_OPTIONS: &[EnvOption] = &[
     both("APP_MANAGER_DRIVER", "appManager.driver"),
     both("APP_MANAGER_CACHE_ENABLED", "appManager.cache.enabled"),
     both("APP_MANAGER_CACHE_TTL", "appManager.cache.ttl"),
-    both("APP_MANAGER_DYNAMODB_TABLE", "appManager.dynamodb.table"),
-    both("APP_MANAGER_DYNAMODB_REGION", "appManager.dynamodb.region"),
+    both("APP_MANAGER_DYNAMODB_TABLE", "appManager.dynamodb.table").refused(DYNAMODB),
+    both("APP_MANAGER_DYNAMODB_REGION", "appManager.dynamodb.region").refused(DYNAMODB),
     both(
         "APP_MANAGER_DYNAMODB_ENDPOINT",
         "appManager.dynamodb.endpoint",
-    ),
+    )
+    .refused(DYNAMODB),
     both("APP_MANAGER_MYSQL_TABLE", "appManager.mysql.table"),
-    both("APP_MANAGER_MYSQL_VERSION", "appManager.mysql.version"),
-    both("APP_MANAGER_MYSQL_USE_V2", "appManager.mysql.useMysql2"),
+    both("APP_MANAGER_MYSQL_VERSION", "appManager.mysql.version").no_effect(SQL_VERSION),
+    both("APP_MANAGER_MYSQL_USE_V2", "appManager.mysql.useMysql2").no_effect(
+        "it chose between two Node.js MySQL clients; this server has one, which speaks what \
+         mysql2 did (MySQL 8's caching_sha2_password included)",
+    ),
     both("APP_MANAGER_POSTGRES_TABLE", "appManager.postgres.table"),
     both(
         "APP_MANAGER_POSTGRES_VERSION",
         "appManager.postgres.version",
-    ),
+    )
+    .no_effect(SQL_VERSION),
     both("DEFAULT_APP_ID", "appManager.array.apps.0.id"),
     both("DEFAULT_APP_KEY", "appManager.array.apps.0.key"),
     both("DEFAULT_APP_SECRET", "appManager.array.apps.0.secret"),
@@ -138,7 +184,11 @@ pub const ENV_OPTIONS: &[EnvOption] = &[
         "ADAPTER_NATS_REQUESTS_TIMEOUT",
         "adapter.nats.requestsTimeout",
     ),
-    both("ADAPTER_NATS_NODES_NUMBER", "adapter.nats.nodesNumber"),
+    both("ADAPTER_NATS_NODES_NUMBER", "adapter.nats.nodesNumber").no_effect(
+        "soketi stopped waiting once that many NATS servers had answered its count of \
+         subscribers; each node here knows the live nodes from their heartbeats and asks NATS \
+         for no count",
+    ),
     both(
         "ADAPTER_NATS_HEARTBEAT_INTERVAL",
         "adapter.nats.heartbeatInterval",
@@ -151,7 +201,9 @@ pub const ENV_OPTIONS: &[EnvOption] = &[
     both("CLUSTER_NODE_TIMEOUT", "cluster.nodeTimeout"),
     both("CLUSTER_MASTER_TIMEOUT", "cluster.masterTimeout"),
     both("CLUSTER_PREFIX", "cluster.prefix"),
-    both("CLUSTER_IGNORE_PROCESS", "cluster.ignoreProcess"),
+    both("CLUSTER_IGNORE_PROCESS", "cluster.ignoreProcess").no_effect(
+        "a node always ignores its own hellos, as soketi's one discovery instance per process did",
+    ),
     both("CLUSTER_BROADCAST_ADDRESS", "cluster.broadcast"),
     both("CLUSTER_MULTICAST_ADDRESS", "cluster.multicast"),
     both("CLUSTER_UNICAST_ADDRESSES", "cluster.unicast"),
@@ -172,16 +224,17 @@ pub const ENV_OPTIONS: &[EnvOption] = &[
     both("QUEUE_REDIS_CONCURRENCY", "queue.redis.concurrency"),
     both("QUEUE_REDIS_OPTIONS", "queue.redis.redisOptions"),
     both("QUEUE_REDIS_CLUSTER_MODE", "queue.redis.clusterMode"),
-    both("QUEUE_SQS_REGION", "queue.sqs.region"),
-    both("QUEUE_SQS_URL", "queue.sqs.queueUrl"),
-    both("QUEUE_SQS_ENDPOINT", "queue.sqs.endpoint"),
-    both("QUEUE_SQS_CLIENT_OPTIONS", "queue.sqs.clientOptions"),
-    both("QUEUE_SQS_PROCESS_BATCH", "queue.sqs.processBatch"),
-    both("QUEUE_SQS_BATCH_SIZE", "queue.sqs.batchSize"),
+    both("QUEUE_SQS_REGION", "queue.sqs.region").refused(SQS),
+    both("QUEUE_SQS_URL", "queue.sqs.queueUrl").refused(SQS),
+    both("QUEUE_SQS_ENDPOINT", "queue.sqs.endpoint").refused(SQS),
+    both("QUEUE_SQS_CLIENT_OPTIONS", "queue.sqs.clientOptions").refused(SQS),
+    both("QUEUE_SQS_PROCESS_BATCH", "queue.sqs.processBatch").refused(SQS),
+    both("QUEUE_SQS_BATCH_SIZE", "queue.sqs.batchSize").refused(SQS),
     both(
         "QUEUE_SQS_POLLING_WAIT_TIME_MS",
         "queue.sqs.pollingWaitTimeMs",
-    ),
+    )
+    .refused(SQS),
     both("METRICS_ENABLED", "metrics.enabled"),
     both("METRICS_DRIVER", "metrics.driver"),
     both("METRICS_HOST", "metrics.host"),
@@ -274,6 +327,18 @@ pub(super) fn merge_into(base: &mut Value, overlay: &Value) {
         }
         (base, overlay) => *base = overlay.clone(),
     }
+}
+
+/// The value at a dotted option `path` of a serialized configuration; a number indexes a list.
+/// `Null` where nothing is.
+pub(super) fn value_at<'a>(root: &'a Value, path: &str) -> &'a Value {
+    path.split('.')
+        .try_fold(root, |value, key| match value {
+            Value::Object(map) => map.get(key),
+            Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        })
+        .unwrap_or(&Value::Null)
 }
 
 /// The environment names that set an option path, for error messages.

@@ -133,8 +133,9 @@ pub enum ConfigError {
     },
     /// A Redis Cluster with a database number other than 0, which a Cluster does not have.
     #[error(
-        "database.redis.db (DB_REDIS_DB) is {db}, but {option} is true and a Redis Cluster has \
-         only database 0; unset DB_REDIS_DB"
+        "the Redis database number is {db} (database.redis.db, DB_REDIS_DB, or the db key of \
+         the user's *_REDIS_OPTIONS), but {option} is true and a Redis Cluster has only \
+         database 0; unset it"
     )]
     RedisClusterDb {
         /// The `*_CLUSTER_MODE` option that is on.
@@ -169,6 +170,58 @@ pub enum ConfigError {
          go together: set both for a client certificate, or neither"
     )]
     RedisTlsIdentity,
+    /// An option this build does not run with, set to other than its default.
+    #[error("{option} is set, but {advice}")]
+    Refused {
+        /// The option and its environment names.
+        option: String,
+        /// Why, and what to do.
+        advice: &'static str,
+    },
+    /// A `*_REDIS_OPTIONS` JSON that is not an object.
+    #[error(
+        "{option} must be a JSON object of ioredis options (host, port, username, password, db, \
+         keyPrefix, sentinels, name, sentinelPassword, tls); found {value}"
+    )]
+    RedisOptionsNotObject {
+        /// The option and its environment name.
+        option: &'static str,
+        /// The value found.
+        value: serde_json::Value,
+    },
+    /// A key of a `*_REDIS_OPTIONS` JSON that this server does not apply.
+    #[error("{option} has the key {key:?}, which {reason}; remove it")]
+    RedisOptionsKey {
+        /// The option and its environment name.
+        option: &'static str,
+        /// The key.
+        key: String,
+        /// Why it cannot be applied.
+        reason: &'static str,
+    },
+    /// A key of a `*_REDIS_OPTIONS` JSON with a value of the wrong kind.
+    #[error("the {key:?} key of {option} must be {expected}; found {value}")]
+    RedisOptionsValue {
+        /// The option and its environment name.
+        option: &'static str,
+        /// The key.
+        key: &'static str,
+        /// What is accepted.
+        expected: &'static str,
+        /// The value found.
+        value: serde_json::Value,
+    },
+    /// The adapter's publishing and subscribing options name different servers or credentials,
+    /// where this server reaches one Redis for both.
+    #[error(
+        "adapter.redis.redisPubOptions (ADAPTER_REDIS_PUB_OPTIONS) and \
+         adapter.redis.redisSubOptions (ADAPTER_REDIS_SUB_OPTIONS) set {key:?} differently; the \
+         adapter reaches one Redis for both, so give both the same value"
+    )]
+    RedisOptionsDisagree {
+        /// The key.
+        key: &'static str,
+    },
     /// The `tls` key of a `*_REDIS_OPTIONS` JSON that cannot be used.
     #[error(
         "the \"tls\" key of {option}: {reason} (accepted: true, or an object with ca, cert, \

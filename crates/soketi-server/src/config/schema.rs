@@ -214,7 +214,8 @@ pub struct DynamoDbConfig {
 pub struct SqlAppsConfig {
     /// Table name.
     pub table: String,
-    /// Server version.
+    /// Server version (a number in the environment is read as its text).
+    #[serde(deserialize_with = "apps::string_or_number")]
     pub version: String,
     /// MySQL only: use the mysql2 client.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use soketi_protocol::AppLimits;
 
+use super::env;
 use super::*;
 
 fn load(file: Option<&Path>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -350,4 +351,343 @@ fn hostile_client_settings_read_from_the_environment() {
     assert!(error.contains("not-an-address"), "{error}");
     let negative = load(None, &[("WEBSOCKET_MAX_MESSAGE_SIZE", "-1")]);
     assert!(negative.is_err());
+}
+
+/// A value other than the default for each option, as the environment would hold it: the
+/// default changed by kind (a boolean flipped, a number raised, a string replaced), or one
+/// picked here where the default gives no hint (enums, unset values, lists).
+fn sample(option: &EnvOption, default: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let picked = match option.name {
+        "MODE" => "worker",
+        "LOG_FORMAT" => "json",
+        "APP_MANAGER_DRIVER" => "postgres",
+        "ADAPTER_DRIVER" => "redis",
+        "RATE_LIMITER_DRIVER" => "redis",
+        "CACHE_DRIVER" => "redis",
+        "QUEUE_DRIVER" => "redis",
+        "METRICS_DRIVER" => return String::new(),
+        "TRUSTED_PROXIES" => "10.0.0.0/8",
+        "CLUSTER_MULTICAST_ADDRESS" => "239.1.2.3",
+        "CLUSTER_UNICAST_ADDRESSES" => r#"["10.0.0.2"]"#,
+        "DB_REDIS_SENTINELS" | "DB_REDIS_CLUSTER_NODES" => r#"[{"host":"10.0.0.3","port":1}]"#,
+        "DEFAULT_APP_WEBHOOKS" => r#"[{"url":"http://127.0.0.1:1/","event_types":[]}]"#,
+        "DEFAULT_APP_ALLOWED_ORIGINS" => r#"["https://example.com"]"#,
+        "ADAPTER_REDIS_PUB_OPTIONS"
+        | "ADAPTER_REDIS_SUB_OPTIONS"
+        | "CACHE_REDIS_OPTIONS"
+        | "QUEUE_REDIS_OPTIONS"
+        | "RATE_LIMITER_REDIS_OPTIONS" => r#"{"db":2}"#,
+        "QUEUE_SQS_CLIENT_OPTIONS" => r#"{"maxAttempts":2}"#,
+        "ADAPTER_NATS_SERVERS" => r#"["10.0.0.4:4222"]"#,
+        "ADAPTER_NATS_NODES_NUMBER" => "3",
+        // A version reads as a number, as soketi's JSON-first reading makes it.
+        "APP_MANAGER_MYSQL_VERSION" | "APP_MANAGER_POSTGRES_VERSION" => "5.7",
+        _ => "",
+    };
+    if !picked.is_empty() {
+        return picked.to_owned();
+    }
+    match default {
+        Value::Bool(b) => (!b).to_string(),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => (i + 3).to_string(),
+            (None, Some(f)) => (f + 3.0).to_string(),
+            _ => unreachable!("a JSON number is an integer or a float"),
+        },
+        Value::String(s) if s.parse::<f64>().is_ok() => format!("{s}.1"),
+        Value::String(_) | Value::Null => format!("sample-{}", option.name.to_lowercase()),
+        other => panic!("no sample for {} (default {other})", option.name),
+    }
+}
+
+/// Every option the configuration knows is one of three kinds, and the test proves which:
+/// - `Effect`: a value other than the default reaches the loaded configuration (the field the
+///   server reads), and `check_runnable` does not refuse it as an option;
+/// - `Refused`: a value other than the default stops start-up naming the option;
+/// - `NoEffect`: accepted, listed in docs/migrating-from-soketi.md, and one start-up line
+///   (`Config::no_effect_notices`, which `start` logs) names it.
+#[test]
+fn every_option_takes_effect_is_refused_or_is_documented_as_having_none() {
+    let migrating = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/migrating-from-soketi.md"
+    ))
+    .expect("docs/migrating-from-soketi.md exists");
+    let default = serde_json::to_value(Config::default()).unwrap();
+    assert!(load(None, &[]).unwrap().no_effect_notices().is_empty());
+    let mut kinds = HashMap::new();
+    for option in ENV_OPTIONS {
+        let default_value = env::value_at(&default, option.path);
+        let value = sample(option, default_value);
+        let name = format!("SOKETI_{}", option.name);
+        let env = [(name.as_str(), value.as_str())];
+        let kind = match option.kind {
+            OptionKind::Effect => {
+                if option.name == "METRICS_DRIVER" {
+                    // prometheus is soketi's only metrics driver, and the only one accepted.
+                    let e = load_only(None, &[(name.as_str(), "statsd")]).unwrap_err();
+                    assert!(e.to_string().contains(&name), "{e}");
+                    "Effect"
+                } else {
+                    let c = load_only(None, &env).unwrap_or_else(|e| {
+                        panic!("{name}={value} does not load: {e}");
+                    });
+                    let loaded = serde_json::to_value(&c).unwrap();
+                    assert_ne!(
+                        env::value_at(&loaded, option.path),
+                        default_value,
+                        "{name}={value} does not reach {}",
+                        option.path
+                    );
+                    if let Err(ConfigError::Refused { option, .. }) = c.check_runnable() {
+                        panic!("{name} takes effect, but {option} is refused");
+                    }
+                    "Effect"
+                }
+            }
+            OptionKind::Refused(_) => {
+                let e = load(None, &env)
+                    .expect_err(&format!("{name}={value} must stop start-up"))
+                    .to_string();
+                assert!(
+                    e.contains(&name) && e.contains(option.path),
+                    "{name}: the refusal names neither it nor {}: {e}",
+                    option.path
+                );
+                "Refused"
+            }
+            OptionKind::NoEffect(_) => {
+                let c = load(None, &env).unwrap_or_else(|e| {
+                    panic!("{name}={value} has no effect, yet does not start: {e}")
+                });
+                let notices = c.no_effect_notices();
+                assert_eq!(notices.len(), 1, "{name}: {notices:?}");
+                assert!(notices[0].contains(&name), "{}", notices[0]);
+                assert!(
+                    migrating.contains(&format!("`{}`", option.name)),
+                    "{} has no effect but docs/migrating-from-soketi.md does not list it",
+                    option.name
+                );
+                "NoEffect"
+            }
+        };
+        kinds.insert(option.name, kind);
+    }
+    assert_eq!(kinds.len(), ENV_OPTIONS.len(), "an option is listed twice");
+    let of = |kind| {
+        let mut names: Vec<&str> = kinds
+            .iter()
+            .filter(|(_, k)| **k == kind)
+            .map(|(n, _)| *n)
+            .collect();
+        names.sort_unstable();
+        names
+    };
+    assert_eq!(
+        of("NoEffect"),
+        [
+            "ADAPTER_NATS_NODES_NUMBER",
+            "APP_MANAGER_MYSQL_USE_V2",
+            "APP_MANAGER_MYSQL_VERSION",
+            "APP_MANAGER_POSTGRES_VERSION",
+            "CLUSTER_IGNORE_PROCESS",
+        ]
+    );
+    assert_eq!(of("Refused").len(), 10, "{:?}", of("Refused"));
+}
+
+/// The keys of soketi's ioredis options that this server applies, for one user of Redis.
+#[derive(Clone, Debug, PartialEq)]
+struct RedisSeen {
+    topology: soketi_adapter_redis::Topology,
+    db: i64,
+    username: Option<String>,
+    password: Option<String>,
+    key_prefix: String,
+    tls: bool,
+}
+
+/// Loads `env` (on top of the cache, the queue and the rate limiter on Redis) and returns what
+/// `user` connects with, or the error's text.
+fn redis_seen(user: RedisUser, env: &[(&str, &str)]) -> Result<RedisSeen, String> {
+    let mut all = vec![
+        ("SOKETI_CACHE_DRIVER", "redis"),
+        ("SOKETI_QUEUE_DRIVER", "redis"),
+        ("SOKETI_RATE_LIMITER_DRIVER", "redis"),
+    ];
+    all.extend_from_slice(env);
+    let c = load(None, &all).map_err(|e| e.to_string())?;
+    let endpoint = c.redis_endpoint(user).map_err(|e| e.to_string())?;
+    Ok(RedisSeen {
+        topology: endpoint.topology,
+        db: endpoint.db,
+        username: endpoint.username,
+        password: endpoint.password,
+        key_prefix: c.redis_key_prefix(user).map_err(|e| e.to_string())?,
+        tls: endpoint.tls.is_some(),
+    })
+}
+
+fn single(host: &str, port: u16) -> soketi_adapter_redis::Topology {
+    soketi_adapter_redis::Topology::Single(soketi_adapter_redis::HostPort {
+        host: host.into(),
+        port,
+    })
+}
+
+#[test]
+fn redis_options_keys_that_ioredis_shared_with_database_redis_take_effect() {
+    let plain = RedisSeen {
+        topology: single("127.0.0.1", 6379),
+        db: 0,
+        username: None,
+        password: None,
+        key_prefix: "shared:".into(),
+        tls: false,
+    };
+    let base = [("SOKETI_DB_REDIS_KEY_PREFIX", "shared:")];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut env = base.to_vec();
+        env.extend_from_slice(extra);
+        env
+    };
+    let cache_options = with(&[(
+        "SOKETI_CACHE_REDIS_OPTIONS",
+        r#"{"host":"10.0.0.9","port":"7000","username":"u","password":"p","db":3,"keyPrefix":"c:","tls":true}"#,
+    )]);
+    assert_eq!(
+        redis_seen(RedisUser::Cache, &cache_options),
+        Ok(RedisSeen {
+            topology: single("10.0.0.9", 7000),
+            db: 3,
+            username: Some("u".into()),
+            password: Some("p".into()),
+            key_prefix: "c:".into(),
+            tls: true,
+        })
+    );
+    // The other users keep database.redis.
+    for user in [RedisUser::Queue, RedisUser::RateLimiter, RedisUser::Adapter] {
+        assert_eq!(redis_seen(user, &cache_options), Ok(plain.clone()));
+    }
+    // The adapter's two options add up, and must agree where both speak.
+    let adapter = with(&[
+        (
+            "SOKETI_ADAPTER_REDIS_PUB_OPTIONS",
+            r#"{"password":"p","db":1}"#,
+        ),
+        (
+            "SOKETI_ADAPTER_REDIS_SUB_OPTIONS",
+            r#"{"db":1,"username":"u"}"#,
+        ),
+    ]);
+    let seen = redis_seen(RedisUser::Adapter, &adapter).unwrap();
+    assert_eq!(
+        (seen.db, seen.username.as_deref(), seen.password.as_deref()),
+        (1, Some("u"), Some("p"))
+    );
+    let e = redis_seen(
+        RedisUser::Adapter,
+        &with(&[
+            ("SOKETI_ADAPTER_REDIS_PUB_OPTIONS", r#"{"db":1}"#),
+            ("SOKETI_ADAPTER_REDIS_SUB_OPTIONS", r#"{"db":2}"#),
+        ]),
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("ADAPTER_REDIS_PUB_OPTIONS") && e.contains("\"db\""),
+        "{e}"
+    );
+    // Sentinels, their master's name and password from the options.
+    let seen = redis_seen(
+        RedisUser::Queue,
+        &with(&[(
+            "QUEUE_REDIS_OPTIONS",
+            r#"{"sentinels":[{"host":"10.0.0.5","port":26379}],"name":"main","sentinelPassword":"s"}"#,
+        )]),
+    )
+    .unwrap();
+    assert_eq!(
+        seen.topology,
+        soketi_adapter_redis::Topology::Sentinel {
+            sentinels: vec![soketi_adapter_redis::HostPort {
+                host: "10.0.0.5".into(),
+                port: 26379
+            }],
+            master_name: "main".into(),
+            sentinel_password: Some("s".into()),
+        }
+    );
+}
+
+#[test]
+fn redis_options_keys_not_applied_stop_start_up_naming_option_and_key() {
+    // (environment, words the one-line refusal must hold)
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+    );
+    let cases: &[Case] = &[
+        // Whatever the drivers: the cache here is in memory.
+        (
+            &[("CACHE_REDIS_OPTIONS", r#"{"connectTimeout":1000}"#)],
+            &["CACHE_REDIS_OPTIONS", "connectTimeout", "remove it"],
+        ),
+        (
+            &[(
+                "SOKETI_RATE_LIMITER_REDIS_OPTIONS",
+                r#"{"maxRetriesPerRequest":2}"#,
+            )],
+            &["RATE_LIMITER_REDIS_OPTIONS", "maxRetriesPerRequest"],
+        ),
+        (
+            &[("SOKETI_ADAPTER_REDIS_SUB_OPTIONS", r#"{"keyPrefix":"x:"}"#)],
+            &[
+                "ADAPTER_REDIS_SUB_OPTIONS",
+                "keyPrefix",
+                "ADAPTER_REDIS_PREFIX",
+            ],
+        ),
+        (
+            &[("SOKETI_QUEUE_REDIS_OPTIONS", r#"{"db":-1}"#)],
+            &["QUEUE_REDIS_OPTIONS", "\"db\"", "-1"],
+        ),
+        (
+            &[("SOKETI_QUEUE_REDIS_OPTIONS", "not json")],
+            &["QUEUE_REDIS_OPTIONS", "JSON object"],
+        ),
+        (
+            &[
+                ("SOKETI_CACHE_REDIS_CLUSTER_MODE", "true"),
+                ("SOKETI_DB_REDIS_CLUSTER_NODES", r#"["10.0.0.1:7000"]"#),
+                ("SOKETI_CACHE_REDIS_OPTIONS", r#"{"host":"10.0.0.2"}"#),
+            ],
+            &["CACHE_REDIS_OPTIONS", "host", "DB_REDIS_CLUSTER_NODES"],
+        ),
+        (
+            &[
+                ("SOKETI_DB_REDIS_SENTINELS", r#"["10.0.0.1:26379"]"#),
+                ("SOKETI_QUEUE_REDIS_OPTIONS", r#"{"port":6380}"#),
+            ],
+            &["QUEUE_REDIS_OPTIONS", "\"port\"", "sentinels"],
+        ),
+        (
+            &[
+                ("SOKETI_CACHE_DRIVER", "redis"),
+                ("SOKETI_CACHE_REDIS_CLUSTER_MODE", "true"),
+                ("SOKETI_DB_REDIS_CLUSTER_NODES", r#"["10.0.0.1:7000"]"#),
+                ("SOKETI_CACHE_REDIS_OPTIONS", r#"{"db":4}"#),
+            ],
+            &["CACHE_REDIS_CLUSTER_MODE", "only database 0"],
+        ),
+    ];
+    for (env, words) in cases {
+        let e = load(None, env)
+            .expect_err(&format!("{env:?} must stop start-up"))
+            .to_string();
+        for word in *words {
+            assert!(e.contains(word), "{env:?}: {word:?} missing from: {e}");
+        }
+    }
 }

@@ -47,17 +47,12 @@ impl Config {
         })
     }
 
-    /// Where `user` finds Redis: a Redis Cluster when its `*_CLUSTER_MODE` is on, else the
-    /// master Sentinel names when `database.redis.sentinels` lists sentinels, else the one
-    /// server of `database.redis`; over TLS when `database.redis.tls*` or the `tls` key of its
-    /// `*_REDIS_OPTIONS` asks for it. Reads the TLS files.
-    pub fn redis_endpoint(&self, user: RedisUser) -> Result<RedisEndpoint, ConfigError> {
-        let db = &self.database.redis;
-        let (cluster_mode, mode_option, options): (
-            bool,
-            &'static str,
-            Vec<(&'static str, &serde_json::Value)>,
-        ) = match user {
+    /// The cluster mode of `user`, with its option, and its ioredis-style `*_REDIS_OPTIONS`.
+    fn redis_user_settings(
+        &self,
+        user: RedisUser,
+    ) -> (bool, &'static str, Vec<(&'static str, &serde_json::Value)>) {
+        match user {
             RedisUser::Adapter => (
                 self.adapter.redis.cluster_mode,
                 "adapter.redis.clusterMode (ADAPTER_REDIS_CLUSTER_MODE)",
@@ -96,7 +91,105 @@ impl Config {
                     &self.rate_limiter.redis.redis_options,
                 )],
             ),
+        }
+    }
+
+    /// The keys of `user`'s `*_REDIS_OPTIONS` that override `database.redis`, as ioredis
+    /// merged them over soketi's `database.redis`. A key this server cannot apply, or one that
+    /// makes no sense for the user's topology, is an error naming it.
+    fn redis_client_options(&self, user: RedisUser) -> Result<ClientOptions, ConfigError> {
+        const ADAPTER_CHANNELS: &str = "never named the adapter's channels \
+            (adapter.redis.prefix, ADAPTER_REDIS_PREFIX, does)";
+        const IN_CLUSTER: &str = "has no use in cluster mode (the nodes are \
+            database.redis.clusterNodes, DB_REDIS_CLUSTER_NODES)";
+        const WITH_SENTINELS: &str = "has no use when sentinels name the master \
+            (database.redis.sentinels, DB_REDIS_SENTINELS, or the sentinels key)";
+        let (cluster_mode, _, options) = self.redis_user_settings(user);
+        let parsed = options
+            .into_iter()
+            .map(|(option, value)| Ok((option, ClientOptions::parse(option, value)?)))
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let listed = |list: &serde_json::Value| {
+            !(list.is_null() || list == "" || list.as_array().is_some_and(|l| l.is_empty()))
         };
+        let sentinel_mode = !cluster_mode
+            && (parsed.iter().any(|(_, p)| p.sentinels.is_some())
+                || self.database.redis.sentinels.as_ref().is_some_and(listed));
+        for (option, p) in &parsed {
+            let refusals = [
+                (
+                    "keyPrefix",
+                    user == RedisUser::Adapter && p.key_prefix.is_some(),
+                    ADAPTER_CHANNELS,
+                ),
+                ("host", cluster_mode && p.host.is_some(), IN_CLUSTER),
+                ("port", cluster_mode && p.port.is_some(), IN_CLUSTER),
+                (
+                    "sentinels",
+                    cluster_mode && p.sentinels.is_some(),
+                    IN_CLUSTER,
+                ),
+                ("name", cluster_mode && p.name.is_some(), IN_CLUSTER),
+                (
+                    "sentinelPassword",
+                    cluster_mode && p.sentinel_password.is_some(),
+                    IN_CLUSTER,
+                ),
+                ("host", sentinel_mode && p.host.is_some(), WITH_SENTINELS),
+                ("port", sentinel_mode && p.port.is_some(), WITH_SENTINELS),
+            ];
+            if let Some((key, _, reason)) = refusals.into_iter().find(|r| r.1) {
+                return Err(ConfigError::RedisOptionsKey {
+                    option,
+                    key: key.to_owned(),
+                    reason,
+                });
+            }
+        }
+        let mut merged = ClientOptions::default();
+        for (_, p) in parsed {
+            merged.merge(p)?;
+        }
+        Ok(merged)
+    }
+
+    /// Checks the `*_REDIS_OPTIONS` of every Redis user, those not in use too, so that a key
+    /// this server does not apply stops start-up whatever the drivers.
+    pub(super) fn check_redis_options(&self) -> Result<(), ConfigError> {
+        for user in [
+            RedisUser::Adapter,
+            RedisUser::Cache,
+            RedisUser::Queue,
+            RedisUser::RateLimiter,
+        ] {
+            self.redis_client_options(user)?;
+            for (option, value) in self.redis_user_settings(user).2 {
+                options_tls(option, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The key prefix of `user`: the `keyPrefix` of its `*_REDIS_OPTIONS`, else
+    /// `database.redis.keyPrefix`.
+    pub fn redis_key_prefix(&self, user: RedisUser) -> Result<String, ConfigError> {
+        Ok(self
+            .redis_client_options(user)?
+            .key_prefix
+            .unwrap_or_else(|| self.database.redis.key_prefix.clone()))
+    }
+
+    /// Where `user` finds Redis: a Redis Cluster when its `*_CLUSTER_MODE` is on, else the
+    /// master Sentinel names when `database.redis.sentinels` lists sentinels, else the one
+    /// server of `database.redis`; over TLS when `database.redis.tls*` or the `tls` key of its
+    /// `*_REDIS_OPTIONS` asks for it. The other keys of `*_REDIS_OPTIONS` that ioredis shares
+    /// with `database.redis` (host, port, username, password, db, sentinels, name,
+    /// sentinelPassword) override it for this user. Reads the TLS files.
+    pub fn redis_endpoint(&self, user: RedisUser) -> Result<RedisEndpoint, ConfigError> {
+        let db = &self.database.redis;
+        let (cluster_mode, mode_option, options) = self.redis_user_settings(user);
+        let client = self.redis_client_options(user)?;
+        let db_number = client.db.unwrap_or(db.db);
         let topology = if cluster_mode {
             let nodes = host_ports(
                 "database.redis.clusterNodes (DB_REDIS_CLUSTER_NODES)",
@@ -107,28 +200,35 @@ impl Config {
                     option: mode_option,
                 });
             }
-            if db.db != 0 {
+            if db_number != 0 {
                 return Err(ConfigError::RedisClusterDb {
                     option: mode_option,
-                    db: db.db,
+                    db: db_number,
                 });
             }
             Topology::Cluster(nodes)
         } else {
-            let sentinels = match &db.sentinels {
-                None | Some(serde_json::Value::Null) => Vec::new(),
-                Some(list) => host_ports("database.redis.sentinels (DB_REDIS_SENTINELS)", list)?,
+            let sentinels = match (&client.sentinels, &db.sentinels) {
+                (Some((option, list)), _) => host_ports(option, list)?,
+                (None, None | Some(serde_json::Value::Null)) => Vec::new(),
+                (None, Some(list)) => {
+                    host_ports("database.redis.sentinels (DB_REDIS_SENTINELS)", list)?
+                }
             };
             if sentinels.is_empty() {
                 Topology::Single(HostPort {
-                    host: db.host.clone(),
-                    port: db.port,
+                    host: client.host.clone().unwrap_or_else(|| db.host.clone()),
+                    port: client.port.unwrap_or(db.port),
                 })
             } else {
                 Topology::Sentinel {
                     sentinels,
-                    master_name: db.name.clone(),
-                    sentinel_password: db.sentinel_password.clone().filter(|p| !p.is_empty()),
+                    master_name: client.name.clone().unwrap_or_else(|| db.name.clone()),
+                    sentinel_password: client
+                        .sentinel_password
+                        .clone()
+                        .or_else(|| db.sentinel_password.clone())
+                        .filter(|p| !p.is_empty()),
                 }
             }
         };
@@ -147,9 +247,15 @@ impl Config {
         }
         Ok(RedisEndpoint {
             topology,
-            db: i64::from(db.db),
-            username: db.username.clone().filter(|u| !u.is_empty()),
-            password: db.password.clone().filter(|p| !p.is_empty()),
+            db: i64::from(db_number),
+            username: client
+                .username
+                .or_else(|| db.username.clone())
+                .filter(|u| !u.is_empty()),
+            password: client
+                .password
+                .or_else(|| db.password.clone())
+                .filter(|p| !p.is_empty()),
             tls,
         })
     }
@@ -404,6 +510,144 @@ fn host_ports(
             _ => Err(bad()),
         })
         .collect()
+}
+
+/// The keys of an ioredis-style `*_REDIS_OPTIONS` object that override `database.redis`.
+#[derive(Default, PartialEq)]
+struct ClientOptions {
+    host: Option<String>,
+    port: Option<u16>,
+    username: Option<String>,
+    password: Option<String>,
+    db: Option<u32>,
+    key_prefix: Option<String>,
+    /// The sentinels, with the option they came from.
+    sentinels: Option<(&'static str, serde_json::Value)>,
+    name: Option<String>,
+    sentinel_password: Option<String>,
+}
+
+impl ClientOptions {
+    /// Reads one `*_REDIS_OPTIONS` value: an object (or nothing: null, an empty string). Its
+    /// `tls` key is read by [`options_tls`]; a key not listed here stops start-up.
+    fn parse(option: &'static str, value: &serde_json::Value) -> Result<Self, ConfigError> {
+        use serde_json::Value;
+        let map = match value {
+            Value::Null => return Ok(Self::default()),
+            Value::String(s) if s.is_empty() => return Ok(Self::default()),
+            Value::Object(map) => map,
+            other => {
+                return Err(ConfigError::RedisOptionsNotObject {
+                    option,
+                    value: other.clone(),
+                });
+            }
+        };
+        let bad = |key: &'static str, expected: &'static str, value: &Value| {
+            ConfigError::RedisOptionsValue {
+                option,
+                key,
+                expected,
+                value: value.clone(),
+            }
+        };
+        let text = |key: &'static str, value: &Value| match value {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s.clone())),
+            other => Err(bad(key, "a string", other)),
+        };
+        let number = |key: &'static str, value: &Value| -> Result<Option<u64>, ConfigError> {
+            match value {
+                Value::Null => Ok(None),
+                Value::Number(n) => n
+                    .as_u64()
+                    .map(Some)
+                    .ok_or_else(|| bad(key, "a whole number", value)),
+                Value::String(s) => s
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| bad(key, "a whole number", value)),
+                other => Err(bad(key, "a whole number", other)),
+            }
+        };
+        let mut out = Self::default();
+        for (key, value) in map {
+            match key.as_str() {
+                "tls" => {}
+                "host" => out.host = text("host", value)?.filter(|h| !h.is_empty()),
+                "port" => {
+                    out.port = number("port", value)?
+                        .map(|p| u16::try_from(p).map_err(|_| bad("port", "a port", value)))
+                        .transpose()?;
+                }
+                "username" => out.username = text("username", value)?,
+                "password" => out.password = text("password", value)?,
+                "db" => {
+                    out.db = number("db", value)?
+                        .map(|d| {
+                            u32::try_from(d).map_err(|_| bad("db", "a database number", value))
+                        })
+                        .transpose()?;
+                }
+                "keyPrefix" => out.key_prefix = text("keyPrefix", value)?,
+                "sentinels" => {
+                    out.sentinels = (!value.is_null()).then(|| (option, value.clone()));
+                }
+                "name" => out.name = text("name", value)?,
+                "sentinelPassword" => out.sentinel_password = text("sentinelPassword", value)?,
+                _ => {
+                    return Err(ConfigError::RedisOptionsKey {
+                        option,
+                        key: key.clone(),
+                        reason: "this server does not apply to its Redis clients (it applies \
+                                 host, port, username, password, db, keyPrefix, sentinels, \
+                                 name, sentinelPassword and tls)",
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes the keys of `other`, which must agree with those already set: the adapter's
+    /// publishing and subscribing options reach one Redis here.
+    fn merge(&mut self, other: Self) -> Result<(), ConfigError> {
+        fn take<T: PartialEq>(
+            key: &'static str,
+            mine: &mut Option<T>,
+            theirs: Option<T>,
+        ) -> Result<(), ConfigError> {
+            match (mine.as_ref(), theirs) {
+                (_, None) => Ok(()),
+                (Some(a), Some(b)) if *a != b => Err(ConfigError::RedisOptionsDisagree { key }),
+                (_, b) => {
+                    *mine = b;
+                    Ok(())
+                }
+            }
+        }
+        take("host", &mut self.host, other.host)?;
+        take("port", &mut self.port, other.port)?;
+        take("username", &mut self.username, other.username)?;
+        take("password", &mut self.password, other.password)?;
+        take("db", &mut self.db, other.db)?;
+        take("keyPrefix", &mut self.key_prefix, other.key_prefix)?;
+        // Sentinel lists from the two options agree when their values do.
+        match (&self.sentinels, other.sentinels) {
+            (_, None) => {}
+            (Some((_, a)), Some((_, b))) if *a != b => {
+                return Err(ConfigError::RedisOptionsDisagree { key: "sentinels" });
+            }
+            (_, b) => self.sentinels = b,
+        }
+        take("name", &mut self.name, other.name)?;
+        take(
+            "sentinelPassword",
+            &mut self.sentinel_password,
+            other.sentinel_password,
+        )?;
+        Ok(())
+    }
 }
 
 /// The `tls` key of ioredis-style options, as soketi passes them to ioredis: `true` or an

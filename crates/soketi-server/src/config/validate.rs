@@ -4,6 +4,7 @@
 use super::drivers::{
     AdapterDriver, AppManagerDriver, CacheDriver, QueueDriver, RateLimiterDriver,
 };
+use super::env::{self, ENV_OPTIONS, OptionKind};
 use super::{Config, ConfigError, RedisUser};
 
 impl Config {
@@ -81,6 +82,8 @@ impl Config {
     /// `start` refuses it.
     pub fn check_runnable(&self) -> Result<(), ConfigError> {
         self.check_drivers()?;
+        self.check_refused()?;
+        self.check_redis_options()?;
         if self.adapter.driver == AdapterDriver::Redis {
             self.check_redis_adapter()?;
         }
@@ -143,6 +146,61 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The options whose kind `wanted` picks (giving its text) and whose value differs from the
+    /// default, with that text.
+    fn set_options(
+        &self,
+        wanted: fn(OptionKind) -> Option<&'static str>,
+    ) -> Vec<(&'static env::EnvOption, &'static str)> {
+        let (Ok(current), Ok(default)) = (
+            serde_json::to_value(self),
+            serde_json::to_value(Config::default()),
+        ) else {
+            return Vec::new();
+        };
+        ENV_OPTIONS
+            .iter()
+            .filter_map(|option| Some((option, wanted(option.kind)?)))
+            .filter(|(option, _)| {
+                env::value_at(&current, option.path) != env::value_at(&default, option.path)
+            })
+            .collect()
+    }
+
+    /// Refuses the options this build does not run with, when they are set.
+    fn check_refused(&self) -> Result<(), ConfigError> {
+        let refused = |kind| match kind {
+            OptionKind::Refused(advice) => Some(advice),
+            _ => None,
+        };
+        match self.set_options(refused).first() {
+            Some((option, advice)) => Err(ConfigError::Refused {
+                option: format!("{} ({})", option.path, env::env_names_for(option.path)),
+                advice,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// One line for each option that is set but has no effect here (soketi gave it none
+    /// either), to be logged once at start.
+    pub fn no_effect_notices(&self) -> Vec<String> {
+        let no_effect = |kind| match kind {
+            OptionKind::NoEffect(reason) => Some(reason),
+            _ => None,
+        };
+        self.set_options(no_effect)
+            .into_iter()
+            .map(|(option, reason)| {
+                format!(
+                    "{} ({}) is set but has no effect here: {reason}",
+                    option.path,
+                    env::env_names_for(option.path)
+                )
+            })
+            .collect()
     }
 
     /// The users of Redis that the configuration turns on.

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use expect_test::{Expect, expect};
 
 use super::*;
@@ -30,6 +32,16 @@ fn check(metrics: &Metrics, expected: Expect) {
     // A second handle of the same app counts into the same series.
     metrics.app("app-a").ws_received(5);
     metrics.app("app-b").connected();
+    // The horizontal adapter asked two nodes twice for app-a: both answered in 0.3 ms, then
+    // one of them only, before the timeout at 7 s. It answered one request about app-b.
+    metrics.request_sent("app-a");
+    metrics.response_received("app-a");
+    metrics.response_received("app-a");
+    metrics.request_resolved("app-a", true, Duration::from_micros(300));
+    metrics.request_sent("app-a");
+    metrics.response_received("app-a");
+    metrics.request_resolved("app-a", false, Duration::from_secs(7));
+    metrics.request_received("app-b");
     expected.assert_eq(&metrics.encode());
 }
 
@@ -78,6 +90,56 @@ fn exposition_has_soketis_names_and_labels() {
             # TYPE soketi_http_calls_received_total counter
             soketi_http_calls_received_total{app_id="app-a",port="6001"} 1
             soketi_http_calls_received_total{app_id="app-b",port="6001"} 0
+            # HELP soketi_horizontal_adapter_resolve_time The average resolve time for requests to other nodes.
+            # TYPE soketi_horizontal_adapter_resolve_time histogram
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-a",port="6001",le="0.005"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-a",port="6001",le="0.01"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-a",port="6001",le="0.025"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-a",port="6001",le="0.05"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-a",port="6001",le="0.1"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-a",port="6001",le="0.25"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-a",port="6001",le="0.5"} 1
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-a",port="6001",le="1"} 1
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-a",port="6001",le="2.5"} 1
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-a",port="6001",le="5"} 1
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-a",port="6001",le="10"} 1
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-a",port="6001",le="+Inf"} 2
+            soketi_horizontal_adapter_resolve_time_sum{app_id="app-a",port="6001"} 7000.3
+            soketi_horizontal_adapter_resolve_time_count{app_id="app-a",port="6001"} 2
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-b",port="6001",le="0.005"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-b",port="6001",le="0.01"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-b",port="6001",le="0.025"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-b",port="6001",le="0.05"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-b",port="6001",le="0.1"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-b",port="6001",le="0.25"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-b",port="6001",le="0.5"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-b",port="6001",le="1"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-b",port="6001",le="2.5"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-b",port="6001",le="5"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-b",port="6001",le="10"} 0
+            soketi_horizontal_adapter_resolve_time_bucket{app_id="app-b",port="6001",le="+Inf"} 0
+            soketi_horizontal_adapter_resolve_time_sum{app_id="app-b",port="6001"} 0.0
+            soketi_horizontal_adapter_resolve_time_count{app_id="app-b",port="6001"} 0
+            # HELP soketi_horizontal_adapter_resolved_promises The total amount of promises that were fulfilled by other nodes.
+            # TYPE soketi_horizontal_adapter_resolved_promises counter
+            soketi_horizontal_adapter_resolved_promises{app_id="app-a",port="6001"} 1
+            soketi_horizontal_adapter_resolved_promises{app_id="app-b",port="6001"} 0
+            # HELP soketi_horizontal_adapter_uncomplete_promises The total amount of promises that were not fulfilled entirely by other nodes.
+            # TYPE soketi_horizontal_adapter_uncomplete_promises counter
+            soketi_horizontal_adapter_uncomplete_promises{app_id="app-a",port="6001"} 1
+            soketi_horizontal_adapter_uncomplete_promises{app_id="app-b",port="6001"} 0
+            # HELP soketi_horizontal_adapter_sent_requests The total amount of sent requests to other nodes.
+            # TYPE soketi_horizontal_adapter_sent_requests counter
+            soketi_horizontal_adapter_sent_requests{app_id="app-a",port="6001"} 2
+            soketi_horizontal_adapter_sent_requests{app_id="app-b",port="6001"} 0
+            # HELP soketi_horizontal_adapter_received_requests The total amount of received requests from other nodes.
+            # TYPE soketi_horizontal_adapter_received_requests counter
+            soketi_horizontal_adapter_received_requests{app_id="app-a",port="6001"} 0
+            soketi_horizontal_adapter_received_requests{app_id="app-b",port="6001"} 1
+            # HELP soketi_horizontal_adapter_received_responses The total amount of received responses from other nodes.
+            # TYPE soketi_horizontal_adapter_received_responses counter
+            soketi_horizontal_adapter_received_responses{app_id="app-a",port="6001"} 3
+            soketi_horizontal_adapter_received_responses{app_id="app-b",port="6001"} 0
         "##]],
     );
 }
@@ -105,6 +167,18 @@ fn metrics_are_described_before_they_have_series() {
         # TYPE soketi_http_transmitted_bytes counter
         # HELP soketi_http_calls_received_total Total amount of received REST API calls.
         # TYPE soketi_http_calls_received_total counter
+        # HELP soketi_horizontal_adapter_resolve_time The average resolve time for requests to other nodes.
+        # TYPE soketi_horizontal_adapter_resolve_time histogram
+        # HELP soketi_horizontal_adapter_resolved_promises The total amount of promises that were fulfilled by other nodes.
+        # TYPE soketi_horizontal_adapter_resolved_promises counter
+        # HELP soketi_horizontal_adapter_uncomplete_promises The total amount of promises that were not fulfilled entirely by other nodes.
+        # TYPE soketi_horizontal_adapter_uncomplete_promises counter
+        # HELP soketi_horizontal_adapter_sent_requests The total amount of sent requests to other nodes.
+        # TYPE soketi_horizontal_adapter_sent_requests counter
+        # HELP soketi_horizontal_adapter_received_requests The total amount of received requests from other nodes.
+        # TYPE soketi_horizontal_adapter_received_requests counter
+        # HELP soketi_horizontal_adapter_received_responses The total amount of received responses from other nodes.
+        # TYPE soketi_horizontal_adapter_received_responses counter
     "#]]
     .assert_eq(&enabled("soketi_").encode());
 }
@@ -136,7 +210,11 @@ fn the_prefix_is_used_as_given() {
     let metrics = enabled("x:");
     metrics.app("a").ws_sent(1);
     let text = metrics.encode();
-    for name in std::iter::once(&CONNECTED).chain(&COUNTERS).map(|s| s.name) {
+    for name in [&CONNECTED, &RESOLVE_TIME]
+        .into_iter()
+        .chain(&COUNTERS)
+        .map(|s| s.name)
+    {
         assert!(
             text.contains(&format!("# TYPE x:{name} ")),
             "x:{name} in\n{text}"
@@ -172,7 +250,7 @@ fn json_has_prom_clients_shape() {
     a.ws_sent(7);
     let json = metrics.to_json();
     let all = json.as_array().expect("an array");
-    assert_eq!(all.len(), 1 + COUNTERS.len());
+    assert_eq!(all.len(), 2 + COUNTERS.len());
     expect![[r#"{"aggregator":"sum","help":"The number of currently connected sockets.","name":"soketi_connected","type":"gauge","values":[{"labels":{"app_id":"app-a","port":6001},"value":1}]}"#]]
         .assert_eq(&all[0].to_string());
     let sent = all
@@ -181,6 +259,62 @@ fn json_has_prom_clients_shape() {
         .expect("the byte counter");
     assert_eq!(sent["type"], "counter");
     assert_eq!(sent["values"][0]["value"], 7);
+
+    metrics.request_resolved("app-a", true, Duration::from_millis(2));
+    let json = metrics.to_json();
+    let time = json
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|m| m["name"] == "soketi_horizontal_adapter_resolve_time")
+        })
+        .expect("the histogram");
+    assert_eq!(time["type"], "histogram");
+    let values = time["values"].as_array().expect("its values");
+    // 11 bounds and +Inf, then the sum and the count.
+    assert_eq!(values.len(), 14);
+    expect![[r#"{"labels":{"app_id":"app-a","le":2.5,"port":6001},"metricName":"soketi_horizontal_adapter_resolve_time_bucket","value":1}"#]]
+        .assert_eq(&values[8].to_string());
+    expect![[r#"{"labels":{"app_id":"app-a","le":"+Inf","port":6001},"metricName":"soketi_horizontal_adapter_resolve_time_bucket","value":1}"#]]
+        .assert_eq(&values[11].to_string());
+    expect![[r#"{"labels":{"app_id":"app-a","port":6001},"metricName":"soketi_horizontal_adapter_resolve_time_count","value":1}"#]]
+        .assert_eq(&values[13].to_string());
+}
+
+#[test]
+fn apps_named_by_peers_are_bounded() {
+    let metrics = enabled("soketi_");
+    for i in 0..MAX_APPS_FROM_PEERS + 10 {
+        metrics.request_received(&format!("app-{i}"));
+    }
+    let apps = &metrics.inner.as_ref().expect("enabled").apps;
+    assert_eq!(apps.by_id.len(), MAX_APPS_FROM_PEERS);
+    // An app already counted still counts, and so does one the server looked up.
+    metrics.request_received("app-0");
+    metrics.request_sent("app-new");
+    assert_eq!(apps.by_id.len(), MAX_APPS_FROM_PEERS + 1);
+    let text = metrics.encode();
+    for line in [
+        "soketi_horizontal_adapter_received_requests{app_id=\"app-0\",port=\"6001\"} 2\n",
+        "soketi_horizontal_adapter_sent_requests{app_id=\"app-new\",port=\"6001\"} 1\n",
+    ] {
+        assert!(text.contains(line), "{line}");
+    }
+}
+
+#[test]
+fn only_integer_bounds_of_the_histogram_lose_their_fraction() {
+    let text = "h_bucket{a=\"x\",le=\"1.0\"} 1\nh_bucket{le=\"0.5\"} 1\nh_bucket{le=\"+Inf\"} 1\nh_bucket{le=\"10.0\"} 1\nother_bucket{le=\"1.0\"} 1\nh_bucket_x{le=\"1.0\"} 1\nh_sum 1.0\n";
+    expect![[r#"
+        h_bucket{a="x",le="1"} 1
+        h_bucket{le="0.5"} 1
+        h_bucket{le="+Inf"} 1
+        h_bucket{le="10"} 1
+        other_bucket{le="1.0"} 1
+        h_bucket_x{le="1.0"} 1
+        h_sum 1.0
+    "#]]
+    .assert_eq(&integer_bounds_as_js(text, "h_bucket"));
 }
 
 #[test]

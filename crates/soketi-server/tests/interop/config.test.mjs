@@ -676,6 +676,16 @@ describe('values that stop start-up', () => {
       ['CLUSTER_MASTER_TIMEOUT', 'CLUSTER_NODE_TIMEOUT'],
     ],
     [
+      'a setting of the SQS queue, which this build does not provide, names the option',
+      { SOKETI_QUEUE_SQS_URL: 'https://sqs.example/queue' },
+      ['QUEUE_SQS_URL', 'remove it'],
+    ],
+    [
+      'an ioredis key this server does not apply names the option and the key, the cache in memory',
+      { SOKETI_CACHE_REDIS_OPTIONS: JSON.stringify({ connectTimeout: 1000 }) },
+      ['CACHE_REDIS_OPTIONS', 'connectTimeout', 'remove it'],
+    ],
+    [
       'an SQL table name that is not an identifier names the option',
       { SOKETI_APP_MANAGER_DRIVER: 'postgres', SOKETI_APP_MANAGER_POSTGRES_TABLE: 'apps; drop table apps' },
       ['APP_MANAGER_POSTGRES_TABLE', 'letters, digits and _'],
@@ -698,5 +708,21 @@ describe('values that stop start-up', () => {
     const file = writeConfig('malformed.json', '{"port": 6001,');
     const failure = await failedStart(['start', '--config', file], await safeEnv());
     lineWith(failure, file);
+  });
+});
+
+describe('options that have no effect here, as in soketi', () => {
+  const scope = useServer({
+    SOKETI_ADAPTER_NATS_NODES_NUMBER: '3',
+    APP_MANAGER_MYSQL_VERSION: '5.7',
+  });
+
+  it('start, and are each named once in a warning at start', async () => {
+    assert.equal((await scope.sdk().get({ path: '/channels' })).status, 200);
+    const lines = scope.server.stderr().split('\n');
+    for (const name of ['SOKETI_ADAPTER_NATS_NODES_NUMBER', 'APP_MANAGER_MYSQL_VERSION']) {
+      const named = lines.filter((l) => l.includes(name) && l.includes('no effect'));
+      assert.equal(named.length, 1, `${name} in:\n${lines.join('\n')}`);
+    }
   });
 });

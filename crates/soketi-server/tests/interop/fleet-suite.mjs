@@ -23,7 +23,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { describe, it } from 'node:test';
 
-import { parseData, record, subscribe, subscribeData, uniqueChannel, until, waitFor, withTimeout } from './harness.mjs';
+import { httpRequest, parseData, record, subscribe, subscribeData, uniqueChannel, until, waitFor, withTimeout } from './harness.mjs';
 import {
   awaitDiscovery,
   channelInfo,
@@ -53,9 +53,25 @@ const HOOK_PATH = '/fleet';
 function suiteEnv(receiver) {
   return {
     SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES: 'true',
+    SOKETI_METRICS_ENABLED: 'true',
     SOKETI_WEBHOOKS_VACATED_DELAY: String(VACATED_DELAY_MS),
     ...hooksEnv([{ url: receiver.url(HOOK_PATH), event_types: FLEET_TYPES, headers: CUSTOM_HEADERS }]),
   };
+}
+
+/**
+ * A node's `soketi_horizontal_adapter_*` samples of the app `app-id`, by name without the
+ * prefix (`resolve_time_count` for the histogram's count).
+ */
+async function adapterMetrics(scope) {
+  const res = await httpRequest(`${scope.server.metricsUrl}/metrics`);
+  assert.equal(res.status, 200, `GET /metrics on node ${scope.label}: ${res.text.slice(0, 300)}`);
+  const out = {};
+  for (const line of res.text.split('\n')) {
+    const m = /^soketi_horizontal_adapter_(\w+)\{([^}]*)\}\s+(\S+)/.exec(line);
+    if (m && /app_id="app-id"/.test(m[2]) && !m[1].endsWith('_bucket')) out[m[1]] = Number(m[3]);
+  }
+  return out;
 }
 
 /** `GET /apps/<id>/channels` on a node: the `channels` object. */
@@ -266,6 +282,31 @@ export function fleetSuite(transport, { extra } = {}) {
       for (const scope of fleet.nodes) {
         await poll(`GET /channels/${name}/users on node ${scope.label} to drop u1, which left everywhere`, () => userIds(scope, name), (ids) => JSON.stringify(ids) === JSON.stringify(['u2', 'u3']));
       }
+    });
+
+    it("counts the requests between nodes under soketi's horizontal_adapter_* metrics", async () => {
+      const [A, B] = fleet.nodes;
+      const tag = uniqueChannel('counted-');
+      await B.rawSubscribed(tag);
+      const before = await Promise.all(fleet.nodes.map(adapterMetrics));
+      const listed = await listChannels(A);
+      assert.deepEqual(listed[tag], { subscription_count: 1 }, `${tag} in GET /channels on A`);
+      // A asked B and C once, both answered, and the request resolved complete; B and C count
+      // the request they answered. Other tests' requests may add to these, never take away.
+      const grew = (after, i, name, by) => (after[i][name] ?? 0) - (before[i][name] ?? 0) >= by;
+      const after = await poll(
+        'the horizontal_adapter_* metrics of A, B and C to count the GET /channels on A',
+        () => Promise.all(fleet.nodes.map(adapterMetrics)),
+        (m) =>
+          grew(m, 0, 'sent_requests', 1) &&
+          grew(m, 0, 'received_responses', 2) &&
+          grew(m, 0, 'resolved_promises', 1) &&
+          grew(m, 0, 'resolve_time_count', 1) &&
+          grew(m, 1, 'received_requests', 1) &&
+          grew(m, 2, 'received_requests', 1),
+      );
+      assert.equal(after[0].uncomplete_promises ?? 0, before[0].uncomplete_promises ?? 0, 'no request of A timed out');
+      assert.ok(after[0].resolve_time_sum > (before[0].resolve_time_sum ?? 0), `A's resolve time grew: ${JSON.stringify(after[0])}`);
     });
 
     it('lists channels of every node in GET /channels, with subscription counts summed over nodes', async () => {

@@ -29,6 +29,13 @@ const SOKETI_METRICS = [
   'http_received_bytes',
   'http_transmitted_bytes',
   'http_calls_received_total',
+  // Described on one node too, with no sample until nodes ask one another (fleet-suite.mjs).
+  'horizontal_adapter_resolve_time',
+  'horizontal_adapter_resolved_promises',
+  'horizontal_adapter_uncomplete_promises',
+  'horizontal_adapter_sent_requests',
+  'horizontal_adapter_received_requests',
+  'horizontal_adapter_received_responses',
 ];
 
 const ORIGIN = 'http://example.test';

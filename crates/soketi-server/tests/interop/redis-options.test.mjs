@@ -355,3 +355,50 @@ describe('redis options: two fleets with different adapter prefixes on one Redis
     }
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+// soketi's ioredis options (*_REDIS_OPTIONS): the keys ioredis shared with database.redis
+// ---------------------------------------------------------------------------------------------
+
+describe('redis options: host, port, password, db and keyPrefix of CACHE_REDIS_OPTIONS and QUEUE_REDIS_OPTIONS take effect for their user', { skip: redisSkip() }, () => {
+  const PASSWORD = 'ioredis-options-secret';
+  const scope = new Scope();
+  let redis;
+
+  before(async () => {
+    redis = await startRedis({ password: PASSWORD });
+    const options = (db, keyPrefix) => JSON.stringify({ host: '127.0.0.1', port: redis.port, password: PASSWORD, db, keyPrefix });
+    scope.server = await startServer({
+      // Nothing listens at database.redis: only the options lead to Redis.
+      SOKETI_DB_REDIS_HOST: '127.0.0.1',
+      SOKETI_DB_REDIS_PORT: String(await freePort()),
+      SOKETI_CACHE_DRIVER: 'redis',
+      SOKETI_CACHE_REDIS_OPTIONS: options(5, 'cache-opts:'),
+      SOKETI_QUEUE_DRIVER: 'redis',
+      SOKETI_QUEUE_REDIS_OPTIONS: options(6, 'queue-opts:'),
+      // In `server` mode nobody takes the queued webhook, so its key stays for the test.
+      SOKETI_MODE: 'server',
+      SOKETI_DEFAULT_APP_WEBHOOKS: JSON.stringify([{ url: 'http://127.0.0.1:9/never', event_types: ['channel_occupied'] }]),
+    });
+  });
+
+  afterEach(() => scope.closeClients());
+
+  after(async () => {
+    scope.closeClients();
+    await scope.server?.stop();
+    await redis?.stop();
+  });
+
+  it('the cache keeps its keys in database 5 under its prefix, the queue in database 6 under its own', async () => {
+    const cached = uniqueChannel('cache-');
+    await scope.sdk().trigger(cached, 'kept', { n: 3 });
+    const late = await scope.rawSubscribed(cached);
+    const frame = await late.next();
+    assert.deepEqual({ event: frame.event, data: parseData(frame) }, { event: 'kept', data: { n: 3 } }, `frames: ${late.describeHistory()}`);
+    const cacheKey = `cache-opts:app:app-id:channel:${cached}:cache_miss`;
+    await poll(`the key ${cacheKey} in database 5`, () => redis.command(['KEYS', '*'], { db: 5 }), (keys) => keys.includes(cacheKey));
+    await poll('the queue\'s waiting list in database 6', () => redis.command(['KEYS', '*'], { db: 6 }), (keys) => keys.includes('queue-opts:queue:webhooks:waiting'));
+    assert.equal(await redis.command(['DBSIZE']), 0, 'database 0 holds nothing');
+  });
+});
