@@ -12,7 +12,8 @@
 //! each concern has its own file: `relay` (publishes, user messages and terminations), `query`
 //! (requests fanned out and their answers), `replica` and `presence` (the other nodes' members
 //! and the frames about them), `occupancy` (which node announces a channel occupied or
-//! vacated), `connections` (the connection counts behind apps' fleet-wide quotas), `nodes`
+//! vacated), `users` (who is online anywhere, for watchlists and the user webhooks, shared as
+//! occupancy), `connections` (the connection counts behind apps' fleet-wide quotas), `nodes`
 //! (nodes joining and leaving) and `extension` (what is built on the fleet's channel).
 
 mod connections;
@@ -23,6 +24,7 @@ mod presence;
 mod query;
 mod relay;
 mod replica;
+mod users;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -235,6 +237,26 @@ impl Adapter for HorizontalAdapter {
         }
         app.remove_connection();
         self.counts_changed.store(true, Ordering::Release);
+    }
+
+    async fn user_signed_in(&self, app_id: &str, user_id: &str) -> bool {
+        self.fleet_user_signed_in(app_id, user_id).await
+    }
+
+    async fn user_signed_out(&self, app_id: &str, user_id: &str) -> bool {
+        self.fleet_user_signed_out(app_id, user_id).await
+    }
+
+    fn user_online(&self, app_id: &str, user_id: &str) -> bool {
+        self.fleet_user_online(app_id, user_id)
+    }
+
+    fn watch(&self, app_id: &str, socket: SocketRef, watchlist: &[String]) {
+        self.fleet_watch(app_id, socket, watchlist);
+    }
+
+    fn unwatch(&self, app_id: &str, socket_id: &SocketId) {
+        self.local.users().lock().unwatch(app_id, socket_id);
     }
 
     fn peer_connections(&self) -> BTreeMap<String, BTreeMap<String, u64>> {

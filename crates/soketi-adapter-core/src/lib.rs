@@ -96,6 +96,7 @@ mod pubsub_frame;
 pub mod queue;
 pub mod ratelimit;
 mod transport;
+mod users;
 mod window;
 pub mod wire;
 
@@ -115,6 +116,7 @@ pub use local::{LocalAdapter, Origin};
 pub use queue::{InFlight, InFlightTask, JobError, JobHandler, Queue, RetryPolicy, SyncQueue};
 pub use ratelimit::{Budget, Decision, LocalRateLimiter, RateLimiter, SlidingWindow};
 pub use transport::{MemoryHub, PeerInfo, Transport, TransportEvent};
+pub use users::user_key;
 
 /// Runs the README's example as a doctest, so that it stays true.
 #[cfg(doctest)]
@@ -166,6 +168,13 @@ pub enum Departure {
         /// The presence channel.
         channel: String,
         /// The user who is gone.
+        user_id: String,
+    },
+    /// `user_id` has no signed-in connection left anywhere.
+    UserOffline {
+        /// The app of the user.
+        app_id: String,
+        /// The user who went offline.
         user_id: String,
     },
     /// `channel` has no subscriber left anywhere.
@@ -263,6 +272,32 @@ pub trait Adapter: Send + Sync {
         }
         app.remove_connection();
     }
+
+    /// Counts a connection signed in as `user_id` as online, for watchlists and the user
+    /// webhooks, after [`Adapter::sign_in`]; in a fleet the other nodes are told of the user's
+    /// first connection here. When the user was online nowhere before, the connections that
+    /// watch it get `online`. Returns whether it is the user's first connection on this node:
+    /// the caller then hands `user_online` to the webhooks, which decide once for the fleet
+    /// (with [`Adapter::announces`] on [`user_key`]), as for `channel_occupied`.
+    async fn user_signed_in(&self, app_id: &str, user_id: &str) -> bool;
+
+    /// Forgets a connection counted by [`Adapter::user_signed_in`], when it closes or signs in
+    /// as someone else. When it was the user's last anywhere, the connections that watch it get
+    /// `offline`. Returns whether it was the user's last connection on this node, for
+    /// `user_offline` as for `channel_vacated`.
+    async fn user_signed_out(&self, app_id: &str, user_id: &str) -> bool;
+
+    /// Whether `user_id` has a connection counted by [`Adapter::user_signed_in`] anywhere, as
+    /// far as this node knows without asking.
+    fn user_online(&self, app_id: &str, user_id: &str) -> bool;
+
+    /// Makes `socket` watch the users of `watchlist` (replacing what it watched) and sends it
+    /// `pusher_internal:watchlist_events` with their state now, then one each time one of them
+    /// comes online or goes offline anywhere: in that frame or after it, never both.
+    fn watch(&self, app_id: &str, socket: SocketRef, watchlist: &[String]);
+
+    /// Stops `socket_id` watching anyone.
+    fn unwatch(&self, app_id: &str, socket_id: &SocketId);
 
     /// Whether `channel` has subscribers anywhere, as far as this node knows without asking:
     /// here, or on another node by the occupancy reports.

@@ -23,6 +23,8 @@ pub struct LocalAdapter {
     /// `member_removed` reach each socket in the order the changes happened. An async lock: a
     /// join holds it while it tells the other nodes, before the client hears it succeeded.
     presence: Mutex<()>,
+    /// The users signed in here and the connections watching users.
+    users: crate::users::Users,
 }
 
 /// A connection joining a presence channel as `member`, refused past `max_members` users.
@@ -53,7 +55,13 @@ impl LocalAdapter {
             cache,
             cache_ttl,
             presence: Mutex::new(()),
+            users: crate::users::Users::default(),
         }
+    }
+
+    /// The users signed in here and their watchers.
+    pub(crate) fn users(&self) -> &crate::users::Users {
+        &self.users
     }
 
     /// The lock of this node's presence changes (see the field); a horizontal adapter takes it
@@ -332,6 +340,38 @@ impl Adapter for LocalAdapter {
 
     fn occupied_elsewhere(&self, _app_id: &str, _channel: &str) -> bool {
         false
+    }
+
+    async fn user_signed_in(&self, app_id: &str, user_id: &str) -> bool {
+        let mut users = self.users.lock();
+        let first = users.add(app_id, user_id);
+        if first {
+            users.announce(app_id, user_id, true);
+        }
+        first
+    }
+
+    async fn user_signed_out(&self, app_id: &str, user_id: &str) -> bool {
+        let mut users = self.users.lock();
+        let last = users.remove(app_id, user_id);
+        if last {
+            users.announce(app_id, user_id, false);
+        }
+        last
+    }
+
+    fn user_online(&self, app_id: &str, user_id: &str) -> bool {
+        self.users.lock().here(app_id, user_id)
+    }
+
+    fn watch(&self, app_id: &str, socket: SocketRef, watchlist: &[String]) {
+        self.users
+            .lock()
+            .watch(app_id, socket, watchlist, |_| false);
+    }
+
+    fn unwatch(&self, app_id: &str, socket_id: &SocketId) {
+        self.users.lock().unwatch(app_id, socket_id);
     }
 
     async fn socket_count(&self, app_id: &str) -> Result<u64, AdapterError> {

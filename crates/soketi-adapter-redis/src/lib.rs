@@ -5,8 +5,8 @@
 //!
 //! # The transport
 //!
-//! Every node subscribes to the fleet's channel (`<prefix>#redis-adapter`, soketi's name) and to
-//! its own (`<prefix>#redis-adapter#<node id>`) for answers. Each frame carries its kind and the
+//! Every node subscribes to the fleet's channel (`<prefix>#soketi-rs`) and to its own
+//! (`<prefix>#soketi-rs#<node id>`) for answers. Each frame carries its kind and the
 //! sending node, so that a node ignores its own messages and knows who is alive without
 //! decoding envelopes. Nodes send a heartbeat every `heartbeat_interval`; a node silent for
 //! `node_timeout` is gone. While this node's own subscription is down, nobody is declared dead:
@@ -16,6 +16,18 @@
 //! away, keeps them (up to a bound) and retries with backoff, so that a Redis restart loses
 //! nothing this node sends. A batch that Redis took and did not answer (a stalled Redis) is not
 //! sent again: Redis runs it when it resumes, and a second copy would be delivered twice.
+//!
+//! # Beside soketi
+//!
+//! The channels are not soketi's: soketi 1.x pattern-subscribes to `<prefix>#redis-adapter*` (or
+//! `redis-adapter*` without a prefix) and `JSON.parse`s every message there unguarded, so this
+//! node's binary frames on those names would crash a soketi node sharing the Redis and the
+//! prefix during a migration. This node also listens, on one server or Sentinel, to soketi's
+//! broadcasts and responses ([`SoketiChannels`]): the first JSON frame of soketi there is logged
+//! once, with what to do, and those channels are then left. Frames of an earlier build of this
+//! server, whose fleet channel was `<prefix>#redis-adapter` (soketi's name when a prefix is set),
+//! are logged once too. On a Redis Cluster the two never meet (soketi uses
+//! classic pub/sub, this node sharded pub/sub), and nothing is watched.
 //!
 //! # The services
 //!
@@ -57,7 +69,62 @@ use parking_lot::Mutex;
 use soketi_adapter_core::{AdapterError, Transport, TransportEvent};
 use tokio::sync::{mpsc, oneshot};
 
-use soketi_adapter_core::membership::{Kind, Membership};
+use soketi_adapter_core::membership::{Frame, Kind, Membership};
+
+/// The fleet's channel for `prefix`: `<prefix>#soketi-rs`. Not soketi's name, which soketi
+/// 1.x reads as JSON (see the crate's documentation); a node's answers go to
+/// `<prefix>#soketi-rs#<node id>`.
+pub fn fleet_channel(prefix: &str) -> String {
+    format!("{prefix}#soketi-rs")
+}
+
+/// The channels of soketi 1.x's Redis adapter for the same prefix: where a soketi node of a
+/// mixed fleet publishes its broadcasts, requests and responses, as JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SoketiChannels {
+    /// Broadcasts: `<prefix>#redis-adapter`, or `redis-adapter` without a prefix. Earlier builds
+    /// of this server used it (with a `#` even without a prefix) as their fleet's channel.
+    pub broadcast: String,
+    /// Requests to every node: the broadcast channel followed by `#comms#req`.
+    pub requests: String,
+    /// Answers to requests: the broadcast channel followed by `#comms#res`.
+    pub responses: String,
+}
+
+impl SoketiChannels {
+    /// soketi's channels for `prefix` (its `ADAPTER_REDIS_PREFIX`).
+    pub fn new(prefix: &str) -> Self {
+        let broadcast = if prefix.is_empty() {
+            "redis-adapter".to_owned()
+        } else {
+            format!("{prefix}#redis-adapter")
+        };
+        Self {
+            requests: format!("{broadcast}#comms#req"),
+            responses: format!("{broadcast}#comms#res"),
+            broadcast,
+        }
+    }
+}
+
+/// Who else a message on a watched channel says is on this Redis.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Neighbour {
+    /// A soketi 1.x node: its frames are JSON objects.
+    Soketi,
+    /// A node of an earlier build of this server, which published its frames on soketi's
+    /// channel name.
+    EarlierBuild,
+}
+
+/// What the bytes heard on one of soketi's channels are from, if anything known.
+pub(crate) fn neighbour(payload: &[u8]) -> Option<Neighbour> {
+    let text = payload.trim_ascii();
+    if text.starts_with(b"{") && text.ends_with(b"}") {
+        return Some(Neighbour::Soketi);
+    }
+    Frame::decode(payload).map(|_| Neighbour::EarlierBuild)
+}
 
 /// How to reach Redis and how the fleet checks its members.
 #[derive(Clone, Debug)]
@@ -166,7 +233,7 @@ impl RedisTransport {
     pub async fn start(config: RedisTransportConfig) -> Result<Arc<Self>, RedisTransportError> {
         let connector = config.endpoint.connector()?;
         let node_id = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
-        let fleet_channel = format!("{}#redis-adapter", config.prefix);
+        let fleet_channel = fleet_channel(&config.prefix);
         let node_channel_prefix = format!("{fleet_channel}#");
         let (out, out_rx) = mpsc::channel(config.max_buffered.max(1));
         let (membership, events_rx) = Membership::new(node_id.clone());
@@ -188,6 +255,7 @@ impl RedisTransport {
                 fleet_channel.clone(),
                 format!("{node_channel_prefix}{node_id}"),
             ],
+            watch: Arc::new(Watch::new(&config.prefix, &fleet_channel)),
             membership: membership.clone(),
             stop: stop.clone(),
         }));
@@ -465,8 +533,93 @@ async fn write_loop(connector: Arc<connect::Connector>, mut rx: mpsc::Receiver<O
 struct Subscriber {
     connector: Arc<connect::Connector>,
     channels: Vec<String>,
+    watch: Arc<Watch>,
     membership: Arc<Membership>,
     stop: Arc<AtomicBool>,
+}
+
+/// soketi's channels, listened to for what else shares this Redis and prefix: each neighbour is
+/// logged once, and soketi's channels are left once soketi has been seen, so that its traffic
+/// costs nothing after that.
+struct Watch {
+    soketi: SoketiChannels,
+    /// The fleet's channel of earlier builds, `<prefix>#redis-adapter`: soketi's broadcast
+    /// channel but for an empty prefix, where soketi's has no `#`.
+    earlier: String,
+    /// This node's fleet channel, named in the log lines.
+    ours: String,
+    soketi_seen: AtomicBool,
+    earlier_build_seen: AtomicBool,
+}
+
+impl Watch {
+    fn new(prefix: &str, ours: &str) -> Self {
+        Self {
+            soketi: SoketiChannels::new(prefix),
+            earlier: format!("{prefix}#redis-adapter"),
+            ours: ours.to_owned(),
+            soketi_seen: AtomicBool::new(false),
+            earlier_build_seen: AtomicBool::new(false),
+        }
+    }
+
+    /// The channels still to listen to: soketi's broadcasts and responses and the fleet's
+    /// channel of earlier builds, until soketi has been seen. Not soketi's requests: soketi
+    /// counts the subscribers of its request channel (`PUBSUB NUMSUB`) as the nodes that will
+    /// answer, and would wait out its request timeout for this node's answer.
+    fn channels(&self) -> Vec<String> {
+        if self.soketi_seen.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut channels = vec![self.soketi.broadcast.clone(), self.soketi.responses.clone()];
+        if self.earlier != self.soketi.broadcast {
+            channels.push(self.earlier.clone());
+        }
+        channels
+    }
+
+    fn is_watched(&self, channel: &str) -> bool {
+        channel == self.soketi.broadcast
+            || channel == self.soketi.responses
+            || channel == self.earlier
+    }
+
+    /// Logs what `payload`, heard on one of soketi's channels, says; true when the channels are
+    /// to be left now, because soketi has been seen for the first time.
+    fn heard(&self, channel: &str, payload: &[u8]) -> bool {
+        match neighbour(payload) {
+            Some(Neighbour::Soketi) => {
+                if self.soketi_seen.swap(true, Ordering::AcqRel) {
+                    return false;
+                }
+                tracing::warn!(
+                    channel,
+                    "a soketi 1.x node shares this Redis and prefix: it publishes JSON on \
+                     {channel}, and this node uses {ours}, so the two fleets run side by side \
+                     without crashing each other but do not exchange events: clients of one do \
+                     not get what is published through the other. Move every client and \
+                     publisher to one fleet, or give each fleet its own ADAPTER_REDIS_PREFIX \
+                     (docs/migrating-from-soketi.md, \"Beside soketi\")",
+                    ours = self.ours,
+                );
+                true
+            }
+            Some(Neighbour::EarlierBuild) => {
+                if !self.earlier_build_seen.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        channel,
+                        "a node of an earlier soketi-rs build shares this Redis and prefix: it \
+                         publishes on {channel}, and this node uses {ours}, so the two do not \
+                         hear each other until every node runs this build (a rolling upgrade \
+                         splits the fleet while it lasts; docs/migrating-from-soketi.md)",
+                        ours = self.ours,
+                    );
+                }
+                false
+            }
+            None => false,
+        }
+    }
 }
 
 async fn subscribe_loop(sub: Subscriber) {
@@ -504,14 +657,35 @@ async fn subscribe_loop(sub: Subscriber) {
             attempt += 1;
             continue;
         }
+        // Best effort: an ACL that allows only this node's channels forbids soketi's, and the
+        // fleet works without watching them.
+        let watched = sub.watch.channels();
+        if !watched.is_empty()
+            && let Err(e) = pubsub.subscribe(&watched).await
+        {
+            tracing::debug!(error = %e, "not watching soketi's channels");
+        }
         if attempt > 0 {
             tracing::info!("reconnected to Redis for subscribing");
         }
         attempt = 0;
         sub.membership.set_listening(true);
-        let mut messages = pubsub.on_message();
+        let (sink, mut messages) = pubsub.split();
         while let Some(msg) = messages.next().await {
-            sub.membership.receive(msg.get_payload_bytes());
+            let channel = msg.get_channel_name();
+            if sub.watch.is_watched(channel) {
+                if sub.watch.heard(channel, msg.get_payload_bytes()) {
+                    let mut sink = sink.clone();
+                    let watched = watched.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = sink.unsubscribe(&watched).await {
+                            tracing::debug!(error = %e, "cannot leave soketi's channels");
+                        }
+                    });
+                }
+            } else {
+                sub.membership.receive(msg.get_payload_bytes());
+            }
             if sub.stop.load(Ordering::Acquire) {
                 return;
             }

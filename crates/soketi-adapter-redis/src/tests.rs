@@ -116,3 +116,89 @@ async fn publishes_that_a_stalled_redis_took_are_not_sent_again() {
         "each frame was sent once, none again after its timeout"
     );
 }
+
+fn check_neighbour(payload: &[u8], expected: Option<super::Neighbour>) {
+    assert_eq!(
+        super::neighbour(payload),
+        expected,
+        "neighbour({:?})",
+        String::from_utf8_lossy(payload)
+    );
+}
+
+#[test]
+fn neighbours_are_told_by_their_frames() {
+    use super::Neighbour::{EarlierBuild, Soketi};
+    use soketi_adapter_core::membership::{Frame, Kind};
+
+    // soketi 1.x's broadcast, request and response, as its horizontal adapter writes them.
+    check_neighbour(
+        br#"{"uuid":"u","appId":"app-id","channel":"c","data":{"event":"e","channel":"c","data":"{}"}}"#,
+        Some(Soketi),
+    );
+    check_neighbour(
+        br#"{"requestId":"r","appId":"app-id","type":4,"opts":{}}"#,
+        Some(Soketi),
+    );
+    check_neighbour(b" {\"requestId\":\"r\",\"totalCount\":1}\n", Some(Soketi));
+    // A frame of a node of an earlier build, which used soketi's channel.
+    check_neighbour(
+        &Frame::encode(Kind::Heartbeat, "1-00ab", &[]),
+        Some(EarlierBuild),
+    );
+    check_neighbour(
+        &Frame::encode(Kind::Message, "1-00ab", b"{\"x\":1}"),
+        Some(EarlierBuild),
+    );
+    // Anything else is nobody known.
+    for other in [&b""[..], b"hello", b"[1,2]", b"{", b"\x09\x00"] {
+        check_neighbour(other, None);
+    }
+}
+
+#[test]
+fn channel_names_keep_clear_of_soketis() {
+    use super::{SoketiChannels, fleet_channel};
+
+    assert_eq!(fleet_channel("p"), "p#soketi-rs");
+    assert_eq!(fleet_channel(""), "#soketi-rs");
+    assert_eq!(
+        SoketiChannels::new("p"),
+        SoketiChannels {
+            broadcast: "p#redis-adapter".into(),
+            requests: "p#redis-adapter#comms#req".into(),
+            responses: "p#redis-adapter#comms#res".into(),
+        }
+    );
+    assert_eq!(SoketiChannels::new("").broadcast, "redis-adapter");
+    // soketi pattern-subscribes to its broadcast channel followed by anything: none of this
+    // node's channels (the fleet's, or a node's, which extends it) may match.
+    for prefix in ["", "p", "app#1"] {
+        let soketi = SoketiChannels::new(prefix).broadcast;
+        let ours = fleet_channel(prefix);
+        assert!(!ours.starts_with(&soketi), "{ours} under {soketi}*");
+    }
+}
+
+#[test]
+fn watched_channels_include_the_earlier_builds_fleet_channel() {
+    let check = |prefix: &str, expected: &[&str]| {
+        let watch = super::Watch::new(prefix, &super::fleet_channel(prefix));
+        assert_eq!(watch.channels(), expected, "prefix {prefix:?}");
+        for channel in expected {
+            assert!(watch.is_watched(channel), "{channel}");
+        }
+        assert!(!watch.is_watched(&super::fleet_channel(prefix)));
+    };
+    // With a prefix, earlier builds used soketi's broadcast channel; without, `#redis-adapter`.
+    check("p", &["p#redis-adapter", "p#redis-adapter#comms#res"]);
+    check(
+        "",
+        &["redis-adapter", "redis-adapter#comms#res", "#redis-adapter"],
+    );
+    // Once soketi is heard, nothing is watched any more, and it is said once.
+    let watch = super::Watch::new("p", "p#soketi-rs");
+    assert!(watch.heard("p#redis-adapter", br#"{"uuid":"u"}"#));
+    assert!(!watch.heard("p#redis-adapter", br#"{"uuid":"u"}"#));
+    assert!(watch.channels().is_empty());
+}

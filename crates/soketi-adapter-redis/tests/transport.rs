@@ -1,7 +1,8 @@
 //! The Redis transport against a real redis-server on a free port: nodes meet and carry
 //! messages with their sender, frames on the wire name their kind and sender, a megabyte
 //! crosses, prefixes keep fleets apart, a Redis that refuses the node stops start-up while an
-//! absent one only delays it, and a Redis restart is survived.
+//! absent one only delays it, a Redis restart is survived, and soketi's channels are watched
+//! until soketi 1.x is heard there.
 
 mod support;
 
@@ -138,8 +139,8 @@ async fn frames_on_the_wire_name_their_kind_and_sender() {
     let url = redis.url("", 0);
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut spy = client.get_async_pubsub().await.unwrap();
-    spy.subscribe("wire#redis-adapter").await.unwrap();
-    spy.psubscribe("wire#redis-adapter#*").await.unwrap();
+    spy.subscribe("wire#soketi-rs").await.unwrap();
+    spy.psubscribe("wire#soketi-rs#*").await.unwrap();
     let mut wire = spy.into_on_message();
 
     // A node timeout of 1 s, so that a node heard once is dropped soon after.
@@ -156,12 +157,17 @@ async fn frames_on_the_wire_name_their_kind_and_sender() {
         .await
         .unwrap();
     let expected: BTreeSet<String> = [
+        "wire#soketi-rs".to_owned(),
+        format!("wire#soketi-rs#{}", a.id()),
+        format!("wire#soketi-rs#{}", b.id()),
         "wire#redis-adapter".to_owned(),
-        format!("wire#redis-adapter#{}", a.id()),
-        format!("wire#redis-adapter#{}", b.id()),
+        "wire#redis-adapter#comms#res".to_owned(),
     ]
     .into();
-    assert_eq!(channels, expected, "the fleet's channel and one per node");
+    assert_eq!(
+        channels, expected,
+        "the fleet's channel, one per node, and soketi's broadcasts and responses, watched"
+    );
 
     a.transport.publish("published".into()).await.unwrap();
     a.transport.send_to(&b.id(), "sent".into()).await.unwrap();
@@ -198,20 +204,16 @@ async fn frames_on_the_wire_name_their_kind_and_sender() {
         seen,
         [
             (
-                "wire#redis-adapter".to_owned(),
+                "wire#soketi-rs".to_owned(),
                 Kind::Message,
                 "published".to_owned()
             ),
             (
-                format!("wire#redis-adapter#{}", b.id()),
+                format!("wire#soketi-rs#{}", b.id()),
                 Kind::Message,
                 "sent".to_owned()
             ),
-            (
-                "wire#redis-adapter".to_owned(),
-                Kind::Goodbye,
-                String::new()
-            ),
+            ("wire#soketi-rs".to_owned(), Kind::Goodbye, String::new()),
         ]
     );
 
@@ -219,7 +221,7 @@ async fn frames_on_the_wire_name_their_kind_and_sender() {
     // with its own id, and one heard once is gone after the node timeout.
     for garbage in [&b""[..], &[9, 0][..], &[0, 200, b'x'][..]] {
         let _: i64 = redis::cmd("PUBLISH")
-            .arg("wire#redis-adapter")
+            .arg("wire#soketi-rs")
             .arg(garbage)
             .query_async(&mut raw_conn)
             .await
@@ -227,7 +229,7 @@ async fn frames_on_the_wire_name_their_kind_and_sender() {
     }
     let outsider = Frame::encode(Kind::Message, "outsider", b"from outside");
     let _: i64 = redis::cmd("PUBLISH")
-        .arg("wire#redis-adapter")
+        .arg("wire#soketi-rs")
         .arg(&outsider[..])
         .query_async(&mut raw_conn)
         .await
@@ -286,14 +288,14 @@ async fn prefixes_keep_fleets_apart() {
     let mut raw_conn = raw(&url).await;
     let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
         .arg("NUMSUB")
-        .arg("x#redis-adapter")
-        .arg("y#redis-adapter")
+        .arg("x#soketi-rs")
+        .arg("y#soketi-rs")
         .query_async(&mut raw_conn)
         .await
         .unwrap();
     assert_eq!(
         counts,
-        [("x#redis-adapter".into(), 2), ("y#redis-adapter".into(), 2)]
+        [("x#soketi-rs".into(), 2), ("y#soketi-rs".into(), 2)]
     );
 
     // x1's publish reaches x2; y1's first message is y2's sentinel, sent after it.
@@ -433,11 +435,11 @@ async fn nodes_talk_again_after_a_redis_restart() {
         async move {
             let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
                 .arg("NUMSUB")
-                .arg("restart#redis-adapter")
+                .arg("restart#soketi-rs")
                 .query_async(&mut conn)
                 .await
                 .ok()?;
-            (counts == [("restart#redis-adapter".to_owned(), 2)]).then_some(())
+            (counts == [("restart#soketi-rs".to_owned(), 2)]).then_some(())
         }
     })
     .await;
@@ -454,4 +456,67 @@ async fn nodes_talk_again_after_a_redis_restart() {
         (b.id(), b"back".to_vec())
     );
     eprintln!("both nodes subscribed again {resubscribed:?} after the restart");
+}
+
+/// The subscriber counts of soketi's three channels for `prefix`.
+async fn soketi_subscribers(
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> Vec<i64> {
+    let names = soketi_adapter_redis::SoketiChannels::new(prefix);
+    let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&names.broadcast)
+        .arg(&names.requests)
+        .arg(&names.responses)
+        .query_async(conn)
+        .await
+        .unwrap();
+    counts.into_iter().map(|(_, n)| n).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soketis_channels_are_watched_until_soketi_is_heard() {
+    let Some(redis) = Redis::start("soketis_channels_are_watched_until_soketi_is_heard", &[])
+    else {
+        return;
+    };
+    let url = redis.url("", 0);
+    let mut a = Node::start(&url, "mixed", LONG_NODE_TIMEOUT).await;
+    let mut b = Node::start(&url, "mixed", LONG_NODE_TIMEOUT).await;
+    mesh(&mut [&mut a, &mut b]).await;
+    let mut conn = raw(&url).await;
+    // Not soketi's requests: soketi counts their subscribers as the nodes that will answer.
+    assert_eq!(soketi_subscribers(&mut conn, "mixed").await, [2, 0, 2]);
+
+    // A frame of an earlier build on soketi's channel is not taken for a member of this fleet,
+    // and the channels stay watched.
+    let earlier = Frame::encode(Kind::Message, "earlier-node", b"from an earlier build");
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("mixed#redis-adapter")
+        .arg(&earlier[..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // soketi's JSON (the answer to a SOCKETS_COUNT request, as soketi 1.x sends one) makes both
+    // nodes leave soketi's channels.
+    let response = r#"{"requestId":"5b0b7c1e","appId":"app-id","totalCount":3}"#;
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("mixed#redis-adapter#comms#res")
+        .arg(response)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    poll("both nodes to leave soketi's channels", DEADLINE, || {
+        let mut conn = conn.clone();
+        async move { (soketi_subscribers(&mut conn, "mixed").await == [0, 0, 0]).then_some(()) }
+    })
+    .await;
+
+    // The fleet still carries messages, and never counted the earlier build's node.
+    a.transport.publish("after soketi".into()).await.unwrap();
+    let got = next_message(&mut b.events, "a's message after soketi was heard").await;
+    assert_eq!(got, (a.id(), b"after soketi".to_vec()));
+    assert_eq!(b.transport.live_nodes(), [a.id()]);
+    assert_eq!(a.transport.live_nodes(), [b.id()]);
 }

@@ -85,6 +85,9 @@ pub struct App {
     pub enable_client_messages: bool,
     /// Whether connections must sign in within the user authentication timeout.
     pub enable_user_authentication: bool,
+    /// Whether a connection that signs in with a `watchlist` hears when its watched users come
+    /// online and go offline (`pusher_internal:watchlist_events`).
+    pub enable_watchlist_events: bool,
     /// Concurrent connections.
     pub max_connections: Option<u64>,
     /// Events per second published through the HTTP API.
@@ -111,6 +114,7 @@ impl App {
             enabled: true,
             enable_client_messages: false,
             enable_user_authentication: false,
+            enable_watchlist_events: false,
             max_connections: None,
             max_backend_events_per_sec: None,
             max_client_events_per_sec: None,

@@ -131,6 +131,57 @@ pub fn user_id_from_user_data(user_data: &str) -> Result<String, ProtocolError> 
         .ok_or_else(|| ProtocolError::InvalidUserData("user_data has no id".into()))
 }
 
+/// The most user ids a watchlist may hold: Pusher's documented limit.
+pub const MAX_WATCHLIST: usize = 100;
+
+/// Reads the `watchlist` of sign-in `user_data`: the user ids the user watches, ids as strings
+/// (numbers are written out). Absent is empty; anything but a list of ids is an error.
+pub fn watchlist_from_user_data(user_data: &str) -> Result<Vec<String>, ProtocolError> {
+    let value: serde_json::Value = serde_json::from_str(user_data)
+        .map_err(|e| ProtocolError::InvalidUserData(e.to_string()))?;
+    match value.get("watchlist") {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::Array(ids)) => ids
+            .iter()
+            .map(|id| {
+                id_to_string(id).ok_or_else(|| {
+                    ProtocolError::InvalidUserData(
+                        "watchlist ids must be non-empty strings or numbers".into(),
+                    )
+                })
+            })
+            .collect(),
+        Some(_) => Err(ProtocolError::InvalidUserData(
+            "watchlist must be a list of user ids".into(),
+        )),
+    }
+}
+
+/// `pusher_internal:watchlist_events`: for each name (`online`, `offline`) with ids, one event
+/// `{"name", "user_ids"}`, as pusher-js's `user.watchlist` emits them.
+pub fn watchlist_events(events: &[(&str, &[String])]) -> String {
+    #[derive(Serialize)]
+    struct Event<'a> {
+        name: &'a str,
+        user_ids: &'a [String],
+    }
+    #[derive(Serialize)]
+    struct D<'a> {
+        events: Vec<Event<'a>>,
+    }
+    let events = events
+        .iter()
+        .filter(|(_, ids)| !ids.is_empty())
+        .map(|(name, user_ids)| Event { name, user_ids })
+        .collect();
+    to_json(
+        "pusher_internal:watchlist_events",
+        None,
+        &json_string(&D { events }),
+        None,
+    )
+}
+
 #[derive(Serialize)]
 struct Frame<'a, D: Serialize + ?Sized> {
     event: &'a str,

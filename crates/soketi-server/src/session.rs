@@ -479,11 +479,39 @@ impl Session {
             Ok(id) => id,
             Err(e) => return self.conn.fail(CloseCode::UNAUTHORIZED, &e.to_string()),
         };
+        let watchlist = if self.app.enable_watchlist_events {
+            match message::watchlist_from_user_data(&data.user_data) {
+                Ok(list) if list.len() > message::MAX_WATCHLIST => {
+                    return self.conn.send_json(&message::error(
+                        Some(CloseCode::UNAUTHORIZED.0),
+                        &format!(
+                            "A watchlist may hold at most {} user ids; this one holds {}.",
+                            message::MAX_WATCHLIST,
+                            list.len()
+                        ),
+                        None,
+                    ));
+                }
+                Ok(list) => list,
+                Err(e) => return self.conn.fail(CloseCode::UNAUTHORIZED, &e.to_string()),
+            }
+        } else {
+            Vec::new()
+        };
         let previous = self.user_id.take();
         self.adapter()
             .sign_in(&self.app.id, self.socket(), &user_id, previous.as_deref())
             .await;
         self.conn.set_sign_in_deadline(0);
+        if self.tracks_users() {
+            if let Some(previous) = previous.as_deref() {
+                self.user_signed_out(previous).await;
+            }
+            // The user's first connection here: the webhooks decide whether it is the fleet's.
+            if self.adapter().user_signed_in(&self.app.id, &user_id).await {
+                self.webhook(Event::UserOnline(user_id.clone()));
+            }
+        }
         tracing::debug!(
             user_id,
             channel = server_to_user_channel(&user_id),
@@ -492,6 +520,27 @@ impl Session {
         self.user_id = Some(user_id);
         self.conn
             .send_json(&message::signin_success(&data.user_data));
+        if self.app.enable_watchlist_events {
+            // After the success, so that the client reads its watchlist as a signed-in user.
+            self.adapter()
+                .watch(&self.app.id, self.socket(), &watchlist);
+        }
+    }
+
+    /// Whether the app needs to know who is online: for watchlists, or for the user webhooks.
+    fn tracks_users(&self) -> bool {
+        self.app.enable_watchlist_events
+            || Webhooks::wanted(&self.app, "user_online")
+            || Webhooks::wanted(&self.app, "user_offline")
+    }
+
+    /// Forgets one of `user_id`'s signed-in connections, and hands `user_offline` to the
+    /// webhooks when it was the last here: they wait out the vacated delay, then announce it
+    /// if the user is online nowhere and this node speaks for the fleet.
+    async fn user_signed_out(&self, user_id: &str) {
+        if self.adapter().user_signed_out(&self.app.id, user_id).await {
+            self.webhook(Event::UserOffline(user_id.to_owned()));
+        }
     }
 
     async fn client_event(&mut self, msg: &ClientMessage) {
@@ -561,9 +610,17 @@ impl Session {
             self.leave(&name).await;
         }
         let user_id = self.user_id.take();
+        if self.app.enable_watchlist_events {
+            self.adapter().unwatch(&self.app.id, self.conn.socket_id());
+        }
         self.adapter()
             .close_connection(&self.app.id, self.conn.socket_id(), user_id.as_deref())
             .await;
+        if let Some(user_id) = user_id.as_deref()
+            && self.tracks_users()
+        {
+            self.user_signed_out(user_id).await;
+        }
         self.metrics.disconnected();
     }
 }

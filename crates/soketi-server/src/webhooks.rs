@@ -6,8 +6,13 @@
 //! user's first and last connection anywhere; `client_event`; `cache_miss`. Vacated and
 //! removed wait `webhooks.vacatedDelay` and are dropped, with the occupied or added that would
 //! follow, when the channel or user comes back in time: a quick reconnect is invisible. A node
-//! that dies takes users and channels with it; one survivor fires their `member_removed` and
-//! `channel_vacated` ([`FleetDepartures`]).
+//! that dies takes users and channels with it; one survivor fires their `member_removed`,
+//! `channel_vacated` and `user_offline` ([`FleetDepartures`]).
+//!
+//! Beyond Pusher's set: `user_online` on a user's first signed-in connection anywhere and
+//! `user_offline` after the last one closes everywhere, decided once for the fleet as occupancy
+//! is (the adapter shares who is online under [`user_key`]), `user_offline` waiting out the
+//! vacated delay like `channel_vacated`.
 //!
 //! Each webhook gets only its event types and the channels its filter matches; the body is
 //! `{"time_ms", "events"}` and `X-Pusher-Signature` signs exactly that body. With batching,
@@ -24,7 +29,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use soketi_adapter_core::{Adapter, Departure, DepartureSink, InFlight, OccupancyQuestion, Queue};
+use soketi_adapter_core::{
+    Adapter, Departure, DepartureSink, InFlight, OccupancyQuestion, Queue, user_key,
+};
 use soketi_protocol::App;
 use soketi_protocol::auth::hmac_sha256_hex;
 
@@ -54,6 +61,10 @@ pub(crate) enum Event {
     },
     /// A cache channel's subscriber found nothing cached.
     CacheMiss(String),
+    /// A user's first signed-in connection anywhere (an extension of Pusher's set).
+    UserOnline(String),
+    /// A user's last signed-in connection gone everywhere (an extension of Pusher's set).
+    UserOffline(String),
 }
 
 impl Event {
@@ -65,11 +76,15 @@ impl Event {
             Event::MemberRemoved { .. } => "member_removed",
             Event::Client { .. } => "client_event",
             Event::CacheMiss(_) => "cache_miss",
+            Event::UserOnline(_) => "user_online",
+            Event::UserOffline(_) => "user_offline",
         }
     }
 
+    /// The channel the event is about; empty for the user events, which are about none.
     fn channel(&self) -> &str {
         match self {
+            Event::UserOnline(_) | Event::UserOffline(_) => "",
             Event::Occupied(c) | Event::Vacated(c) | Event::CacheMiss(c) => c,
             Event::MemberAdded { channel, .. }
             | Event::MemberRemoved { channel, .. }
@@ -78,6 +93,9 @@ impl Event {
     }
 
     fn to_json(&self) -> Value {
+        if let Event::UserOnline(user_id) | Event::UserOffline(user_id) = self {
+            return json!({ "name": self.name(), "user_id": user_id });
+        }
         let mut out = json!({ "name": self.name(), "channel": self.channel() });
         match self {
             Event::MemberAdded { user_id, .. } | Event::MemberRemoved { user_id, .. } => {
@@ -128,6 +146,9 @@ impl DepartureSink for FleetDepartures {
                         user_id,
                     } => (app_id, Event::MemberRemoved { channel, user_id }),
                     Departure::Vacated { app_id, channel } => (app_id, Event::Vacated(channel)),
+                    Departure::UserOffline { app_id, user_id } => {
+                        (app_id, Event::UserOffline(user_id))
+                    }
                 };
                 match apps.find_by_id(&app_id).await {
                     Ok(Some(app)) => webhooks.fire(&app, event),
@@ -248,7 +269,10 @@ impl Webhooks {
     /// Handles one event: delays, cancels, filters, batches and queues it.
     pub(crate) fn fire(self: &Arc<Self>, app: &Arc<App>, event: Event) {
         if !Self::wanted(app, event.name())
-            && !matches!(event, Event::Occupied(_) | Event::MemberAdded { .. })
+            && !matches!(
+                event,
+                Event::Occupied(_) | Event::MemberAdded { .. } | Event::UserOnline(_)
+            )
         {
             return;
         }
@@ -271,8 +295,20 @@ impl Webhooks {
                 // member_removed nor this member_added is sent.
                 return;
             }
+            // Back within the delay: neither the pending user_offline nor this is sent. From
+            // another node, the arbitration below says no.
+            Event::UserOnline(user_id) if self.cancel(app, &format!("offline:{user_id}")) => {
+                return;
+            }
             Event::Occupied(channel) if !self.adapter.settle_time().is_zero() => {
                 return self.settle(app, channel.clone(), event);
+            }
+            Event::UserOnline(user_id) if !self.adapter.settle_time().is_zero() => {
+                return self.settle(app, user_key(user_id), event);
+            }
+            Event::UserOffline(user_id) => {
+                let key = format!("offline:{user_id}");
+                return self.delay(app, key, event);
             }
             Event::Vacated(channel) => {
                 let key = format!("vacated:{channel}");
@@ -358,6 +394,13 @@ impl Webhooks {
             // Another node speaks for the fleet.
             return;
         }
+        if let Event::UserOffline(user_id) = event
+            && !self
+                .adapter
+                .announces(&app.id, &user_key(user_id), question)
+        {
+            return;
+        }
         self.emit(app, event);
     }
 
@@ -370,6 +413,7 @@ impl Webhooks {
                 .presence_members(&app.id, channel)
                 .await
                 .is_ok_and(|members| members.iter().any(|m| &m.user_id == user_id)),
+            Event::UserOffline(user_id) => self.adapter.user_online(&app.id, user_id),
             _ => false,
         }
     }
@@ -378,7 +422,14 @@ impl Webhooks {
         let (name, channel) = (event.name(), event.channel());
         let json = event.to_json();
         for (index, hook) in app.webhooks.iter().enumerate() {
-            if !hook.wants(name, channel) {
+            // The user events are about no channel: a webhook's channel filter does not apply.
+            let wanted = match event {
+                Event::UserOnline(_) | Event::UserOffline(_) => {
+                    hook.event_types.iter().any(|t| t == name)
+                }
+                _ => hook.wants(name, channel),
+            };
+            if !wanted {
                 continue;
             }
             match self.settings.batching {

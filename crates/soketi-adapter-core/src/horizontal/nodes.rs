@@ -29,7 +29,7 @@ impl HorizontalAdapter {
     /// presence members.
     pub(super) async fn on_snapshot(&self, from: &str, snapshot: v1::PresenceSnapshot) {
         self.take_connection_counts(from, snapshot.connections, true);
-        self.take_occupied(from, snapshot.occupied);
+        self.take_occupied_snapshot(from, snapshot.occupied);
         self.take_members(from, snapshot.channels).await;
     }
 
@@ -58,6 +58,7 @@ impl HorizontalAdapter {
             pending.settle(node, None);
         }
         let mut departures = self.forget_members(node).await;
+        departures.extend(self.offline_departures(&emptied));
         departures.extend(self.vacated_departures(emptied));
         let sink = self.departures.read().clone();
         if let Some(sink) = sink

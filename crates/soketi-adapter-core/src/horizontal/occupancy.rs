@@ -50,8 +50,9 @@ impl HorizontalAdapter {
             .contains_key(&(app_id.to_owned(), channel.to_owned()))
     }
 
-    /// Takes in another node's report that a channel became occupied or empty there.
-    pub(super) fn on_occupancy_change(&self, from: &str, app: &str, change: v1::OccupancyChange) {
+    /// Takes in another node's report that a channel (or a user's key) became occupied or
+    /// empty there.
+    pub(super) fn take_occupancy_change(&self, from: &str, app: &str, change: v1::OccupancyChange) {
         let key = (app.to_owned(), change.channel);
         let now = Instant::now();
         let mut occupancy = self.occupancy.lock();
@@ -187,6 +188,9 @@ impl HorizontalAdapter {
     pub(super) fn vacated_departures(&self, emptied: Vec<(String, String)>) -> Vec<Departure> {
         let mut departures = Vec::new();
         for (app, channel) in emptied {
+            if crate::users::user_of(&channel).is_some() {
+                continue;
+            }
             let here = Adapter::local(self)
                 .get_app(&app)
                 .is_some_and(|a| a.channel_counts(&channel).subscription_count > 0);

@@ -6,6 +6,7 @@ use soketi_protocol::CloseCode;
 use super::*;
 use crate::Departure;
 use crate::transport::MemoryHub;
+use crate::users::user_key;
 
 struct Recorder {
     id: SocketId,
@@ -745,4 +746,145 @@ async fn a_node_alone_sends_no_request() {
     a.set_request_metrics(sink.clone());
     a.channels("app").await.unwrap();
     assert!(sink.lines().is_empty(), "{:?}", sink.lines());
+}
+
+/// The watchlist events a recorder got, each as `name:ids` (`online:u1,u2`), in order.
+fn watchlist_frames(rec: &Recorder) -> Vec<String> {
+    let mut seen = Vec::new();
+    for frame in rec.frames.lock().unwrap().iter() {
+        let v: serde_json::Value = serde_json::from_str(frame).unwrap();
+        if v["event"] != "pusher_internal:watchlist_events" {
+            continue;
+        }
+        let data: serde_json::Value = serde_json::from_str(v["data"].as_str().unwrap()).unwrap();
+        for e in data["events"].as_array().unwrap() {
+            let ids: Vec<&str> = e["user_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| id.as_str().unwrap())
+                .collect();
+            seen.push(format!("{}:{}", e["name"].as_str().unwrap(), ids.join(",")));
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_user_is_online_once_for_the_fleet_however_many_nodes_have_it() {
+    let hub = MemoryHub::new();
+    let (a, b, c) = (node(&hub, "a"), node(&hub, "b"), node(&hub, "c"));
+    let watcher = recorder(9);
+    a.watch("app", watcher.clone(), &["u".into(), "v".into()]);
+    assert_eq!(watchlist_frames(&watcher), ["offline:u,v"]);
+
+    // u signs in on b, then on c: online once for a's watcher. Each node says when it is the
+    // user's first or last connection there, for the webhooks' arbitration.
+    assert!(b.user_signed_in("app", "u").await);
+    eventually("online on a", || watchlist_frames(&watcher).len() == 2).await;
+    eventually("c to know of u", || c.user_online("app", "u")).await;
+    assert!(c.user_signed_in("app", "u").await, "the first on c");
+    eventually("b to know c has u", || {
+        b.occupied_elsewhere("app", &user_key("u"))
+    })
+    .await;
+    // A second connection on one node changes nothing.
+    assert!(!b.user_signed_in("app", "u").await);
+    assert!(!b.user_signed_out("app", "u").await);
+    // b's last connection goes: c still has u.
+    assert!(b.user_signed_out("app", "u").await, "the last on b");
+    eventually("a to hear b let u go", || {
+        a.occupancy
+            .lock()
+            .get(&("app".into(), user_key("u")))
+            .map(|n| n.len())
+            == Some(1)
+    })
+    .await;
+    assert!(a.user_online("app", "u"));
+    // c's last: offline for the fleet.
+    assert!(c.user_signed_out("app", "u").await);
+    eventually("offline on a", || watchlist_frames(&watcher).len() == 3).await;
+    assert_eq!(
+        watchlist_frames(&watcher),
+        ["offline:u,v", "online:u", "offline:u"]
+    );
+    assert!(!a.user_online("app", "u"));
+
+    // A watcher who signs in later gets the current state at once.
+    assert!(a.user_signed_in("app", "v").await);
+    eventually("b to know of v", || b.user_online("app", "v")).await;
+    let late = recorder(10);
+    b.watch("app", late.clone(), &["u".into(), "v".into()]);
+    assert_eq!(watchlist_frames(&late), ["online:v", "offline:u"]);
+    b.unwatch("app", &late.id);
+    assert!(a.user_signed_out("app", "v").await);
+    eventually("b to hear v go", || !b.user_online("app", "v")).await;
+    assert_eq!(
+        watchlist_frames(&late).len(),
+        2,
+        "unwatched: no more events"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_nodes_users_go_offline_and_one_survivor_reports_them() {
+    let hub = MemoryHub::new();
+    let (a, b, c) = (node(&hub, "a"), node(&hub, "b"), node(&hub, "c"));
+    let (seen_a, seen_b) = (
+        Arc::new(Departures::default()),
+        Arc::new(Departures::default()),
+    );
+    a.set_departure_sink(seen_a.clone());
+    b.set_departure_sink(seen_b.clone());
+    let (wa, wb) = (recorder(1), recorder(2));
+    a.watch("app", wa.clone(), &["gone".into(), "stays".into()]);
+    b.watch("app", wb.clone(), &["gone".into()]);
+    c.user_signed_in("app", "gone").await;
+    // "stays" is on c and on b: c's death leaves it online.
+    c.user_signed_in("app", "stays").await;
+    b.user_signed_in("app", "stays").await;
+    eventually("a to see both online", || {
+        watchlist_frames(&wa) == ["offline:gone,stays", "online:gone", "online:stays"]
+    })
+    .await;
+    eventually("a to hear b has stays", || {
+        a.occupancy
+            .lock()
+            .get(&("app".into(), user_key("stays")))
+            .map(|n| n.len())
+            == Some(2)
+    })
+    .await;
+    eventually("b to see gone online", || watchlist_frames(&wb).len() == 2).await;
+    hub.kill("c");
+    eventually("offline on a", || watchlist_frames(&wa).len() == 4).await;
+    eventually("offline on b", || watchlist_frames(&wb).len() == 3).await;
+    assert_eq!(watchlist_frames(&wa)[3], "offline:gone");
+    assert_eq!(watchlist_frames(&wb)[2], "offline:gone");
+    eventually("a's report", || !seen_a.0.lock().unwrap().is_empty()).await;
+    assert_eq!(
+        *seen_a.0.lock().unwrap(),
+        [Departure::UserOffline {
+            app_id: "app".into(),
+            user_id: "gone".into()
+        }]
+    );
+    assert!(
+        seen_b.0.lock().unwrap().is_empty(),
+        "b leaves the report to a"
+    );
+    assert!(a.user_online("app", "stays"));
+}
+
+#[tokio::test]
+async fn a_joining_node_learns_who_is_online() {
+    let hub = MemoryHub::new();
+    let a = node(&hub, "a");
+    a.user_signed_in("app", "early").await;
+    let b = node(&hub, "b");
+    eventually("the snapshot on b", || b.user_online("app", "early")).await;
+    let watcher = recorder(1);
+    b.watch("app", watcher.clone(), &["early".into()]);
+    assert_eq!(watchlist_frames(&watcher), ["online:early"]);
 }

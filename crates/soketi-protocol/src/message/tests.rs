@@ -68,6 +68,31 @@ fn server_frames() {
             r#"{"event":"pusher:signin_success","data":"{\"user_data\":\"{\\\"id\\\":\\\"u\\\"}\"}"}"#
         ]],
     );
+    let (on, off) = (vec!["a".to_owned(), "b".to_owned()], vec!["c".to_owned()]);
+    check(
+        watchlist_events(&[("online", &on), ("offline", &off), ("offline", &[])]),
+        expect![[
+            r#"{"event":"pusher_internal:watchlist_events","data":"{\"events\":[{\"name\":\"online\",\"user_ids\":[\"a\",\"b\"]},{\"name\":\"offline\",\"user_ids\":[\"c\"]}]}"}"#
+        ]],
+    );
+    check(
+        format!(
+            "{:?}",
+            watchlist_from_user_data(r#"{"id":"u","watchlist":["a",7]}"#)
+        ),
+        expect![[r#"Ok(["a", "7"])"#]],
+    );
+    check(
+        format!("{:?}", watchlist_from_user_data(r#"{"id":"u"}"#)),
+        expect![[r#"Ok([])"#]],
+    );
+    check(
+        format!(
+            "{:?}",
+            watchlist_from_user_data(r#"{"id":"u","watchlist":"a"}"#).is_err()
+        ),
+        expect![[r#"true"#]],
+    );
     let data = RawValue::from_string(r#"{"x":1}"#.into()).unwrap();
     check(
         channel_event("client-a", "presence-r", &data, Some("7")),

@@ -105,6 +105,14 @@ pub struct AppConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub enable_user_authentication: Option<bool>,
+    /// Whether signed-in connections get watchlist events.
+    #[serde(
+        alias = "enable_watchlist_events",
+        alias = "EnableWatchlistEvents",
+        deserialize_with = "opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub enable_watchlist_events: Option<bool>,
     /// Events per second through the HTTP API; -1 is unlimited.
     #[serde(
         alias = "max_backend_events_per_sec",
@@ -225,6 +233,7 @@ impl AppConfig {
             max_connections: Some(-1.0),
             enable_client_messages: Some(false),
             enable_user_authentication: Some(false),
+            enable_watchlist_events: Some(false),
             max_backend_events_per_second: Some(-1.0),
             max_client_events_per_second: Some(-1.0),
             max_read_requests_per_second: Some(-1.0),
@@ -246,6 +255,7 @@ impl AppConfig {
             max_connections,
             enable_client_messages,
             enable_user_authentication,
+            enable_watchlist_events,
             max_backend_events_per_second,
             max_client_events_per_second,
             max_read_requests_per_second,
@@ -304,6 +314,7 @@ impl AppConfig {
         app.enabled = self.enabled.unwrap_or(true);
         app.enable_client_messages = self.enable_client_messages.unwrap_or(false);
         app.enable_user_authentication = self.enable_user_authentication.unwrap_or(false);
+        app.enable_watchlist_events = self.enable_watchlist_events.unwrap_or(false);
         app.max_connections = quota(self.max_connections);
         app.max_backend_events_per_sec = quota(self.max_backend_events_per_second);
         app.max_client_events_per_sec = quota(self.max_client_events_per_second);

@@ -151,6 +151,10 @@ pub const ENV_OPTIONS: &[EnvOption] = &[
         "DEFAULT_APP_USER_AUTHENTICATION",
         "appManager.array.apps.0.enableUserAuthentication",
     ),
+    both(
+        "DEFAULT_APP_ENABLE_WATCHLIST_EVENTS",
+        "appManager.array.apps.0.enableWatchlistEvents",
+    ),
     both("DEFAULT_APP_WEBHOOKS", "appManager.array.apps.0.webhooks"),
     both(
         "DEFAULT_APP_ALLOWED_ORIGINS",

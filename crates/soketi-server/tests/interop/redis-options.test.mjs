@@ -125,11 +125,13 @@ describe('redis options: a password (requirepass), database 3, a key prefix and 
     }
   });
 
-  it('PUBSUB CHANNELS lists the adapter prefix\'s fleet channel and one channel per node, and nothing else', async () => {
+  it('PUBSUB CHANNELS lists the adapter prefix\'s fleet channel, one channel per node and the two of soketi\'s it watches, and nothing else', async () => {
     const ids = [];
     for (const scope of [ctx.A, ctx.B]) ids.push((await clusterView(scope)).node_id);
     const channels = (await ctx.redis.command(['PUBSUB', 'CHANNELS'])).sort();
-    assert.deepEqual(channels, [`${ADAPTER_PREFIX}#redis-adapter`, ...ids.map((id) => `${ADAPTER_PREFIX}#redis-adapter#${id}`)].sort());
+    // soketi's broadcasts and responses, watched for a soketi node sharing the prefix.
+    const soketis = ['', '#comms#res'].map((tail) => `${ADAPTER_PREFIX}#redis-adapter${tail}`);
+    assert.deepEqual(channels, [`${ADAPTER_PREFIX}#soketi-rs`, ...ids.map((id) => `${ADAPTER_PREFIX}#soketi-rs#${id}`), ...soketis].sort());
   });
 
   it(`the cache and the webhook queue keep their keys in database ${DB} under the key prefix; database 0 stays empty`, async () => {
@@ -310,8 +312,8 @@ describe('redis options: two fleets with different adapter prefixes on one Redis
         assert.deepEqual(peers, ids.filter((_, j) => j !== i), `GET /cluster on ${scope.label} lists only its fleet ${fleet}`);
       }
     }
-    const counts = await ctx.redis.command(['PUBSUB', 'NUMSUB', 'alpha#redis-adapter', 'beta#redis-adapter']);
-    assert.deepEqual(counts, ['alpha#redis-adapter', 2, 'beta#redis-adapter', 2]);
+    const counts = await ctx.redis.command(['PUBSUB', 'NUMSUB', 'alpha#soketi-rs', 'beta#soketi-rs']);
+    assert.deepEqual(counts, ['alpha#soketi-rs', 2, 'beta#soketi-rs', 2]);
   });
 
   it('a publish in one fleet never reaches a client of the other on the same channel name', async () => {

@@ -114,8 +114,8 @@ describe('redis over TLS: certificates', { skip: redisSkip() }, () => {
         what: `the warning about TLS; logs: ${scope.server.logs()}`,
       });
       // Its subscriber has been trying for as long as the start-up check waited.
-      const subscribed = await redis.command(['PUBSUB', 'NUMSUB', '#redis-adapter']);
-      assert.deepEqual(subscribed, ['#redis-adapter', 0], 'no node subscribed in plain text');
+      const subscribed = await redis.command(['PUBSUB', 'NUMSUB', '#soketi-rs']);
+      assert.deepEqual(subscribed, ['#soketi-rs', 0], 'no node subscribed in plain text');
       const hello = await scope.rawSubscribed(uniqueChannel());
       assert.ok(hello.isOpen, 'the node serves its own clients meanwhile');
     } finally {
