@@ -12,7 +12,7 @@
 //! each concern has its own file: `relay` (publishes, user messages and terminations), `query`
 //! (requests fanned out and their answers), `replica` and `presence` (the other nodes' members
 //! and the frames about them), `occupancy` (which node announces a channel occupied or
-//! vacated), `users` (who is online anywhere, for watchlists and the user webhooks, shared as
+//! vacated), `subscriptions` (the subscriber counts behind `subscription_count`), `users` (who is online anywhere, for watchlists and the user webhooks, shared as
 //! occupancy), `connections` (the connection counts behind apps' fleet-wide quotas), `nodes`
 //! (nodes joining and leaving) and `extension` (what is built on the fleet's channel).
 
@@ -24,6 +24,7 @@ mod presence;
 mod query;
 mod relay;
 mod replica;
+mod subscriptions;
 mod users;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -87,6 +88,8 @@ pub struct HorizontalAdapter {
     peer_counts: Mutex<HashMap<String, PeerCounts>>,
     /// Whether this node's connection counts changed since they were last shared.
     counts_changed: AtomicBool,
+    /// The fleet's subscriber counts for `subscription_count`.
+    subscriptions: subscriptions::FleetSubscriptions,
     /// Set once this node said goodbye: it shares nothing more.
     left: AtomicBool,
 }
@@ -121,6 +124,7 @@ impl HorizontalAdapter {
             reported: Mutex::default(),
             peer_counts: Mutex::default(),
             counts_changed: AtomicBool::new(false),
+            subscriptions: subscriptions::FleetSubscriptions::default(),
             left: AtomicBool::new(false),
         });
         tokio::spawn(connections::share_counts(Arc::downgrade(&adapter)));
@@ -216,6 +220,9 @@ impl HorizontalAdapter {
             Body::ConnectionCounts(counts) => {
                 self.take_connection_counts(from, counts.apps, counts.full)
             }
+            Body::SubscriptionCounts(counts) => {
+                self.take_subscription_counts(from, counts.channels, false)
+            }
         }
     }
 }
@@ -257,6 +264,19 @@ impl Adapter for HorizontalAdapter {
 
     fn unwatch(&self, app_id: &str, socket_id: &SocketId) {
         self.local.users().lock().unwatch(app_id, socket_id);
+    }
+
+    fn subscription_count_changed(&self, app_id: &str, channel: &str) {
+        self.local.subscription_count_changed(app_id, channel);
+        self.subscriptions.changed_here(app_id, channel);
+    }
+
+    fn take_subscription_count_changes(&self) -> Vec<(String, String)> {
+        self.local.take_subscription_count_changes()
+    }
+
+    fn subscription_count(&self, app_id: &str, channel: &str) -> crate::SubscriptionCount {
+        self.fleet_subscription_count(app_id, channel)
     }
 
     fn peer_connections(&self) -> BTreeMap<String, BTreeMap<String, u64>> {

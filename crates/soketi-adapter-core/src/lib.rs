@@ -118,6 +118,16 @@ pub use ratelimit::{Budget, Decision, LocalRateLimiter, RateLimiter, SlidingWind
 pub use transport::{MemoryHub, PeerInfo, Transport, TransportEvent};
 pub use users::user_key;
 
+/// A channel's subscribers across the fleet, for `subscription_count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubscriptionCount {
+    /// Connections subscribed anywhere in the fleet, as this node last heard.
+    pub count: u64,
+    /// Whether this node speaks for the fleet about the channel: of the nodes with
+    /// subscribers, the one with the smallest id. Every node computes it from the same counts.
+    pub speaks: bool,
+}
+
 /// Runs the README's example as a doctest, so that it stays true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
@@ -298,6 +308,31 @@ pub trait Adapter: Send + Sync {
 
     /// Stops `socket_id` watching anyone.
     fn unwatch(&self, app_id: &str, socket_id: &SocketId);
+
+    /// Marks `channel`'s subscribers on this node as changed, for `subscription_count`: the
+    /// server calls it on each subscribe and leave of a non-presence channel of an app with
+    /// `enable_subscription_count`. In a fleet the other nodes are told the new count within
+    /// one share interval (50 ms).
+    fn subscription_count_changed(&self, _app_id: &str, _channel: &str) {}
+
+    /// Takes the channels whose fleet-wide subscriber count may have changed since the last
+    /// call: changed here, or on another node by its reports, or with a node gone.
+    fn take_subscription_count_changes(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// `channel`'s subscribers across the fleet as this node knows them without asking, and
+    /// whether this node speaks for the fleet about it (the `subscription_count` webhook).
+    fn subscription_count(&self, app_id: &str, channel: &str) -> SubscriptionCount {
+        let here = self
+            .local()
+            .get_app(app_id)
+            .map_or(0, |app| app.channel_counts(channel).subscription_count);
+        SubscriptionCount {
+            count: here,
+            speaks: here > 0,
+        }
+    }
 
     /// Whether `channel` has subscribers anywhere, as far as this node knows without asking:
     /// here, or on another node by the occupancy reports.

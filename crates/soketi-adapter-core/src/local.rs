@@ -1,5 +1,6 @@
 //! The adapter of a single node.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ pub struct LocalAdapter {
     presence: Mutex<()>,
     /// The users signed in here and the connections watching users.
     users: crate::users::Users,
+    /// Channels whose `subscription_count` may have changed since the server last looked.
+    subscription_changes: parking_lot::Mutex<HashSet<(String, String)>>,
 }
 
 /// A connection joining a presence channel as `member`, refused past `max_members` users.
@@ -56,6 +59,7 @@ impl LocalAdapter {
             cache_ttl,
             presence: Mutex::new(()),
             users: crate::users::Users::default(),
+            subscription_changes: parking_lot::Mutex::default(),
         }
     }
 
@@ -372,6 +376,18 @@ impl Adapter for LocalAdapter {
 
     fn unwatch(&self, app_id: &str, socket_id: &SocketId) {
         self.users.lock().unwatch(app_id, socket_id);
+    }
+
+    fn subscription_count_changed(&self, app_id: &str, channel: &str) {
+        self.subscription_changes
+            .lock()
+            .insert((app_id.to_owned(), channel.to_owned()));
+    }
+
+    fn take_subscription_count_changes(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.subscription_changes.lock())
+            .into_iter()
+            .collect()
     }
 
     async fn socket_count(&self, app_id: &str) -> Result<u64, AdapterError> {

@@ -55,6 +55,7 @@ fn body() -> impl Strategy<Value = v1::envelope::Body> {
                     .collect(),
                 occupied: Vec::new(),
                 connections: Vec::new(),
+                subscriptions: Vec::new(),
             })
         }),
         (text(), bytes())

@@ -88,6 +88,10 @@ pub struct App {
     /// Whether a connection that signs in with a `watchlist` hears when its watched users come
     /// online and go offline (`pusher_internal:watchlist_events`).
     pub enable_watchlist_events: bool,
+    /// Whether subscribers of non-presence channels hear the channel's subscriber count across
+    /// the fleet when it changes (`pusher_internal:subscription_count`), and the webhooks get
+    /// `subscription_count`.
+    pub enable_subscription_count: bool,
     /// Concurrent connections.
     pub max_connections: Option<u64>,
     /// Events per second published through the HTTP API.
@@ -115,6 +119,7 @@ impl App {
             enable_client_messages: false,
             enable_user_authentication: false,
             enable_watchlist_events: false,
+            enable_subscription_count: false,
             max_connections: None,
             max_backend_events_per_sec: None,
             max_client_events_per_sec: None,

@@ -255,6 +255,17 @@ pub fn subscription_succeeded(channel: &str) -> String {
     )
 }
 
+/// `pusher_internal:subscription_count`: the channel's subscribers across the fleet, which
+/// pusher-js re-emits on the channel as `pusher:subscription_count`.
+pub fn subscription_count(channel: &str, count: u64) -> String {
+    to_json(
+        "pusher_internal:subscription_count",
+        Some(channel),
+        &format!("{{\"subscription_count\":{count}}}"),
+        None,
+    )
+}
+
 /// `pusher_internal:subscription_succeeded` for a presence channel, with its members.
 pub fn presence_subscription_succeeded(channel: &str, members: &[PresenceMember]) -> String {
     let mut hash = serde_json::Map::new();

@@ -25,6 +25,7 @@ mod ops;
 pub mod probe;
 mod session;
 mod state;
+mod subscription_count;
 mod tls;
 mod webhooks;
 mod websocket;
@@ -282,6 +283,11 @@ async fn build_state(
     if metrics.is_enabled() {
         adapter.set_request_metrics(metrics.clone());
     }
+    tokio::spawn(subscription_count::run(
+        Arc::downgrade(&adapter),
+        Arc::downgrade(&apps),
+        Arc::downgrade(&webhooks),
+    ));
     let state = Arc::new(State::new(
         config,
         Services {

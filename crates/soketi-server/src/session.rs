@@ -275,6 +275,10 @@ impl Session {
             if subscribed.is_some_and(|s| s.first_on_channel) {
                 self.occupancy(name, true).await;
             }
+            if self.app.enable_subscription_count {
+                self.adapter()
+                    .subscription_count_changed(&self.app.id, name);
+            }
         }
         if channel.is_cache() {
             let key = cache::channel_key(&self.app.id, name);
@@ -449,6 +453,12 @@ impl Session {
         else {
             return;
         };
+        if self.app.enable_subscription_count && !name.starts_with("presence-") {
+            // A connection that closes without unsubscribing lowers the count too: close
+            // leaves its channels here.
+            self.adapter()
+                .subscription_count_changed(&self.app.id, name);
+        }
         if let Some(user_id) = left.user_gone {
             self.webhook(Event::MemberRemoved {
                 channel: name.to_owned(),

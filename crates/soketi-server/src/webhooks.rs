@@ -3,7 +3,9 @@
 //!
 //! What fires: `channel_occupied` on a channel's first subscriber anywhere in the fleet and
 //! `channel_vacated` after its last leaves everywhere; `member_added` and `member_removed` on a
-//! user's first and last connection anywhere; `client_event`; `cache_miss`. Vacated and
+//! user's first and last connection anywhere; `client_event`; `cache_miss`; `subscription_count`
+//! (apps with `enable_subscription_count`), rate-limited and sent by one node of the fleet in
+//! [`crate::subscription_count`], then handled here as `cache_miss` is. Vacated and
 //! removed wait `webhooks.vacatedDelay` and are dropped, with the occupied or added that would
 //! follow, when the channel or user comes back in time: a quick reconnect is invisible. A node
 //! that dies takes users and channels with it; one survivor fires their `member_removed`,
@@ -63,6 +65,14 @@ pub(crate) enum Event {
     CacheMiss(String),
     /// A user's first signed-in connection anywhere (an extension of Pusher's set).
     UserOnline(String),
+    /// A channel's subscribers across the fleet changed (apps with `subscription_count` on),
+    /// rate-limited per channel and sent by one node ([`crate::subscription_count`]).
+    SubscriptionCount {
+        /// The channel.
+        channel: String,
+        /// Its subscribers across the fleet.
+        count: u64,
+    },
     /// A user's last signed-in connection gone everywhere (an extension of Pusher's set).
     UserOffline(String),
 }
@@ -76,6 +86,7 @@ impl Event {
             Event::MemberRemoved { .. } => "member_removed",
             Event::Client { .. } => "client_event",
             Event::CacheMiss(_) => "cache_miss",
+            Event::SubscriptionCount { .. } => "subscription_count",
             Event::UserOnline(_) => "user_online",
             Event::UserOffline(_) => "user_offline",
         }
@@ -88,6 +99,7 @@ impl Event {
             Event::Occupied(c) | Event::Vacated(c) | Event::CacheMiss(c) => c,
             Event::MemberAdded { channel, .. }
             | Event::MemberRemoved { channel, .. }
+            | Event::SubscriptionCount { channel, .. }
             | Event::Client { channel, .. } => channel,
         }
     }
@@ -100,6 +112,9 @@ impl Event {
         match self {
             Event::MemberAdded { user_id, .. } | Event::MemberRemoved { user_id, .. } => {
                 out["user_id"] = json!(user_id);
+            }
+            Event::SubscriptionCount { count, .. } => {
+                out["subscription_count"] = json!(count);
             }
             Event::Client {
                 event,

@@ -176,6 +176,7 @@ pub(super) async fn share_counts(adapter: Weak<HorizontalAdapter>) {
         if adapter.left.load(Ordering::Acquire) {
             return;
         }
+        adapter.share_subscription_counts().await;
         let full = last_full.elapsed() >= FULL_INTERVAL;
         if full {
             last_full = Instant::now();

@@ -1,5 +1,5 @@
 //! Nodes joining and leaving the fleet. A node that joins receives this node's snapshot
-//! (presence members, occupied channels and connection counts) and the extensions' greetings;
+//! (presence members, occupied channels, connection counts and subscription counts) and the extensions' greetings;
 //! a node that leaves takes its members, its channels and its connections with it, and one survivor reports them for the webhooks.
 
 use super::HorizontalAdapter;
@@ -11,12 +11,14 @@ impl HorizontalAdapter {
         let channels = self.presence_snapshot();
         let occupied = self.occupied_snapshot();
         let connections = self.connections_snapshot();
+        let subscriptions = self.subscriptions_snapshot();
         let snapshot = self.envelope(
             "",
             v1::envelope::Body::PresenceSnapshot(v1::PresenceSnapshot {
                 channels,
                 occupied,
                 connections,
+                subscriptions,
             }),
         );
         if let Err(e) = self.transport.send_to(node, snapshot).await {
@@ -29,6 +31,7 @@ impl HorizontalAdapter {
     /// presence members.
     pub(super) async fn on_snapshot(&self, from: &str, snapshot: v1::PresenceSnapshot) {
         self.take_connection_counts(from, snapshot.connections, true);
+        self.take_subscription_counts(from, snapshot.subscriptions, true);
         self.take_occupied_snapshot(from, snapshot.occupied);
         self.take_members(from, snapshot.channels).await;
     }
@@ -53,6 +56,7 @@ impl HorizontalAdapter {
     /// the fleet reports the departures.
     pub(super) async fn on_node_left(&self, node: &str) {
         self.forget_connection_counts(node);
+        self.forget_subscription_counts(node);
         let emptied = self.forget_occupancy(node);
         for pending in self.pending.iter() {
             pending.settle(node, None);

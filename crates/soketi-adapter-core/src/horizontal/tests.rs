@@ -888,3 +888,86 @@ async fn a_joining_node_learns_who_is_online() {
     b.watch("app", watcher.clone(), &["early".into()]);
     assert_eq!(watchlist_frames(&watcher), ["online:early"]);
 }
+
+/// Whether the changes `adapter` has for the server include `channel`.
+fn count_changed(adapter: &HorizontalAdapter, channel: &str) -> bool {
+    adapter
+        .take_subscription_count_changes()
+        .iter()
+        .any(|(app, c)| app == "app" && c == channel)
+}
+
+#[tokio::test]
+async fn subscription_counts_add_up_across_the_fleet_and_drop_a_dead_nodes() {
+    let hub = MemoryHub::new();
+    let (a, b, c) = (node(&hub, "a"), node(&hub, "b"), node(&hub, "c"));
+    let subscribers = [recorder(1), recorder(2), recorder(3)];
+    for (node, socket) in [
+        (&a, &subscribers[0]),
+        (&b, &subscribers[1]),
+        (&c, &subscribers[2]),
+    ] {
+        node.subscribe("app", "room", socket.clone()).await;
+        node.subscription_count_changed("app", "room");
+    }
+    for node in [&a, &b, &c] {
+        eventually("the fleet's count of 3", || {
+            node.subscription_count("app", "room").count == 3
+        })
+        .await;
+    }
+    // One node speaks for the channel: the smallest id with subscribers.
+    assert!(a.subscription_count("app", "room").speaks);
+    assert!(!b.subscription_count("app", "room").speaks);
+    assert!(!c.subscription_count("app", "room").speaks);
+    // Every node has the channel to send about, whichever node's count changed.
+    assert!(count_changed(&b, "room"));
+
+    // a's subscriber leaves: 2 everywhere, and b speaks now.
+    a.leave_channel("app", "room", subscribers[0].socket_id())
+        .await
+        .unwrap();
+    a.subscription_count_changed("app", "room");
+    eventually("c to hear a's count drop", || {
+        c.subscription_count("app", "room").count == 2
+    })
+    .await;
+    assert!(count_changed(&c, "room"));
+    assert_eq!(a.subscription_count("app", "room").count, 2);
+    assert!(
+        !a.subscription_count("app", "room").speaks,
+        "none left on a"
+    );
+    assert!(b.subscription_count("app", "room").speaks);
+
+    // A node that joins gets the counts in the snapshot.
+    let d = node(&hub, "d");
+    eventually("d to learn the counts", || {
+        d.subscription_count("app", "room").count == 2
+    })
+    .await;
+
+    // c dies without a word: its subscriber no longer counts.
+    hub.kill("c");
+    eventually("b to drop c's subscriber", || {
+        b.subscription_count("app", "room").count == 1
+    })
+    .await;
+    assert!(count_changed(&b, "room"));
+    eventually("d to drop c's subscriber", || {
+        d.subscription_count("app", "room").count == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_channel_nobody_marks_is_not_shared() {
+    let hub = MemoryHub::new();
+    let (a, b) = (node(&hub, "a"), node(&hub, "b"));
+    let socket = recorder(1);
+    a.subscribe("app", "quiet", socket.clone()).await;
+    assert_eq!(a.subscription_count("app", "quiet").count, 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.subscription_count("app", "quiet").count, 0);
+    assert!(!count_changed(&b, "quiet"));
+}

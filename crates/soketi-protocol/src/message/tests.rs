@@ -37,6 +37,13 @@ fn server_frames() {
             r#"{"event":"pusher_internal:subscription_succeeded","channel":"a","data":"{}"}"#
         ]],
     );
+    // pusher-js parses `data` and re-emits it as `pusher:subscription_count`.
+    check(
+        subscription_count("a", 3),
+        expect![[
+            r#"{"event":"pusher_internal:subscription_count","channel":"a","data":"{\"subscription_count\":3}"}"#
+        ]],
+    );
     check(
         subscription_error("private-a", "AuthError", "bad", 401),
         expect![[

@@ -113,6 +113,14 @@ pub struct AppConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub enable_watchlist_events: Option<bool>,
+    /// Whether subscribers get `subscription_count` events.
+    #[serde(
+        alias = "enable_subscription_count",
+        alias = "EnableSubscriptionCount",
+        deserialize_with = "opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub enable_subscription_count: Option<bool>,
     /// Events per second through the HTTP API; -1 is unlimited.
     #[serde(
         alias = "max_backend_events_per_sec",
@@ -234,6 +242,7 @@ impl AppConfig {
             enable_client_messages: Some(false),
             enable_user_authentication: Some(false),
             enable_watchlist_events: Some(false),
+            enable_subscription_count: Some(false),
             max_backend_events_per_second: Some(-1.0),
             max_client_events_per_second: Some(-1.0),
             max_read_requests_per_second: Some(-1.0),
@@ -256,6 +265,7 @@ impl AppConfig {
             enable_client_messages,
             enable_user_authentication,
             enable_watchlist_events,
+            enable_subscription_count,
             max_backend_events_per_second,
             max_client_events_per_second,
             max_read_requests_per_second,
@@ -315,6 +325,7 @@ impl AppConfig {
         app.enable_client_messages = self.enable_client_messages.unwrap_or(false);
         app.enable_user_authentication = self.enable_user_authentication.unwrap_or(false);
         app.enable_watchlist_events = self.enable_watchlist_events.unwrap_or(false);
+        app.enable_subscription_count = self.enable_subscription_count.unwrap_or(false);
         app.max_connections = quota(self.max_connections);
         app.max_backend_events_per_sec = quota(self.max_backend_events_per_second);
         app.max_client_events_per_sec = quota(self.max_client_events_per_second);

@@ -155,6 +155,15 @@ pub const ENV_OPTIONS: &[EnvOption] = &[
         "DEFAULT_APP_ENABLE_WATCHLIST_EVENTS",
         "appManager.array.apps.0.enableWatchlistEvents",
     ),
+    both(
+        "DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT",
+        "appManager.array.apps.0.enableSubscriptionCount",
+    ),
+    // The name some deployments of other Pusher servers use for the same switch.
+    both(
+        "DEFAULT_APP_SUBSCRIPTION_COUNT_ENABLED",
+        "appManager.array.apps.0.enableSubscriptionCount",
+    ),
     both("DEFAULT_APP_WEBHOOKS", "appManager.array.apps.0.webhooks"),
     both(
         "DEFAULT_APP_ALLOWED_ORIGINS",
