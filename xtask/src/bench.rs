@@ -6,8 +6,8 @@
 //! backlog. Peers that fail to install or start leave a note in their column instead of ending
 //! the run.
 
-mod report;
-mod servers;
+pub(crate) mod report;
+pub(crate) mod servers;
 #[cfg(test)]
 mod tests;
 
@@ -363,7 +363,8 @@ fn measure(
     let json = logs.join("report.json");
     let _ = fs::remove_file(&json);
     let nodes = launcher.kind.nodes();
-    let servers: Vec<String> = servers::addresses(nodes)
+    let servers: Vec<String> = launcher
+        .addresses()
         .iter()
         .map(ToString::to_string)
         .collect();
@@ -398,7 +399,10 @@ fn measure(
 }
 
 /// Waits for the generator, killing it past `deadline`.
-fn wait_bounded(child: std::io::Result<Child>, deadline: Duration) -> Result<(), String> {
+pub(crate) fn wait_bounded(
+    child: std::io::Result<Child>,
+    deadline: Duration,
+) -> Result<(), String> {
     let mut child = child.map_err(|err| format!("could not start the generator: {err}"))?;
     let started = Instant::now();
     loop {

@@ -9,6 +9,7 @@ mod cmd;
 mod dist;
 mod fuzz;
 mod layers;
+mod soak;
 mod steps;
 mod tidy;
 
@@ -55,6 +56,13 @@ tasks:
                                       signed_query, peer_envelope, config_env,
                                       http_bodies, session, cluster_wire,
                                       config_file
+  soak    build release and run every kind of traffic at once for N minutes against our server
+          (19k connections, 1 % reconnecting each second, presence joins and leaves, 200
+          publishes/s, client events, API reads); print a row a minute (RSS, descriptors, p99,
+          losses) and the drift, and write target/soak-results/
+            --minutes N               how long (default 30)
+            --nodes N                 N nodes over the cluster adapter on loopback (default 1)
+            --connections N           in all, spread over the nodes (default 19000)
   help    print this message";
 
 /// The environment variable that turns a skipped test into a failure.
@@ -97,6 +105,7 @@ fn try_main(args: &[String]) -> Result<ExitCode> {
         }
         "bench" => bench::bench(&root, &bench::Options::parse(options)?)?,
         "fuzz" => fuzz::fuzz(&root, &fuzz::Options::parse(options)?)?,
+        "soak" => soak::soak(&root, &soak::Options::parse(options)?)?,
         "help" | "-h" | "--help" => eprintln!("{USAGE}"),
         other => {
             eprintln!("unknown task `{other}`\n\n{USAGE}");

@@ -79,6 +79,29 @@ pub(crate) fn publish_request(
     request
 }
 
+/// A signed `GET` of the HTTP API's `path` (such as `/apps/{id}/channels`) with `params`, as
+/// whole HTTP/1.1 bytes.
+pub(crate) fn get_request(
+    app: &App,
+    server: SocketAddr,
+    path: &str,
+    params: &[(String, String)],
+) -> Vec<u8> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let query = http_auth::sign("GET", path, params, b"", &app.key, &app.secret, now);
+    let query: Vec<String> = query
+        .iter()
+        .map(|(key, value)| format!("{}={}", percent_encode(key), percent_encode(value)))
+        .collect();
+    format!(
+        "GET {path}?{} HTTP/1.1\r\nHost: {server}\r\n\r\n",
+        query.join("&")
+    )
+    .into_bytes()
+}
+
 /// Percent-encodes all but RFC 3986's unreserved characters.
 pub(crate) fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

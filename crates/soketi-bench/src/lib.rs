@@ -4,7 +4,8 @@
 //! [`run`] carries out one [`Plan`]: it opens WebSocket connections (from several source
 //! addresses, a bounded number of handshakes at a time), subscribes them over public, private or
 //! presence channels (signing with the app secret), then drives one [`Mode`]: timed publishes
-//! through the HTTP API, an idle hold, raw HTTP publish throughput, or presence churn. It returns
+//! through the HTTP API, an idle hold, raw HTTP publish throughput, presence churn, or a soak
+//! (every kind of traffic at once for many minutes, with a row of figures per minute). It returns
 //! a [`Report`] of connect times, deliveries per second, latency percentiles from publish to
 //! delivery, lost and duplicated messages, and the servers' CPU time and memory read from `/proc`
 //! for the pids the plan names, beside the generator's own CPU use. `cargo xtask bench` runs it
@@ -25,6 +26,7 @@ mod procfs;
 mod progress;
 mod publish;
 mod setup;
+mod soak;
 mod stats;
 mod ws;
 
@@ -38,6 +40,9 @@ pub use crate::attack::{Attack, AttackReport};
 pub use crate::error::{BenchError, HttpError, WsError};
 pub use crate::http::App;
 pub use crate::procfs::raise_open_files;
+pub use crate::soak::{
+    Descriptors, Minute, SoakPlan, SoakReport, SoakSummary, drift_percent, reference_minute,
+};
 pub use crate::stats::Latency;
 use crate::{progress::Progress, setup::Conn};
 
@@ -82,15 +87,29 @@ pub enum ChannelKind {
     Private,
     /// `presence-bench-N`: signed, with a user per connection.
     Presence,
+    /// All three by the channel's number: of every ten channels, seven public, two private and
+    /// one presence (numbers ending in 7 and 8, and in 9).
+    Mixed,
 }
 
 impl ChannelKind {
     /// The name of channel `index`.
     pub fn channel(self, index: usize) -> String {
-        match self {
-            Self::Public => format!("bench-{index}"),
+        match self.of(index) {
             Self::Private => format!("private-bench-{index}"),
             Self::Presence => format!("presence-bench-{index}"),
+            _ => format!("bench-{index}"),
+        }
+    }
+
+    /// The kind of channel `index`: itself, or for [`ChannelKind::Mixed`] the one its number
+    /// picks.
+    pub fn of(self, index: usize) -> Self {
+        match (self, index % 10) {
+            (Self::Mixed, 7 | 8) => Self::Private,
+            (Self::Mixed, 9) => Self::Presence,
+            (Self::Mixed, _) => Self::Public,
+            (kind, _) => kind,
         }
     }
 }
@@ -140,6 +159,8 @@ pub enum Mode {
         /// How long.
         duration: Duration,
     },
+    /// Every kind of traffic at once for many minutes, with a row of figures per minute.
+    Soak(SoakPlan),
 }
 
 /// Publishing in steps of rising rate.
@@ -163,7 +184,7 @@ pub struct PublishPlan {
 /// Everything a run measured, in the JSON summary's shape.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
-    /// `publish`, `idle`, `http` or `churn`.
+    /// `publish`, `idle`, `http`, `churn` or `soak`.
     pub mode: &'static str,
     /// Opening and subscribing the connections.
     pub setup: Setup,
@@ -184,6 +205,8 @@ pub struct Report {
     pub http: Option<HttpThroughput>,
     /// Presence churn (churn mode).
     pub churn: Option<Churn>,
+    /// Figures per minute, and the descriptors before and after (soak mode).
+    pub soak: Option<SoakReport>,
     /// What the attackers met, when the plan had some.
     pub attack: Option<AttackReport>,
     /// The servers' use of the machine over the whole run.
@@ -336,6 +359,11 @@ pub async fn run(plan: Plan) -> Result<Report, BenchError> {
     let open_files_limit = raise_open_files();
     let own_start = procfs::own_cpu();
     let server_start = procfs::sample(&plan.server_pids)?;
+    // A soak compares the servers' descriptors with those they held before any connection.
+    let baseline = match plan.mode {
+        Mode::Soak(_) => Some(Descriptors::read(&plan.server_pids)?),
+        _ => None,
+    };
     let progress = Progress::new(plan.progress);
     let peak = PeakRss::start(plan.server_pids.clone());
     let attackers = plan.attack.map(attack::Attackers::start);
@@ -346,6 +374,7 @@ pub async fn run(plan: Plan) -> Result<Report, BenchError> {
             Mode::Idle { .. } => "idle",
             Mode::Http { .. } => "http",
             Mode::Churn { .. } => "churn",
+            Mode::Soak(_) => "soak",
         },
         ..Report::default()
     };
@@ -373,6 +402,10 @@ pub async fn run(plan: Plan) -> Result<Report, BenchError> {
         Mode::Churn { churners, duration } => {
             report.churn =
                 Some(churn::run(&plan, conns, *churners, *duration, &progress, &mut report).await?);
+        }
+        Mode::Soak(soak) => {
+            let baseline = baseline.unwrap_or_default();
+            report.soak = Some(soak::run(&plan, soak, conns, baseline, &mut report).await?);
         }
     }
     progress.finish();
@@ -471,6 +504,17 @@ fn check(plan: &Plan) -> Result<(), BenchError> {
         }
         Mode::Churn { .. } if plan.kind != ChannelKind::Presence || plan.channels != 1 => {
             fail("churn needs one presence channel")
+        }
+        Mode::Soak(soak) if soak.minutes == 0 || soak.minute.is_zero() => {
+            fail("a soak needs at least one minute")
+        }
+        Mode::Soak(soak) if soak.publish_rate == 0 || soak.publishers == 0 => {
+            fail("a soak needs publishes")
+        }
+        // Connection `c` of the first `channels` is channel `c`'s witness, which never
+        // reconnects; the others churn.
+        Mode::Soak(_) if plan.connections <= plan.channels => {
+            fail("a soak needs more connections than channels (one witness per channel)")
         }
         _ => Ok(()),
     }

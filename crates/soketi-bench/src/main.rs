@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use soketi_bench::{App, Attack, ChannelKind, Mode, Plan, PublishPlan, Sources};
+use soketi_bench::{App, Attack, ChannelKind, Minute, Mode, Plan, PublishPlan, SoakPlan, Sources};
 
 /// Loads a Pusher Channels protocol server: WebSocket connections, subscriptions, publishes
 /// through the HTTP API; prints connect times, deliveries per second, latency percentiles,
@@ -86,6 +86,8 @@ enum Kind {
     Public,
     Private,
     Presence,
+    /// Of every ten channels, seven public, two private, one presence.
+    Mixed,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,13 +133,55 @@ enum ModeArgs {
         #[arg(long, default_value_t = 10.0)]
         duration_secs: f64,
     },
+    /// Every kind of traffic at once over mixed channels for many minutes, with a row of
+    /// figures per minute; the first `--channels` connections are witnesses that never
+    /// reconnect.
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u32,
+        /// Seconds of a minute (shorter for a trial).
+        #[arg(long, default_value_t = 60.0)]
+        minute_secs: f64,
+        #[arg(long, default_value_t = 200)]
+        publish_rate: u32,
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Percent of the connections that close and connect again every second.
+        #[arg(long, default_value_t = 1.0)]
+        reconnect_percent: f64,
+        #[arg(long, default_value_t = 50.0)]
+        client_events_per_sec: f64,
+        #[arg(long, default_value_t = 3.0)]
+        api_reads_per_sec: f64,
+        /// Seconds after every client left before the descriptors are read again.
+        #[arg(long, default_value_t = 5.0)]
+        settle_secs: f64,
+        /// Also write each minute's row here as a JSON line, as soon as it is closed.
+        #[arg(long)]
+        rows: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let json_path = args.json.clone();
     let threads = args.threads;
-    let plan = plan(args)?;
+    let rows = match &args.mode {
+        ModeArgs::Soak { rows, .. } => Some(rows.clone()),
+        _ => None,
+    };
+    let mut plan = plan(args)?;
+    // A soak's rows go to stderr (and a file) as each minute closes.
+    let row_writer = match (&mut plan.mode, rows) {
+        (Mode::Soak(soak), Some(path)) => {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            soak.rows = Some(sender);
+            Some(std::thread::spawn(move || write_rows(&receiver, path)))
+        }
+        _ => None,
+    };
     let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -148,7 +192,12 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
     };
-    let report = match runtime.block_on(soketi_bench::run(plan)) {
+    let outcome = runtime.block_on(soketi_bench::run(plan));
+    if let Some(writer) = row_writer {
+        // The run dropped its sender, so the writer ends once it wrote the last row.
+        let _ = writer.join();
+    }
+    let report = match outcome {
         Ok(report) => report,
         Err(err) => {
             // The caller of a scripted run reads why from the summary file.
@@ -166,6 +215,40 @@ fn main() -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{json}")?;
     Ok(())
+}
+
+/// Writes each row to stderr as one line, and as a JSON line to `path` when given.
+fn write_rows(rows: &std::sync::mpsc::Receiver<Minute>, path: Option<PathBuf>) {
+    let mut file = path.and_then(|path| std::fs::File::create(path).ok());
+    for row in rows {
+        eprintln!(
+            "soak: minute {:>3}  RSS {:>8.1} MiB {:?}  fds {:?}  p50 {:.2} ms  p99 {:.2} ms  \
+             deliveries {}  lost {}  dup {}  live {}  reconnects {}  client events {}/{}  \
+             API reads {} ({} failed)  errors {}  server CPU {:.0} %  generator CPU {:.0} %",
+            row.minute,
+            row.rss_kib as f64 / 1024.0,
+            row.rss_kib_per_node,
+            row.fds_per_node,
+            row.latency.p50,
+            row.latency.p99,
+            row.deliveries,
+            row.lost,
+            row.duplicated,
+            row.connections,
+            row.reconnects,
+            row.client_events_sent,
+            row.client_events_received,
+            row.api_reads,
+            row.api_read_failed,
+            row.errors,
+            row.server_cpu_percent,
+            row.generator_cpu_percent,
+        );
+        if let (Some(file), Ok(line)) = (&mut file, serde_json::to_string(&row)) {
+            let _ = writeln!(file, "{line}");
+            let _ = file.flush();
+        }
+    }
 }
 
 fn plan(args: Args) -> Result<Plan> {
@@ -245,6 +328,34 @@ fn plan(args: Args) -> Result<Plan> {
             args.connections,
             1,
         ),
+        ModeArgs::Soak {
+            minutes,
+            minute_secs,
+            publish_rate,
+            publishers,
+            payload,
+            reconnect_percent,
+            client_events_per_sec,
+            api_reads_per_sec,
+            settle_secs,
+            rows: _,
+        } => (
+            Mode::Soak(SoakPlan {
+                minutes,
+                minute: seconds(minute_secs),
+                publish_rate,
+                publishers,
+                payload,
+                reconnect_percent: reconnect_percent.clamp(0.0, 100.0),
+                client_events_per_sec: client_events_per_sec.max(0.0),
+                api_reads_per_sec: api_reads_per_sec.max(0.0),
+                settle: seconds(settle_secs),
+                rows: None,
+            }),
+            Kind::Mixed,
+            args.connections,
+            args.channels,
+        ),
     };
     Ok(Plan {
         servers: args.servers,
@@ -260,6 +371,7 @@ fn plan(args: Args) -> Result<Plan> {
             Kind::Public => ChannelKind::Public,
             Kind::Private => ChannelKind::Private,
             Kind::Presence => ChannelKind::Presence,
+            Kind::Mixed => ChannelKind::Mixed,
         },
         handshakes: args.handshakes,
         sources: Sources {

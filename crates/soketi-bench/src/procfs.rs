@@ -34,6 +34,13 @@ pub(crate) fn sample(pids: &[u32]) -> Result<Sample, BenchError> {
     Ok(total)
 }
 
+/// How many files process `pid` holds open: the entries of `/proc/<pid>/fd`.
+pub(crate) fn open_files(pid: u32) -> Result<u64, BenchError> {
+    let entries = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|source| BenchError::Proc { pid, source })?;
+    Ok(entries.count() as u64)
+}
+
 /// What a phase of the run costs: it starts with [`Meter::start`] and is read with
 /// [`Meter::read`].
 pub(crate) struct Meter {

@@ -14,7 +14,7 @@ use crate::ws::{Client, Dial, find};
 use crate::{ChannelKind, Plan, Setup, percent, procfs};
 
 /// How long one connection's connect, upgrade or subscription may take.
-const STEP_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const STEP_DEADLINE: Duration = Duration::from_secs(30);
 
 /// One open, subscribed connection.
 pub(crate) struct Conn {
@@ -151,8 +151,8 @@ pub(crate) fn subscribe_message(
 ) -> String {
     let name = kind.channel(channel);
     let mut data = serde_json::json!({ "channel": name });
-    match kind {
-        ChannelKind::Public => {}
+    match kind.of(channel) {
+        ChannelKind::Public | ChannelKind::Mixed => {}
         ChannelKind::Private => {
             let to_sign = auth::channel_string_to_sign(socket_id, &name, None);
             data["auth"] = auth::sign(key, secret, &to_sign).into();
@@ -170,7 +170,7 @@ pub(crate) fn subscribe_message(
 }
 
 /// Subscribes and waits for `pusher_internal:subscription_succeeded`.
-async fn subscribe(
+pub(crate) async fn subscribe(
     client: &mut Client,
     kind: ChannelKind,
     channel: usize,

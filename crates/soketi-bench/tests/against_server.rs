@@ -4,7 +4,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use soketi_bench::{App, Attack, BenchError, ChannelKind, Mode, Plan, PublishPlan, Sources, run};
+use soketi_bench::{
+    App, Attack, BenchError, ChannelKind, Mode, Plan, PublishPlan, SoakPlan, Sources, run,
+};
 use soketi_server::{Config, RunningServer};
 
 async fn server() -> RunningServer {
@@ -194,5 +196,64 @@ async fn attackers_run_beside_the_load_and_count_what_the_server_did_to_them() {
     );
     assert_eq!((report.lost, report.duplicated), (0, 0));
     assert!(report.server.rss_peak_kib >= report.server.rss_start_kib);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn soaks_mixed_channels_with_churn_client_events_and_api_reads() {
+    let server =
+        server_with(|c| c.app_manager.array.apps[0].enable_client_messages = Some(true)).await;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let mode = Mode::Soak(SoakPlan {
+        minutes: 3,
+        minute: Duration::from_millis(1500),
+        publish_rate: 40,
+        publishers: 2,
+        payload: 64,
+        // A fifth of the connections reconnect every second, so that each churner does at
+        // least once in the run.
+        reconnect_percent: 20.0,
+        client_events_per_sec: 10.0,
+        api_reads_per_sec: 6.0,
+        settle: Duration::from_millis(500),
+        rows: Some(sender),
+    });
+    // Ten channels (seven public, two private, one presence), a witness on each, and 30
+    // churning connections.
+    let mut plan = plan(server.local_addr(), 40, 10, mode);
+    plan.kind = ChannelKind::Mixed;
+    let report = run(plan).await.expect("the run completes");
+
+    assert_eq!((report.setup.subscribed, report.setup.failed), (40, 0));
+    let soak = report.soak.expect("a soak report");
+    let live: Vec<_> = receiver.try_iter().map(|row| row.minute).collect();
+    assert_eq!(live, vec![1, 2, 3], "each row went out as it closed");
+    assert_eq!((soak.witnesses, soak.churners), (10, 30));
+    assert_eq!(soak.minutes.len(), 3);
+    for row in &soak.minutes {
+        assert!(row.published > 0, "{row:?}");
+        assert_eq!(row.publish_failed, 0, "{row:?}");
+        assert_eq!(row.witness_expected, row.published, "{row:?}");
+        assert!(row.deliveries >= row.witness_expected, "{row:?}");
+        assert_eq!(row.latency.count, row.deliveries, "{row:?}");
+        assert!(row.api_reads > 0 && row.api_read_failed == 0, "{row:?}");
+        assert_eq!(row.errors, 0, "{row:?}");
+        assert_eq!(row.fds_per_node.len(), 1, "{row:?}");
+    }
+    let total =
+        |field: fn(&soketi_bench::Minute) -> u64| soak.minutes.iter().map(field).sum::<u64>();
+    assert!(total(|row| row.reconnects) >= 30, "{:?}", soak.minutes);
+    assert!(total(|row| row.client_events_sent) > 0);
+    assert!(total(|row| row.client_events_received) > 0);
+    assert!(
+        total(|row| row.member_events) > 0,
+        "presence members left and joined"
+    );
+    assert_eq!((soak.summary.lost, soak.summary.duplicated), (0, 0));
+    assert_eq!((report.lost, report.duplicated), (0, 0));
+    assert_eq!(soak.witnesses_closed, 0);
+    assert_eq!(soak.summary.reference_minute, 1);
+    assert_eq!(soak.summary.last_minute, 3);
+    assert!(soak.before.fds() > 0 && soak.after.fds() > 0);
     server.shutdown().await;
 }

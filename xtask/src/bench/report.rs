@@ -746,7 +746,7 @@ impl Machine {
         }
     }
 
-    fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         format!(
             "{} ({} cores, {:.0} GiB), Linux {}, {}, Node {}; load average at the end {}",
             self.cpu, self.cores, self.memory_gib, self.kernel, self.rustc, self.node, self.load

@@ -20,7 +20,7 @@ pub(crate) const WS_PORT: u16 = 26001;
 /// The first operations (metrics) port.
 const OPS_PORT: u16 = 26601;
 /// Our cluster's UDP discovery port and multicast group, kept on loopback.
-const CLUSTER_PORT: &str = "26077";
+const CLUSTER_PORT: u16 = 26077;
 const CLUSTER_GROUP: &str = "239.255.77.1";
 
 /// The versions the issue names.
@@ -63,11 +63,16 @@ pub(crate) struct Launcher {
     program: PathBuf,
     args: Vec<String>,
     dir: Option<PathBuf>,
+    /// Added to every port, so that another command's servers can run beside the benchmark's.
+    offset: u16,
+    /// Settings beyond the usual ones.
+    env: Vec<(String, String)>,
 }
 
 /// Running server processes.
 pub(crate) struct Running {
     children: Vec<Child>,
+    offset: u16,
 }
 
 impl Running {
@@ -83,7 +88,10 @@ impl Running {
             let _ = child.wait();
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while (0..nodes).any(|node| port_open(WS_PORT + node as u16)) && Instant::now() < deadline {
+        let offset = self.offset;
+        while (0..nodes).any(|node| port_open(WS_PORT + offset + node as u16))
+            && Instant::now() < deadline
+        {
             thread::sleep(Duration::from_millis(100));
         }
     }
@@ -98,13 +106,6 @@ impl Drop for Running {
     }
 }
 
-/// The WebSocket addresses of `nodes` nodes.
-pub(crate) fn addresses(nodes: usize) -> Vec<SocketAddr> {
-    (0..nodes)
-        .map(|node| SocketAddr::from(([127, 0, 0, 1], WS_PORT + node as u16)))
-        .collect()
-}
-
 /// Our release binary as a launcher.
 pub(crate) fn ours(binary: &Path, nodes: usize) -> Launcher {
     Launcher {
@@ -112,6 +113,8 @@ pub(crate) fn ours(binary: &Path, nodes: usize) -> Launcher {
         program: binary.to_path_buf(),
         args: Vec::new(),
         dir: None,
+        offset: 0,
+        env: Vec::new(),
     }
 }
 
@@ -138,6 +141,8 @@ pub(crate) fn install_soketi(recipes: &Path, peers: &Path) -> Result<Launcher> {
         program: "node".into(),
         args: vec![server.display().to_string(), "start".into()],
         dir: Some(dir),
+        offset: 0,
+        env: Vec::new(),
     })
 }
 
@@ -177,6 +182,8 @@ pub(crate) fn install_sockudo(root: &Path, recipes: &Path, peers: &Path) -> Resu
         program: binary,
         args: vec!["--config".into(), path.display().to_string()],
         dir: Some(peers.to_path_buf()),
+        offset: 0,
+        env: Vec::new(),
     })
 }
 
@@ -211,19 +218,48 @@ fn open_files_limit() -> u64 {
 }
 
 impl Launcher {
+    /// The same servers on every port plus `offset` (our server only: the peers' ports are in
+    /// their configuration).
+    pub(crate) fn with_port_offset(mut self, offset: u16) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// The same servers with one more setting in their environment.
+    pub(crate) fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The WebSocket (and HTTP API) address of each node.
+    pub(crate) fn addresses(&self) -> Vec<SocketAddr> {
+        self.ports(WS_PORT)
+    }
+
+    /// The operations (metrics) address of each node.
+    pub(crate) fn ops_addresses(&self) -> Vec<SocketAddr> {
+        self.ports(OPS_PORT)
+    }
+
+    fn ports(&self, first: u16) -> Vec<SocketAddr> {
+        (0..self.kind.nodes())
+            .map(|node| SocketAddr::from(([127, 0, 0, 1], first + self.offset + node as u16)))
+            .collect()
+    }
+
     /// Starts the server's nodes pinned to core 0, waits until every node answers (and, for a
     /// cluster, sees the others), and checks that nothing listens beyond loopback.
     pub(crate) fn start(&self, logs: &Path) -> Result<Running> {
         let nodes = self.kind.nodes();
-        for node in 0..nodes {
-            let port = WS_PORT + node as u16;
-            if port_open(port) {
-                bail!("port {port} is already in use");
+        for address in self.addresses() {
+            if port_open(address.port()) {
+                bail!("port {} is already in use", address.port());
             }
         }
         let limit = open_files_limit();
         let mut running = Running {
             children: Vec::new(),
+            offset: self.offset,
         };
         for node in 0..nodes {
             let log = fs::File::create(logs.join(format!("node{node}.log")))
@@ -240,19 +276,21 @@ impl Launcher {
                 cmd.current_dir(dir);
             }
             self.environment(&mut cmd, node);
+            cmd.envs(self.env.iter().map(|(key, value)| (key, value)));
             let child = cmd
                 .spawn()
                 .with_context(|| format!("starting {}", self.program.display()))?;
             running.children.push(child);
         }
         self.wait_ready(&mut running)?;
-        check_loopback_only(nodes)?;
+        check_loopback_only(&self.addresses(), &self.ops_addresses())?;
         Ok(running)
     }
 
     fn environment(&self, cmd: &mut Command, node: usize) {
-        let ws = (WS_PORT + node as u16).to_string();
-        let ops = (OPS_PORT + node as u16).to_string();
+        let ws = (WS_PORT + self.offset + node as u16).to_string();
+        let ops = (OPS_PORT + self.offset + node as u16).to_string();
+        let cluster_port = (CLUSTER_PORT + self.offset).to_string();
         match self.kind {
             Kind::Ours { nodes } => {
                 cmd.envs([
@@ -269,7 +307,7 @@ impl Launcher {
                         ("SOKETI_ADAPTER_DRIVER", "cluster"),
                         ("SOKETI_CLUSTER_HOST", "127.0.0.1"),
                         ("SOKETI_CLUSTER_MULTICAST_ADDRESS", CLUSTER_GROUP),
-                        ("SOKETI_CLUSTER_PORT", CLUSTER_PORT),
+                        ("SOKETI_CLUSTER_PORT", &cluster_port),
                     ]);
                 }
             }
@@ -295,8 +333,8 @@ impl Launcher {
     fn wait_ready(&self, running: &mut Running) -> Result<()> {
         let nodes = self.kind.nodes();
         let deadline = Instant::now() + Duration::from_secs(30);
-        for node in 0..nodes {
-            let port = WS_PORT + node as u16;
+        for address in self.addresses() {
+            let port = address.port();
             while !port_open(port) {
                 for child in &mut running.children {
                     if let Some(status) = child.try_wait()? {
@@ -310,8 +348,7 @@ impl Launcher {
             }
         }
         if nodes > 1 {
-            for node in 0..nodes {
-                let ops = SocketAddr::from(([127, 0, 0, 1], OPS_PORT + node as u16));
+            for (node, ops) in self.ops_addresses().into_iter().enumerate() {
                 loop {
                     let peers = http_get(ops, "/cluster")
                         .ok()
@@ -340,7 +377,7 @@ fn port_open(port: u16) -> bool {
 }
 
 /// A plain `GET` of `path`, returning the body.
-fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
     let answer = crate::cmd::http_get(addr, path)?;
     let (_, body) = answer.split_once("\r\n\r\n").context("no body")?;
     Ok(body.to_owned())
@@ -348,10 +385,8 @@ fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
 
 /// Fails if anything listens on one of the benchmark's TCP ports at an address off loopback: a
 /// server that ignored its host setting would take load from elsewhere.
-fn check_loopback_only(nodes: usize) -> Result<()> {
-    let ports: Vec<u16> = (0..nodes as u16)
-        .flat_map(|node| [WS_PORT + node, OPS_PORT + node])
-        .collect();
+fn check_loopback_only(ws: &[SocketAddr], ops: &[SocketAddr]) -> Result<()> {
+    let ports: Vec<u16> = ws.iter().chain(ops).map(SocketAddr::port).collect();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = fs::read_to_string(table) else {
             continue;
