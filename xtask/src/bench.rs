@@ -13,7 +13,7 @@ mod tests;
 
 use std::{
     fs,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -250,16 +250,7 @@ const RUN_DEADLINE: Duration = Duration::from_secs(240);
 )]
 pub(crate) fn bench(root: &Path, options: &Options) -> Result<()> {
     let started = Instant::now();
-    run(cargo(root).args([
-        "build",
-        "--release",
-        "-p",
-        "soketi-server",
-        "-p",
-        "soketi-bench",
-    ]))?;
-    let server = crate::binary(root, "release", "soketi-server")?;
-    let generator = crate::binary(root, "release", "soketi-bench")?;
+    let (server, generator) = release_binaries(root)?;
     let out = root.join("target/bench-results");
     let peers = root.join("target/bench-peers");
     for dir in [&out, &peers] {
@@ -418,4 +409,20 @@ pub(crate) fn wait_bounded(
             Err(err) => return Err(format!("waiting for the generator: {err}")),
         }
     }
+}
+
+/// Builds the server and the load generator in release mode, and gives their paths.
+pub(crate) fn release_binaries(root: &Path) -> Result<(PathBuf, PathBuf)> {
+    run(cargo(root).args([
+        "build",
+        "--release",
+        "-p",
+        "soketi-server",
+        "-p",
+        "soketi-bench",
+    ]))?;
+    Ok((
+        crate::binary(root, "release", "soketi-server")?,
+        crate::binary(root, "release", "soketi-bench")?,
+    ))
 }

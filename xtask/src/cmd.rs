@@ -114,3 +114,20 @@ pub(crate) fn option_value(
         .or_else(|| rest.next().cloned())
         .with_context(|| format!("`{name}` needs a value"))
 }
+
+/// The whole number `text` given to the option `name`, within `range`.
+pub(crate) fn number_in<T>(name: &str, text: &str, range: std::ops::RangeInclusive<T>) -> Result<T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    text.parse()
+        .ok()
+        .filter(|n| range.contains(n))
+        .with_context(|| {
+            format!(
+                "`{name} {text}`: expected {} to {}",
+                range.start(),
+                range.end()
+            )
+        })
+}

@@ -7,7 +7,7 @@ use std::{fs, path::Path, process::Command, time::Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::cmd::{option_value, split_option};
+use crate::cmd::{number_in, option_value, split_option};
 
 /// The targets, by the names of `fuzz/Cargo.toml`'s binaries.
 pub(crate) const TARGETS: &[&str] = &[
@@ -47,11 +47,11 @@ impl Options {
             match name {
                 "--seconds" => {
                     let text = value()?;
-                    parsed.seconds = Some(positive("--seconds", &text)?);
+                    parsed.seconds = Some(number_in(name, &text, 1..=604_800)?);
                 }
                 "--runs" => {
                     let text = value()?;
-                    parsed.runs = Some(positive("--runs", &text)?);
+                    parsed.runs = Some(number_in(name, &text, 1..=1_000_000_000_000)?);
                 }
                 "--target" => {
                     for wanted in value()?.split(',').filter(|t| !t.is_empty()) {
@@ -77,13 +77,6 @@ impl Options {
         }
         Ok(parsed)
     }
-}
-
-fn positive(option: &str, text: &str) -> Result<u64> {
-    text.parse()
-        .ok()
-        .filter(|n| *n > 0)
-        .with_context(|| format!("`{option} {text}`: expected a whole number above 0"))
 }
 
 /// Runs each target for `options.seconds` and prints the executions of each.

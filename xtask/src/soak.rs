@@ -23,7 +23,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::bench::{report::Machine, servers, wait_bounded};
-use crate::cmd::{cargo, option_value, run, split_option};
+use crate::cmd::{number_in, option_value, split_option};
 
 /// What `soak` was asked to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -56,25 +56,13 @@ impl Options {
             let text = option_value(name, &inline, &mut options)?;
             match name {
                 "--minutes" => {
-                    parsed.minutes = text
-                        .parse()
-                        .ok()
-                        .filter(|minutes| (1..=1440).contains(minutes))
-                        .with_context(|| format!("`--minutes {text}`: expected 1 to 1440"))?;
+                    parsed.minutes = number_in(name, &text, 1..=1440)?;
                 }
                 "--nodes" => {
-                    parsed.nodes = text
-                        .parse()
-                        .ok()
-                        .filter(|nodes| (1..=8).contains(nodes))
-                        .with_context(|| format!("`--nodes {text}`: expected 1 to 8"))?;
+                    parsed.nodes = number_in(name, &text, 1..=8)?;
                 }
                 "--connections" => {
-                    parsed.connections = text
-                        .parse()
-                        .ok()
-                        .filter(|connections| (20..=19_500).contains(connections))
-                        .with_context(|| format!("`--connections {text}`: expected 20 to 19500"))?;
+                    parsed.connections = number_in(name, &text, 20..=19_500)?;
                 }
                 other => bail!("unknown option `{other}` for `soak`"),
             }
@@ -105,16 +93,7 @@ impl Options {
     reason = "the table is the task's result, for people and scripts to read"
 )]
 pub(crate) fn soak(root: &Path, options: &Options) -> Result<()> {
-    run(cargo(root).args([
-        "build",
-        "--release",
-        "-p",
-        "soketi-server",
-        "-p",
-        "soketi-bench",
-    ]))?;
-    let server = crate::binary(root, "release", "soketi-server")?;
-    let generator = crate::binary(root, "release", "soketi-bench")?;
+    let (server, generator) = crate::bench::release_binaries(root)?;
     let name = format!("{}-node-{}-min", options.nodes, options.minutes);
     let out = root.join("target/soak-results").join(&name);
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
