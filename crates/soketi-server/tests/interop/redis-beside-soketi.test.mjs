@@ -6,7 +6,7 @@
 // which published its frames on soketi's channel, did to soketi.
 //
 // Needs redis-server (redis.mjs) and soketi 1.6.1, installed by soketi-peer.mjs from
-// ../shared/peers/soketi when it is not there yet.
+// the recipe in peers/soketi when it is not there yet.
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';

@@ -1,13 +1,14 @@
 // soketi 1.6.1 itself, the server this one replaces, for the tests that run it beside this
-// server (redis-beside-soketi.test.mjs). It is installed from the recipe in
-// `../shared/peers/soketi` (or `$SOKETI_BENCH_PEERS/soketi`, as for the bench: a package.json
-// that pins soketi and swaps its uWebSockets.js, which is fetched from a Git host, for the same
-// library on the npm registry) with `npm install`, as `cargo xtask bench` does: the bench's copy under `target/bench-peers/soketi` is used when it is
-// there, else the tests install their own under `target/interop-peers/soketi` (once; it needs
-// the npm registry, as the suite's own `npm ci` does). `SOKETI_REF` names another install.
+// server (redis-beside-soketi.test.mjs). It is installed with `npm install` from the recipe in
+// `peers/soketi/package.json` beside this file (or `$SOKETI_BENCH_PEERS/soketi`, as for the
+// bench: a package.json that pins soketi and swaps its uWebSockets.js, which is fetched from a
+// Git host, for the same library on the npm registry). The bench's copy under
+// `target/bench-peers/soketi` is used when it is there, else the tests install their own under
+// `target/interop-peers/soketi` (once; it needs the npm registry, as the suite's own `npm ci`
+// does). `SOKETI_REF` names another install.
 //
-// Without the recipe, or when the install fails, the tests are skipped, unless
-// SOKETI_TEST_REQUIRE_ALL=1, where they fail with the reason instead.
+// When the install fails, the tests are skipped, unless SOKETI_TEST_REQUIRE_ALL=1, where they
+// fail with the reason instead.
 //
 // soketi starts its UDP discovery on every boot, whatever the adapter, and broadcasts to
 // 255.255.255.255 by default: it is always started with unicast discovery to 127.0.0.1, so
@@ -17,11 +18,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import { APP, REPO_ROOT, freePort, scratch, until } from './harness.mjs';
 
-// The recipes' folder, as `cargo xtask bench` finds it.
-const RECIPE = path.join(process.env.SOKETI_BENCH_PEERS ?? path.resolve(REPO_ROOT, '../shared/peers'), 'soketi');
+// The recipe: the bench's peers folder when it is named, else the project's own.
+const RECIPE = process.env.SOKETI_BENCH_PEERS
+  ? path.join(process.env.SOKETI_BENCH_PEERS, 'soketi')
+  : path.join(path.dirname(fileURLToPath(import.meta.url)), 'peers', 'soketi');
 const SERVER_JS = 'node_modules/@soketi/soketi/bin/server.js';
 const INSTALL_TIMEOUT_MS = 10 * 60_000;
 const READY_DEADLINE_MS = 30_000;
