@@ -233,7 +233,14 @@ impl RedisTransport {
     pub async fn start(config: RedisTransportConfig) -> Result<Arc<Self>, RedisTransportError> {
         let connector = config.endpoint.connector()?;
         let node_id = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
-        let fleet_channel = fleet_channel(&config.prefix);
+        // On a Cluster the fleet's channel is a hash tag, so that the node channels after it
+        // share its slot: the writer pipelines publishes to both, and a pipeline must stay on
+        // one shard (redis-rs refuses one that crosses slots).
+        let fleet_channel = if connector.endpoint().is_cluster() {
+            format!("{{{}}}", fleet_channel(&config.prefix))
+        } else {
+            fleet_channel(&config.prefix)
+        };
         let node_channel_prefix = format!("{fleet_channel}#");
         let (out, out_rx) = mpsc::channel(config.max_buffered.max(1));
         let (membership, events_rx) = Membership::new(node_id.clone());
