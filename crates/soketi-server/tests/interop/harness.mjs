@@ -72,7 +72,17 @@ export function serverBinary() {
 }
 
 /** Finds a free TCP port on loopback by letting the kernel pick one for a throwaway listener. */
-export function freePort() {
+export async function freePort() {
+  // Below Linux's ephemeral range (32768 to 60999 by default): a port from there can be taken
+  // by the local end of any outgoing connection between this check and the server's bind,
+  // which made starts fail now and then with "Address already in use".
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = QUIET_PORTS.from + Math.floor(Math.random() * (QUIET_PORTS.to - QUIET_PORTS.from));
+    if (handedOut.has(port)) continue;
+    // Taken before the check, so that callers awaiting at once never get the same port.
+    handedOut.add(port);
+    if (await canListen(port, '0.0.0.0')) return port;
+  }
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();
@@ -81,6 +91,22 @@ export function freePort() {
       const { port } = srv.address();
       srv.close(() => resolve(port));
     });
+  });
+}
+
+/** Where `freePort` looks first, below the ephemeral range. */
+const QUIET_PORTS = { from: 20_000, to: 32_000 };
+
+/** The ports this process has handed out: never twice. */
+const handedOut = new Set();
+
+/** Whether a TCP listener can bind `port` on `host` now. */
+function canListen(port, host) {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
   });
 }
 
