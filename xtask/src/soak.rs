@@ -196,6 +196,20 @@ pub(crate) fn condensed_row(minute: u64, last: u64) -> bool {
     minute == 1 || minute.is_multiple_of(5) || minute == last
 }
 
+/// A count per node, as `a / b / c`.
+fn per_node_counts(value: &Value) -> String {
+    value
+        .as_array()
+        .map(|values| {
+            values
+                .iter()
+                .map(|value| int(value).to_string())
+                .collect::<Vec<_>>()
+                .join(" / ")
+        })
+        .unwrap_or_default()
+}
+
 /// The per-minute table (the rows `keep` keeps) and the summary, as markdown.
 pub(crate) fn render(
     report: &Value,
@@ -229,16 +243,7 @@ pub(crate) fn render(
                 })
                 .unwrap_or_default()
         };
-        let fds = row["fds_per_node"]
-            .as_array()
-            .map(|values| {
-                values
-                    .iter()
-                    .map(|value| int(value).to_string())
-                    .collect::<Vec<_>>()
-                    .join(" / ")
-            })
-            .unwrap_or_default();
+        let fds = per_node_counts(&row["fds_per_node"]);
         let _ = writeln!(
             out,
             "| {} | {:.1} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} / {} | {} ({}) | \
@@ -265,18 +270,6 @@ pub(crate) fn render(
     let (lost, duplicated) = (int(&summary["lost"]), int(&summary["duplicated"]));
     let (fds_before, fds_after) = (int(&summary["fds_before"]), int(&summary["fds_after"]));
     let met = |yes: bool| if yes { "met" } else { "NOT met" };
-    let list = |value: &Value| {
-        value
-            .as_array()
-            .map(|values| {
-                values
-                    .iter()
-                    .map(|value| int(value).to_string())
-                    .collect::<Vec<_>>()
-                    .join(" / ")
-            })
-            .unwrap_or_default()
-    };
     let _ = writeln!(
         out,
         "\n- RSS from minute {} to minute {}: {:.1} → {:.1} MiB, a drift of {drift:+.2} % \
@@ -306,9 +299,9 @@ pub(crate) fn render(
         out,
         "- Descriptors before any client: {} ({fds_before}); {:.0} s after every client left: \
          {} ({fds_after}) (target back to baseline: {}).",
-        list(&soak["before"]["fds_per_node"]),
+        per_node_counts(&soak["before"]["fds_per_node"]),
         float(&soak["settle_secs"]),
-        list(&soak["after"]["fds_per_node"]),
+        per_node_counts(&soak["after"]["fds_per_node"]),
         met(fds_after <= fds_before),
     );
     let _ = writeln!(
