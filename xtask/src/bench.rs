@@ -354,26 +354,16 @@ fn measure(
     let json = logs.join("report.json");
     let _ = fs::remove_file(&json);
     let nodes = launcher.kind.nodes();
-    let servers: Vec<String> = launcher
-        .addresses()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    let pids: Vec<String> = running.pids().iter().map(ToString::to_string).collect();
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", "1"])
-        .arg(generator)
-        .arg("--server")
-        .arg(servers.join(","))
-        .arg("--server-pid")
-        .arg(pids.join(","))
-        // Each run has source addresses of its own, so that the last run's sockets in TIME_WAIT
-        // never hold the ports this one needs.
-        .args(["--source-first", &format!("127.0.{sequence}.2")])
-        .args(["--per-source", "5000"])
-        .arg("--json")
-        .arg(&json)
-        .args(scenario.generator_args(quick))
+    // Each run has source addresses of its own, so that the last run's sockets in TIME_WAIT
+    // never hold the ports this one needs.
+    let mut cmd = generator_command(
+        generator,
+        launcher,
+        &running,
+        &format!("127.0.{sequence}.2"),
+        &json,
+    );
+    cmd.args(scenario.generator_args(quick))
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     let outcome = wait_bounded(cmd.spawn(), RUN_DEADLINE);
@@ -425,4 +415,36 @@ pub(crate) fn release_binaries(root: &Path) -> Result<(PathBuf, PathBuf)> {
         crate::binary(root, "release", "soketi-server")?,
         crate::binary(root, "release", "soketi-bench")?,
     ))
+}
+
+/// The load generator on core 1, pointed at every server of `launcher` (and reading the CPU and
+/// memory of `running`'s pids), its connections from source addresses starting at
+/// `source_first`, 5000 to an address, writing its JSON summary to `json`; the caller adds the
+/// mode and its options.
+pub(crate) fn generator_command(
+    generator: &Path,
+    launcher: &Launcher,
+    running: &servers::Running,
+    source_first: &str,
+    json: &Path,
+) -> Command {
+    let join = |items: Vec<String>| items.join(",");
+    let servers = join(
+        launcher
+            .addresses()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    );
+    let pids = join(running.pids().iter().map(ToString::to_string).collect());
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "1"])
+        .arg(generator)
+        .args(["--server", &servers])
+        .args(["--server-pid", &pids])
+        .args(["--source-first", source_first])
+        .args(["--per-source", "5000"])
+        .arg("--json")
+        .arg(json);
+    cmd
 }

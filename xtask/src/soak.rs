@@ -11,13 +11,7 @@
 #[cfg(test)]
 mod tests;
 
-use std::{
-    fmt::Write as _,
-    fs,
-    path::Path,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{fmt::Write as _, fs, path::Path, process::Stdio, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -112,33 +106,20 @@ pub(crate) fn soak(root: &Path, options: &Options) -> Result<()> {
     let running = launcher.start(&out)?;
     let report_path = out.join("report.json");
     let _ = fs::remove_file(&report_path);
-    let servers: Vec<String> = launcher
-        .addresses()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    let pids: Vec<String> = running.pids().iter().map(ToString::to_string).collect();
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", "1"])
-        .arg(&generator)
-        .arg("--server")
-        .arg(servers.join(","))
-        .arg("--server-pid")
-        .arg(pids.join(","))
-        // Source addresses apart from the benchmark's (127.0.N.2), a new third octet for each
-        // soak, so that no run waits on another's sockets in TIME_WAIT.
-        .args([
-            "--source-first",
-            &format!("127.1.{}.2", std::process::id() % 250),
-        ])
-        .args(["--per-source", "5000"])
-        .args(["--handshakes", "256"])
+    // Source addresses apart from the benchmark's (127.0.N.2), a new third octet for each
+    // soak, so that no run waits on another's sockets in TIME_WAIT.
+    let mut cmd = crate::bench::generator_command(
+        &generator,
+        &launcher,
+        &running,
+        &format!("127.1.{}.2", std::process::id() % 250),
+        &report_path,
+    );
+    cmd.args(["--handshakes", "256"])
         .args(["--connect-deadline-secs", "120"])
         .args(["--connections", &options.connections.to_string()])
         .args(["--channels", &options.channels().to_string()])
         .arg("--no-progress")
-        .arg("--json")
-        .arg(&report_path)
         .args(["soak", "--minutes", &options.minutes.to_string()])
         .arg("--rows")
         .arg(out.join("rows.jsonl"))
