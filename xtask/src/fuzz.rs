@@ -31,6 +31,10 @@ pub(crate) struct Options {
     /// How many inputs each target runs at most.
     pub(crate) runs: Option<u64>,
     pub(crate) targets: Vec<&'static str>,
+    /// Builds without AddressSanitizer (`--no-sanitizer`): the workspace forbids `unsafe`, so
+    /// the sanitizer watches only dependencies, and it makes the allocation-heavy targets
+    /// (configuration, whole sessions) several times slower; the long counting runs use this.
+    pub(crate) no_sanitizer: bool,
 }
 
 impl Options {
@@ -39,6 +43,7 @@ impl Options {
             seconds: None,
             runs: None,
             targets: Vec::new(),
+            no_sanitizer: false,
         };
         let mut options = options.iter();
         while let Some(option) = options.next() {
@@ -53,6 +58,7 @@ impl Options {
                     let text = value()?;
                     parsed.runs = Some(number_in(name, &text, 1..=1_000_000_000_000)?);
                 }
+                "--no-sanitizer" => parsed.no_sanitizer = true,
                 "--target" => {
                     for wanted in value()?.split(',').filter(|t| !t.is_empty()) {
                         let known = TARGETS.iter().find(|t| **t == wanted).with_context(|| {
@@ -98,7 +104,11 @@ pub(crate) fn fuzz(root: &Path, options: &Options) -> Result<()> {
         fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
         let seeds = root.join("fuzz/seeds").join(target);
         let mut cmd = nightly_cargo(root);
-        cmd.args(["fuzz", "run", target]).arg(&corpus);
+        cmd.args(["fuzz", "run", target]);
+        if options.no_sanitizer {
+            cmd.args(["--sanitizer", "none"]);
+        }
+        cmd.arg(&corpus);
         if seeds.is_dir() {
             cmd.arg(&seeds);
         }
@@ -173,7 +183,8 @@ mod tests {
             Options {
                 seconds: Some(5),
                 runs: None,
-                targets: vec!["names", "ws_frames"]
+                targets: vec!["names", "ws_frames"],
+                no_sanitizer: false,
             }
         );
         let defaults = Options::parse(&[]).unwrap();
@@ -183,6 +194,11 @@ mod tests {
         );
         let runs = Options::parse(&["--runs=10000000".into()]).unwrap();
         assert_eq!((runs.seconds, runs.runs), (None, Some(10_000_000)));
+        assert!(
+            Options::parse(&["--no-sanitizer".into()])
+                .unwrap()
+                .no_sanitizer
+        );
         assert!(Options::parse(&["--runs".into(), "-1".into()]).is_err());
         assert!(Options::parse(&["--target".into(), "nope".into()]).is_err());
         assert!(Options::parse(&["--seconds".into(), "0".into()]).is_err());

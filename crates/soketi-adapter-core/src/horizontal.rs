@@ -92,6 +92,11 @@ pub struct HorizontalAdapter {
     subscriptions: subscriptions::FleetSubscriptions,
     /// Set once this node said goodbye: it shares nothing more.
     left: AtomicBool,
+    /// Users gone from the fleet as this node sees it whose `offline` its watchers have not
+    /// heard yet, by (app, user), with the number of the wait ([`users::OFFLINE_GRACE`]).
+    offline_pending: Mutex<HashMap<(String, String), u64>>,
+    /// This adapter, for the tasks it starts.
+    me: Weak<Self>,
 }
 
 /// How many senders of dropped envelopes are remembered; past that, they go unreported.
@@ -106,7 +111,7 @@ impl HorizontalAdapter {
         transport: Arc<dyn Transport>,
         requests_timeout: Duration,
     ) -> Arc<Self> {
-        let adapter = Arc::new(Self {
+        let adapter = Arc::new_cyclic(|me| Self {
             local,
             transport: transport.clone(),
             requests_timeout,
@@ -126,6 +131,8 @@ impl HorizontalAdapter {
             counts_changed: AtomicBool::new(false),
             subscriptions: subscriptions::FleetSubscriptions::default(),
             left: AtomicBool::new(false),
+            offline_pending: Mutex::default(),
+            me: me.clone(),
         });
         tokio::spawn(connections::share_counts(Arc::downgrade(&adapter)));
         if let Some(mut events) = transport.events() {

@@ -3,7 +3,14 @@
 //!
 //! A job is opaque bytes; a [`JobHandler`] runs it and says whether it must be tried again.
 //! Durable drivers (Redis) keep a job until its handler succeeds, across restarts.
+//!
+//! Batches: items pushed to one group within a window become one job, run by
+//! [`JobHandler::run_batch`]. The batching is the queue's, so that a durable queue holds each
+//! item from the moment it is pushed, not only once its batch is closed: a process that dies
+//! with a batch open loses none of it.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -22,6 +29,17 @@ pub type JobError = Box<dyn std::error::Error + Send + Sync>;
 pub trait JobHandler: Send + Sync {
     /// Does the job; an error means "try again later", with the reason for the log.
     async fn run(&self, job: &[u8]) -> Result<(), JobError>;
+
+    /// Does a batch: the items pushed to `group` with [`Queue::push_to_batch`], in the order
+    /// they were pushed. The default runs each item as a job, stopping at the first error (the
+    /// whole batch is then tried again).
+    async fn run_batch(&self, group: &str, items: &[Bytes]) -> Result<(), JobError> {
+        let _ = group;
+        for item in items {
+            self.run(item).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Holds jobs until a handler has done them. Held as `Arc<dyn Queue>`.
@@ -29,6 +47,15 @@ pub trait JobHandler: Send + Sync {
 pub trait Queue: Send + Sync {
     /// Queues a job.
     async fn push(&self, job: Bytes) -> Result<(), AdapterError>;
+    /// Adds `item` to the open batch of `group`; `window` after the batch's first item, the
+    /// batch is closed and becomes one job for [`JobHandler::run_batch`]. A durable queue holds
+    /// the item once this returns.
+    async fn push_to_batch(
+        &self,
+        group: &str,
+        item: Bytes,
+        window: Duration,
+    ) -> Result<(), AdapterError>;
     /// Starts running queued jobs with `handler`; jobs pushed before this wait for it.
     fn start(&self, handler: Arc<dyn JobHandler>);
 
@@ -63,8 +90,10 @@ impl RetryPolicy {
 pub struct SyncQueue {
     handler: OnceLock<Arc<dyn JobHandler>>,
     policy: RetryPolicy,
-    /// Jobs being run or waiting for their next attempt.
+    /// Jobs being run or waiting for their next attempt, open batches included.
     running: InFlight,
+    /// The open batches, by group.
+    batches: Arc<parking_lot::Mutex<HashMap<String, Vec<Bytes>>>>,
 }
 
 /// Tasks a process has started and not finished, which it waits for before it stops.
@@ -103,6 +132,34 @@ impl SyncQueue {
             handler: OnceLock::new(),
             policy,
             running: InFlight::default(),
+            batches: Arc::default(),
+        }
+    }
+
+    fn handler(&self) -> Result<Arc<dyn JobHandler>, AdapterError> {
+        self.handler
+            .get()
+            .cloned()
+            .ok_or_else(|| AdapterError::Transport("the queue has no handler yet".into()))
+    }
+}
+
+/// Runs `attempt` until it succeeds or `policy` gives up, waiting between attempts.
+async fn with_retries<F, Fut>(policy: RetryPolicy, mut attempt_once: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), JobError>>,
+{
+    for attempt in 1..=policy.max_attempts.max(1) {
+        match attempt_once().await {
+            Ok(()) => return,
+            Err(why) if attempt < policy.max_attempts => {
+                tracing::debug!(attempt, why = %why, "a job failed; trying again");
+                tokio::time::sleep(policy.delay(attempt)).await;
+            }
+            Err(why) => {
+                tracing::warn!(attempt, why = %why, "a job failed for the last time; dropped");
+            }
         }
     }
 }
@@ -110,28 +167,39 @@ impl SyncQueue {
 #[async_trait]
 impl Queue for SyncQueue {
     async fn push(&self, job: Bytes) -> Result<(), AdapterError> {
-        let handler = self
-            .handler
-            .get()
-            .cloned()
-            .ok_or_else(|| AdapterError::Transport("the queue has no handler yet".into()))?;
+        let handler = self.handler()?;
         let policy = self.policy;
         let running = self.running.enter();
         tokio::spawn(async move {
             let _running = running;
-            for attempt in 1..=policy.max_attempts.max(1) {
-                match handler.run(&job).await {
-                    Ok(()) => return,
-                    Err(why) if attempt < policy.max_attempts => {
-                        tracing::debug!(attempt, why = %why, "a job failed; trying again");
-                        tokio::time::sleep(policy.delay(attempt)).await;
-                    }
-                    Err(why) => {
-                        tracing::warn!(attempt, why = %why, "a job failed for the last time; dropped");
-                    }
-                }
-            }
+            with_retries(policy, || handler.run(&job)).await;
         });
+        Ok(())
+    }
+
+    async fn push_to_batch(
+        &self,
+        group: &str,
+        item: Bytes,
+        window: Duration,
+    ) -> Result<(), AdapterError> {
+        let handler = self.handler()?;
+        let first = {
+            let mut batches = self.batches.lock();
+            let batch = batches.entry(group.to_owned()).or_default();
+            batch.push(item);
+            batch.len() == 1
+        };
+        if first {
+            let (batches, group, policy) = (self.batches.clone(), group.to_owned(), self.policy);
+            let running = self.running.enter();
+            tokio::spawn(async move {
+                let _running = running;
+                tokio::time::sleep(window).await;
+                let items = batches.lock().remove(&group).unwrap_or_default();
+                with_retries(policy, || handler.run_batch(&group, &items)).await;
+            });
+        }
         Ok(())
     }
 
@@ -229,5 +297,68 @@ mod tests {
             .delay(3),
             Duration::from_secs(4)
         );
+    }
+
+    /// Records the batches it runs.
+    #[derive(Default)]
+    struct SeesBatches {
+        batches: Mutex<Vec<(String, Vec<Bytes>, Instant)>>,
+    }
+
+    #[async_trait]
+    impl JobHandler for SeesBatches {
+        async fn run(&self, _job: &[u8]) -> Result<(), JobError> {
+            Err("only batches here".into())
+        }
+
+        async fn run_batch(&self, group: &str, items: &[Bytes]) -> Result<(), JobError> {
+            self.batches
+                .lock()
+                .unwrap()
+                .push((group.to_owned(), items.to_vec(), Instant::now()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_close_after_their_window_with_their_items_in_order() {
+        let window = Duration::from_millis(40);
+        let handler = Arc::new(SeesBatches::default());
+        let queue = SyncQueue::new(RetryPolicy {
+            max_attempts: 1,
+            backoff: window,
+        });
+        queue.start(handler.clone());
+        let first = Instant::now();
+        for item in ["a", "b", "c"] {
+            queue
+                .push_to_batch("g", Bytes::from(item), window)
+                .await
+                .unwrap();
+        }
+        queue
+            .push_to_batch("h", Bytes::from("x"), window)
+            .await
+            .unwrap();
+        // Settling waits for the open batches: that is how a stopping server sends them.
+        queue.settle(Duration::from_secs(10)).await;
+        let mut batches = handler.batches.lock().unwrap().clone();
+        batches.sort_by(|a, b| a.0.cmp(&b.0));
+        let seen: Vec<(&str, Vec<&[u8]>)> = batches
+            .iter()
+            .map(|(g, items, _)| (g.as_str(), items.iter().map(|i| &i[..]).collect()))
+            .collect();
+        assert_eq!(
+            seen,
+            [("g", vec![&b"a"[..], b"b", b"c"]), ("h", vec![&b"x"[..]])]
+        );
+        assert!(batches.iter().all(|(_, _, at)| *at - first >= window));
+        // A new item after the close opens a new batch.
+        queue
+            .push_to_batch("g", Bytes::from("d"), window)
+            .await
+            .unwrap();
+        queue.settle(Duration::from_secs(10)).await;
+        assert_eq!(handler.batches.lock().unwrap().len(), 3);
     }
 }

@@ -318,3 +318,148 @@ async fn jobs_pushed_to_an_idle_queue_at_any_moment_all_run() {
     assert_eq!(ran, want, "every job ran once");
     drained(&url, "queue:idle:*").await;
 }
+
+/// One closed batch as a handler saw it.
+type SeenBatch = (String, Vec<Vec<u8>>);
+
+/// Records each batch it runs and fails the first `failures` of them.
+struct Batches {
+    ran: mpsc::UnboundedSender<SeenBatch>,
+    failures: Mutex<usize>,
+}
+
+#[async_trait]
+impl JobHandler for Batches {
+    async fn run(&self, _job: &[u8]) -> Result<(), JobError> {
+        Err("only batches are pushed here".into())
+    }
+
+    async fn run_batch(&self, group: &str, items: &[Bytes]) -> Result<(), JobError> {
+        let items = items.iter().map(|i| i.to_vec()).collect();
+        let _ = self.ran.send((group.to_owned(), items));
+        let mut failures = self.failures.lock();
+        if *failures > 0 {
+            *failures -= 1;
+            return Err("failing as the test asks".into());
+        }
+        Ok(())
+    }
+}
+
+async fn next_batch(batches: &mut mpsc::UnboundedReceiver<SeenBatch>) -> SeenBatch {
+    tokio::time::timeout(DEADLINE, batches.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no batch ran within {DEADLINE:?}"))
+        .expect("the handler is alive")
+}
+
+/// Items pushed to a batch are in Redis at once: a process that pushed them and died before the
+/// batch closed loses none; any other process closes the batch when its window ends and runs it
+/// once, the items in order (bytes of any kind), and a failed batch runs again whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_batches_outlive_the_process_and_run_whole_in_order() {
+    let Some(redis) = Redis::start(
+        "open_batches_outlive_the_process_and_run_whole_in_order",
+        &[],
+    ) else {
+        return;
+    };
+    let url = redis.url("", 0);
+    let window = Duration::from_millis(400);
+    let items: Vec<Vec<u8>> = vec![
+        b"{\"name\":\"one\"}".to_vec(),
+        b"12:with,colons:and,commas,".to_vec(),
+        Vec::new(),
+        vec![0, 255, b':', b',', 7],
+    ];
+    let pushed_at = Instant::now();
+    {
+        // A process that pushes and dies without ever starting its queue.
+        let dying = RedisQueue::new(&url, "batch:", "hooks", POLICY, 1).unwrap();
+        for item in &items {
+            dying
+                .push_to_batch("0:app-1", Bytes::from(item.clone()), window)
+                .await
+                .unwrap();
+        }
+        dying
+            .push_to_batch("1:app:2", Bytes::from_static(b"other"), window)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        keys(&url, "batch:*").await,
+        [
+            "batch:queue:hooks:batch:0:app-1",
+            "batch:queue:hooks:batch:1:app:2",
+            "batch:queue:hooks:batches"
+        ],
+        "the open batches are in Redis"
+    );
+
+    let (ran, mut batches) = mpsc::unbounded_channel();
+    let queue = RedisQueue::new(&url, "batch:", "hooks", POLICY, 1).unwrap();
+    // The first batch run fails: it runs again, whole.
+    queue.start(Arc::new(Batches {
+        ran,
+        failures: Mutex::new(1),
+    }));
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_batch(&mut batches).await);
+    }
+    assert!(
+        pushed_at.elapsed() >= window,
+        "no batch closes before its window"
+    );
+    let by_group = |group: &str| -> Vec<&Vec<Vec<u8>>> {
+        seen.iter()
+            .filter(|(g, _)| g == group)
+            .map(|(_, items)| items)
+            .collect()
+    };
+    let first = by_group("0:app-1");
+    let other = by_group("1:app:2");
+    assert_eq!(
+        first.len() + other.len(),
+        3,
+        "one batch failed once and ran again: {seen:?}"
+    );
+    for batch in first {
+        assert_eq!(batch, &items, "the items of a batch, in order, whole");
+    }
+    for batch in other {
+        assert_eq!(batch, &vec![b"other".to_vec()]);
+    }
+    drained(&url, "batch:queue:hooks:*").await;
+}
+
+/// A batch that reaches its size limit closes at once, long before its window; the items beyond
+/// the limit follow at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_closes_at_once() {
+    let Some(redis) = Redis::start("a_full_batch_closes_at_once", &[]) else {
+        return;
+    };
+    let url = redis.url("", 0);
+    let (ran, mut batches) = mpsc::unbounded_channel();
+    let queue = RedisQueue::new(&url, "full:", "hooks", POLICY, 1).unwrap();
+    queue.start(Arc::new(Batches {
+        ran,
+        failures: Mutex::new(0),
+    }));
+    let hour = Duration::from_secs(3600);
+    for i in 0..1001 {
+        queue
+            .push_to_batch("g", Bytes::from(format!("{i}")), hour)
+            .await
+            .unwrap();
+    }
+    let (group, items) = next_batch(&mut batches).await;
+    assert_eq!(group, "g");
+    assert_eq!(items.len(), 1000, "a batch holds at most 1000 items");
+    assert_eq!(items[999], b"999");
+    let (_, rest) = next_batch(&mut batches).await;
+    assert_eq!(rest, [b"1000"], "the item beyond the limit follows at once");
+    drained(&url, "full:queue:hooks:*").await;
+}

@@ -125,7 +125,11 @@ async fn adapter(config: &Config) -> Result<Adapters, StartError> {
 
 /// The webhook queue the configuration names, started with the sender, unless this process
 /// is a server without queue processing.
-fn webhooks(config: &Config, adapter: Arc<dyn Adapter>) -> Result<Arc<Webhooks>, StartError> {
+fn webhooks(
+    config: &Config,
+    adapter: Arc<dyn Adapter>,
+    apps: Arc<dyn AppManager>,
+) -> Result<Arc<Webhooks>, StartError> {
     let policy = config.retry_policy();
     let queue: Arc<dyn Queue> = match config.queue.driver {
         QueueDriver::Redis => Arc::new(
@@ -142,8 +146,8 @@ fn webhooks(config: &Config, adapter: Arc<dyn Adapter>) -> Result<Arc<Webhooks>,
         _ => Arc::new(SyncQueue::new(policy)),
     };
     if config.mode != Mode::Server || config.queue.driver == QueueDriver::Sync {
-        let sender =
-            webhooks::Sender::new(config.webhook_timeout()).map_err(StartError::WebhookClient)?;
+        let sender = webhooks::Sender::new(config.webhook_timeout(), apps)
+            .map_err(StartError::WebhookClient)?;
         queue.start(Arc::new(sender));
     }
     Ok(Webhooks::new(queue, adapter, config.webhook_settings()))
@@ -275,7 +279,7 @@ async fn build_state(
     } = adapter(&config).await?;
     check_redis_services(&config).await?;
     let rate_limiter = rate_limiter(&config, horizontal.as_ref())?;
-    let webhooks = webhooks(&config, adapter.clone())?;
+    let webhooks = webhooks(&config, adapter.clone(), apps.clone())?;
     adapter.set_departure_sink(Arc::new(FleetDepartures::new(
         webhooks.clone(),
         apps.clone(),

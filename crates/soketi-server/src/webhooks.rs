@@ -18,21 +18,22 @@
 //!
 //! Each webhook gets only its event types and the channels its filter matches; the body is
 //! `{"time_ms", "events"}` and `X-Pusher-Signature` signs exactly that body. With batching,
-//! the events of one app and one webhook are collected for the batching duration.
+//! the events of one app and one webhook are collected for the batching duration by the queue
+//! ([`Queue::push_to_batch`]), in the order they fired: a durable queue holds each event from
+//! the moment it fires, and the [`Sender`] signs the closed batch with the app's secret when it
+//! posts it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use soketi_adapter_core::{
-    Adapter, Departure, DepartureSink, InFlight, OccupancyQuestion, Queue, user_key,
+    Adapter, Departure, DepartureSink, InFlight, InFlightTask, OccupancyQuestion, Queue, user_key,
 };
 use soketi_protocol::App;
 use soketi_protocol::auth::hmac_sha256_hex;
@@ -185,6 +186,63 @@ struct Job {
     body: String,
 }
 
+impl Job {
+    /// The request for `app`'s webhook number `index` carrying `events` (each a JSON object),
+    /// signed with the app's secret; `None` when the app has no such webhook.
+    fn signed<E: AsRef<str>>(app: &App, index: usize, events: &[E]) -> Option<Job> {
+        let hook = app.webhooks.get(index)?;
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut body = format!("{{\"time_ms\":{time_ms},\"events\":[");
+        for (i, event) in events.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(event.as_ref());
+        }
+        body.push_str("]}");
+        let signature = hmac_sha256_hex(&app.secret, body.as_bytes());
+        // Custom headers first: the key and the signature cannot be overridden.
+        let mut headers: Vec<(String, String)> = hook
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                !name.eq_ignore_ascii_case("x-pusher-key")
+                    && !name.eq_ignore_ascii_case("x-pusher-signature")
+            })
+            .cloned()
+            .collect();
+        headers.push(("X-Pusher-Key".into(), app.key.clone()));
+        headers.push(("X-Pusher-Signature".into(), signature));
+        Some(Job {
+            url: hook.url.clone(),
+            headers,
+            body,
+        })
+    }
+}
+
+/// The queue's batch group of `app_id`'s webhook number `index`, as [`read_batch_group`] reads
+/// it back.
+fn batch_group(app_id: &str, index: usize) -> String {
+    format!("{index}:{app_id}")
+}
+
+/// The app id and webhook number of a batch group.
+fn read_batch_group(group: &str) -> Option<(&str, usize)> {
+    let (index, app_id) = group.split_once(':')?;
+    Some((app_id, index.parse().ok()?))
+}
+
+/// An event for a batch, on its way to the queue.
+struct BatchItem {
+    group: String,
+    event: Bytes,
+    window: Duration,
+    _counted: InFlightTask,
+}
+
 /// Settings of webhooks.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WebhookSettings {
@@ -194,17 +252,14 @@ pub(crate) struct WebhookSettings {
     pub(crate) vacated_delay: Duration,
 }
 
-type BatchKey = (String, usize);
-
-/// The events collected for one app's webhook, with the app they go out for.
-type Batch = (Arc<App>, Vec<Value>);
-
 /// Turns events into queued webhook jobs.
 pub(crate) struct Webhooks {
     queue: Arc<dyn Queue>,
     adapter: Arc<dyn Adapter>,
     settings: WebhookSettings,
-    batches: Mutex<HashMap<BatchKey, Batch>>,
+    /// Events for batches, pushed to the queue one after the other by one task, so that a batch
+    /// holds them in the order they fired.
+    batcher: tokio::sync::mpsc::UnboundedSender<BatchItem>,
     /// Vacated and removed events waiting out the delay, by app and what they are about.
     pending: DashMap<(String, String), Pending>,
     generation: AtomicU64,
@@ -227,11 +282,25 @@ impl Webhooks {
         adapter: Arc<dyn Adapter>,
         settings: WebhookSettings,
     ) -> Arc<Self> {
+        let (batcher, mut items) = tokio::sync::mpsc::unbounded_channel::<BatchItem>();
+        tokio::spawn({
+            let queue = queue.clone();
+            async move {
+                while let Some(item) = items.recv().await {
+                    if let Err(e) = queue
+                        .push_to_batch(&item.group, item.event, item.window)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not queue a webhook");
+                    }
+                }
+            }
+        });
         Arc::new(Self {
             queue,
             adapter,
             settings,
-            batches: Mutex::default(),
+            batcher,
             pending: DashMap::new(),
             generation: AtomicU64::new(1),
             in_flight: InFlight::default(),
@@ -242,8 +311,8 @@ impl Webhooks {
     /// or `member_removed` waiting out the delay is lost with the process: in a fleet, where
     /// this node's clients reconnect to the others, the delayed events wait out their delay as
     /// usual (a client back elsewhere in time vacated nothing); then every one still waiting is
-    /// decided now, the open batches are sent, and the drain waits until every job is on the
-    /// queue. It takes at most the vacated delay and `margin`. Returns how many delayed events
+    /// decided now, and the drain waits until every job is on the queue (a queue of this process
+    /// sends its open batches when their window ends). It takes at most the vacated delay and `margin`. Returns how many delayed events
     /// it decided itself.
     pub(crate) async fn drain(self: &Arc<Self>, margin: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + self.settings.vacated_delay + margin;
@@ -260,10 +329,6 @@ impl Webhooks {
                 self.decide(&pending.app, &pending.event, &pending.question)
                     .await;
             }
-        }
-        let batches: Vec<_> = self.batches.lock().drain().collect();
-        for ((_, index), (app, events)) in batches {
-            self.queue_job(&app, index, events);
         }
         self.in_flight.settled(deadline).await;
         // A queue of this process (sync) sends what it holds before the process ends.
@@ -435,7 +500,7 @@ impl Webhooks {
 
     fn emit(self: &Arc<Self>, app: &Arc<App>, event: &Event) {
         let (name, channel) = (event.name(), event.channel());
-        let json = event.to_json();
+        let json = event.to_json().to_string();
         for (index, hook) in app.webhooks.iter().enumerate() {
             // The user events are about no channel: a webhook's channel filter does not apply.
             let wanted = match event {
@@ -448,61 +513,25 @@ impl Webhooks {
                 continue;
             }
             match self.settings.batching {
-                None => self.queue_job(app, index, vec![json.clone()]),
-                Some(duration) => {
-                    let key = (app.id.clone(), index);
-                    let first = {
-                        let mut batches = self.batches.lock();
-                        let (_, batch) = batches
-                            .entry(key.clone())
-                            .or_insert_with(|| (app.clone(), Vec::new()));
-                        batch.push(json.clone());
-                        batch.len() == 1
+                None => self.queue_job(app, index, &json),
+                Some(window) => {
+                    let item = BatchItem {
+                        group: batch_group(&app.id, index),
+                        event: Bytes::from(json.clone()),
+                        window,
+                        _counted: self.in_flight.enter(),
                     };
-                    if first {
-                        let (this, app) = (self.clone(), app.clone());
-                        let counted = self.in_flight.enter();
-                        tokio::spawn(async move {
-                            let _counted = counted;
-                            tokio::time::sleep(duration).await;
-                            let batch = this.batches.lock().remove(&key);
-                            if let Some((_, events)) = batch
-                                && !events.is_empty()
-                            {
-                                this.queue_job(&app, index, events);
-                            }
-                        });
+                    if self.batcher.send(item).is_err() {
+                        tracing::warn!("could not queue a webhook: the queue's pusher stopped");
                     }
                 }
             }
         }
     }
 
-    fn queue_job(self: &Arc<Self>, app: &App, index: usize, events: Vec<Value>) {
-        let Some(hook) = app.webhooks.get(index) else {
+    fn queue_job(self: &Arc<Self>, app: &App, index: usize, event: &str) {
+        let Some(job) = Job::signed(app, index, &[event]) else {
             return;
-        };
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let body = json!({ "time_ms": time_ms, "events": events }).to_string();
-        let signature = hmac_sha256_hex(&app.secret, body.as_bytes());
-        // Custom headers first: the key and the signature cannot be overridden.
-        let mut headers: Vec<(String, String)> = hook
-            .headers
-            .iter()
-            .filter(|(name, _)| {
-                !name.eq_ignore_ascii_case("x-pusher-key")
-                    && !name.eq_ignore_ascii_case("x-pusher-signature")
-            })
-            .cloned()
-            .collect();
-        headers.push(("X-Pusher-Key".into(), app.key.clone()));
-        headers.push(("X-Pusher-Signature".into(), signature));
-        let job = Job {
-            url: hook.url.clone(),
-            headers,
-            body,
         };
         let Ok(job) = serde_json::to_vec(&job) else {
             return;

@@ -3,6 +3,10 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
 use support::{RawWs, api, eventually, server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,17 +22,27 @@ async fn slow_reader_is_dropped_and_others_get_everything() {
     // for a client that never reads.
     let data = "x".repeat(60 * 1024);
     let body = serde_json::json!({ "name": "tick", "channel": "feed", "data": data }).to_string();
-    let reader = tokio::spawn(async move {
-        let mut received = 0;
-        while received < 300 {
-            let frame = fast.next_json().await;
-            if frame["event"] == "tick" {
-                received += 1;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let reader = tokio::spawn({
+        let progress = progress.clone();
+        async move {
+            let mut received = 0;
+            while received < 300 {
+                let frame = fast.next_json().await;
+                if frame["event"] == "tick" {
+                    received += 1;
+                    progress.store(received, Ordering::Release);
+                }
             }
+            (fast, received)
         }
-        (fast, received)
     });
-    for _ in 0..300 {
+    for sent in 0..300 {
+        // The reading subscriber is a reader, however loaded the machine: the publisher keeps at
+        // most two events (120 KB, under the limit) ahead of it.
+        while progress.load(Ordering::Acquire) + 2 < sent {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let (status, _) = api(addr, "POST", "/apps/app-id/events", &body).await;
         assert_eq!(status, 200);
     }

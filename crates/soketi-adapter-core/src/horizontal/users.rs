@@ -3,12 +3,26 @@
 //! user's key ([`user_key`]), so the other nodes know which nodes have the user, a node that
 //! joins gets them in the snapshot, and a node that leaves takes them with it. Each node tells
 //! its own watchers when the fleet's view of a user changes, under the users' lock.
+//!
+//! Nodes hear of each other's changes in the order the network brings them: a user who moves
+//! from node B to node C can look gone for a moment (B's "left" before C's "here"). So a
+//! watcher hears `offline` only once the user has stayed gone for [`OFFLINE_GRACE`]; a user
+//! back within it was never offline for the watchers, and they hear nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::HorizontalAdapter;
-use crate::users::{user_key, user_of};
+use crate::users::{Online, user_key, user_of};
 use crate::wire::v1;
 use crate::{Adapter, Departure};
 use soketi_channels::SocketRef;
+
+/// How long a user gone from the fleet waits before its watchers hear `offline`.
+pub(crate) const OFFLINE_GRACE: Duration = Duration::from_secs(1);
+
+/// Numbers the waits of [`OFFLINE_GRACE`], so that a wait that was overtaken does nothing.
+static OFFLINE_WAITS: AtomicU64 = AtomicU64::new(1);
 
 impl HorizontalAdapter {
     /// Counts a signed-in connection; tells the others of the user's first one here. Returns
@@ -20,7 +34,7 @@ impl HorizontalAdapter {
             let first_here = users.add(app_id, user_id);
             let came_online = first_here && !self.occupied_on_other_nodes(app_id, &key);
             if came_online {
-                users.announce(app_id, user_id, true);
+                self.tell_online(&users, app_id, user_id);
             }
             first_here
         };
@@ -39,7 +53,7 @@ impl HorizontalAdapter {
             let last_here = users.remove(app_id, user_id);
             let went_offline = last_here && !self.occupied_on_other_nodes(app_id, &key);
             if went_offline {
-                users.announce(app_id, user_id, false);
+                self.tell_offline_later(app_id, user_id);
             }
             last_here
         };
@@ -76,7 +90,11 @@ impl HorizontalAdapter {
         self.take_occupancy_change(from, app, change);
         let after = self.occupied_on_other_nodes(app, &user_key(&user));
         if before != after && !users.here(app, &user) {
-            users.announce(app, &user, after);
+            if after {
+                self.tell_online(&users, app, &user);
+            } else {
+                self.tell_offline_later(app, &user);
+            }
         }
     }
 
@@ -93,7 +111,7 @@ impl HorizontalAdapter {
             .collect();
         self.take_occupied(from, occupied);
         for (app, user) in new {
-            users.announce(&app, &user, true);
+            self.tell_online(&users, &app, &user);
         }
     }
 
@@ -107,7 +125,7 @@ impl HorizontalAdapter {
                 continue;
             };
             if !users.here(app, user) && !Adapter::occupied_elsewhere(self, app, key) {
-                users.announce(app, user, false);
+                self.tell_offline_later(app, user);
                 departures.push(Departure::UserOffline {
                     app_id: app.clone(),
                     user_id: user.to_owned(),
@@ -115,5 +133,46 @@ impl HorizontalAdapter {
             }
         }
         departures
+    }
+
+    /// Tells this node's watchers that `user_id` is online, unless they have not yet heard it
+    /// went offline (it came back within the grace): then they hear nothing. Under the users'
+    /// lock.
+    fn tell_online(&self, users: &Online, app_id: &str, user_id: &str) {
+        let waiting = self
+            .offline_pending
+            .lock()
+            .remove(&(app_id.to_owned(), user_id.to_owned()));
+        if waiting.is_none() {
+            users.announce(app_id, user_id, true);
+        }
+    }
+
+    /// Tells this node's watchers that `user_id` is offline once it has stayed gone from the
+    /// fleet for [`OFFLINE_GRACE`]. Under the users' lock.
+    fn tell_offline_later(&self, app_id: &str, user_id: &str) {
+        let key = (app_id.to_owned(), user_id.to_owned());
+        let wait = OFFLINE_WAITS.fetch_add(1, Ordering::Relaxed);
+        self.offline_pending.lock().insert(key.clone(), wait);
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(OFFLINE_GRACE).await;
+            let Some(adapter) = me.upgrade() else {
+                return;
+            };
+            let users = adapter.local.users().lock();
+            let mut pending = adapter.offline_pending.lock();
+            if pending.get(&key) != Some(&wait) {
+                return;
+            }
+            pending.remove(&key);
+            drop(pending);
+            let (app_id, user_id) = (&key.0, &key.1);
+            if !users.here(app_id, user_id)
+                && !adapter.occupied_on_other_nodes(app_id, &user_key(user_id))
+            {
+                users.announce(app_id, user_id, false);
+            }
+        });
     }
 }

@@ -1,5 +1,6 @@
-//! The sender of queued webhooks: an HTTP client that posts each job as it was signed, and says
-//! why one was not delivered without putting its URL's secrets in the logs.
+//! The sender of queued webhooks: an HTTP client that posts each job as it was signed, and each
+//! closed batch signed with its app's secret as the app is now, and says why one was not
+//! delivered without putting its URL's secrets in the logs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,17 +15,23 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use soketi_adapter_core::{JobError, JobHandler};
 
-use super::Job;
+use super::{Job, read_batch_group};
+use crate::apps::AppManager;
 
 /// Posts queued webhooks.
 pub(crate) struct Sender {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
     user_agent: HeaderValue,
+    /// Where a closed batch finds its app's secret and webhook.
+    apps: Arc<dyn AppManager>,
 }
 
 impl Sender {
-    pub(crate) fn new(timeout: Duration) -> Result<Self, tokio_rustls::rustls::Error> {
+    pub(crate) fn new(
+        timeout: Duration,
+        apps: Arc<dyn AppManager>,
+    ) -> Result<Self, tokio_rustls::rustls::Error> {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(Arc::new(
                 tokio_rustls::rustls::crypto::ring::default_provider(),
@@ -42,6 +49,7 @@ impl Sender {
             client: Client::builder(TokioExecutor::new()).build(https),
             timeout,
             user_agent,
+            apps,
         })
     }
 }
@@ -71,18 +79,66 @@ enum DeliveryError {
     /// The endpoint answered with an error status.
     #[error("{url} answered {status}")]
     Status { url: String, status: StatusCode },
+    /// The app of a closed batch could not be read.
+    #[error("the app of a webhook batch could not be read: {0}")]
+    App(String),
 }
 
 #[async_trait]
 impl JobHandler for Sender {
     async fn run(&self, job: &[u8]) -> Result<(), JobError> {
+        let job: Job = serde_json::from_slice(job).map_err(DeliveryError::from)?;
+        Ok(self.deliver(job).await?)
+    }
+
+    async fn run_batch(&self, group: &str, items: &[Bytes]) -> Result<(), JobError> {
+        let Some((app_id, index)) = read_batch_group(group) else {
+            tracing::warn!(group, "a webhook batch of no app and webhook; dropped");
+            return Ok(());
+        };
+        let app = match self.apps.find_by_id(app_id).await {
+            Ok(Some(app)) => app,
+            Ok(None) => {
+                tracing::warn!(app_id, "a webhook batch for an app that is gone; dropped");
+                return Ok(());
+            }
+            Err(e) => return Err(DeliveryError::App(e.to_string()).into()),
+        };
+        // Events are JSON objects as this server wrote them; anything else in the queue is
+        // left out rather than sent as a body that does not parse.
+        let events: Vec<&str> = items
+            .iter()
+            .filter_map(|item| {
+                let text = std::str::from_utf8(item).ok()?;
+                serde_json::from_str::<&serde_json::value::RawValue>(text)
+                    .ok()
+                    .map(|_| text)
+            })
+            .collect();
+        if events.len() < items.len() {
+            tracing::warn!(
+                app_id,
+                left_out = items.len() - events.len(),
+                "webhook batch items that are not JSON were left out"
+            );
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let Some(job) = Job::signed(&app, index, &events) else {
+            tracing::warn!(
+                app_id,
+                index,
+                "a webhook batch for a webhook the app no longer has; dropped"
+            );
+            return Ok(());
+        };
         Ok(self.deliver(job).await?)
     }
 }
 
 impl Sender {
-    async fn deliver(&self, job: &[u8]) -> Result<(), DeliveryError> {
-        let job: Job = serde_json::from_slice(job)?;
+    async fn deliver(&self, job: Job) -> Result<(), DeliveryError> {
         let mut request = hyper::Request::post(&job.url)
             .header(CONTENT_TYPE, "application/json")
             .header(USER_AGENT, self.user_agent.clone());

@@ -5,13 +5,17 @@
 //
 // The fleet suite (fleet-suite.mjs) runs over the Cluster with the cache, the webhook queue and
 // the rate limiter in it too; the fleet's webhooks then travel through the queue. Then: the
-// nodes are found from one seed node, the queue's keys share one slot, and a budget is kept for
-// the whole fleet in the Cluster.
+// nodes are found from one seed node, the queue's keys share one slot, a budget is kept for
+// the whole fleet in the Cluster, and webhook batches (open in the Cluster, closed by its
+// scripts) reach the receiver whole.
 
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { useBusFleets } from './cluster.mjs';
+import { uniqueChannel } from './harness.mjs';
+import { DEFAULT_APP, assertWebhookRequest, countBy, hooksEnv } from './webhook-checks.mjs';
+import { startReceiver } from './webhook-receiver.mjs';
 import { fleetSuite } from './fleet-suite.mjs';
 import { FLEET_NODE_TIMEOUT_MS, redisCall, redisFleetEnv, redisSkip, startRedisCluster } from './redis.mjs';
 
@@ -60,7 +64,7 @@ describe('redis over Cluster: slots and budgets', { skip: redisSkip() }, () => {
   });
 
   it("the queue's keys share one hash slot", async () => {
-    const keys = ['waiting', 'processing', 'delayed'].map((k) => `slots:{queue:webhooks}:${k}`);
+    const keys = ['waiting', 'processing', 'delayed', 'batches', `batch:0:${DEFAULT_APP.id}`].map((k) => `slots:{queue:webhooks}:${k}`);
     const slots = await Promise.all(keys.map((k) => redisCall(cluster.redis.ports[0], ['CLUSTER', 'KEYSLOT', k])));
     assert.equal(new Set(slots).size, 1, `the slots of ${keys.join(', ')}: ${slots.join(', ')}`);
   });
@@ -89,5 +93,48 @@ describe('redis over Cluster: slots and budgets', { skip: redisSkip() }, () => {
       return;
     }
     assert.fail('no burst of six requests fitted in 800 ms in five attempts');
+  });
+});
+
+describe('redis over Cluster: webhook batches', { skip: redisSkip() }, () => {
+  const BATCH_MS = 300;
+  let receiver = null;
+  const cluster = useBusFleets(
+    {
+      name: 'redis',
+      start: async () => {
+        receiver = await startReceiver();
+        return startRedisCluster();
+      },
+      nodeEnv: (bus, env) =>
+        redisFleetEnv(clusterEnv(bus.ports), {
+          ...env,
+          ...hooksEnv([{ url: receiver.url('/batched'), event_types: ['channel_occupied'] }]),
+        }),
+    },
+    {
+      fleet: {
+        labels: ['A', 'B'],
+        env: { SOKETI_DB_REDIS_KEY_PREFIX: 'batches:', SOKETI_WEBHOOKS_BATCHING: 'true', SOKETI_WEBHOOKS_BATCHING_DURATION: String(BATCH_MS) },
+      },
+    },
+    { discoveryTimeout: 15_000 },
+  );
+  after(() => receiver?.close());
+
+  it('events fired on both nodes reach the receiver once each, in batches closed in the Cluster', async (t) => {
+    if (cluster.discovery) throw cluster.discovery;
+    const { A, B } = cluster;
+    const names = Array.from({ length: 20 }, (_, i) => uniqueChannel(`batched-${i}-`));
+    for (const [i, name] of names.entries()) await (i % 2 ? B : A).rawSubscribed(name);
+    const events = await receiver.waitForEvents((e) => e.name === 'channel_occupied' && names.includes(e.channel), names.length, { path: '/batched' });
+    const requests = new Set(events.map((e) => e.request.seq));
+    t.diagnostic(`${names.length} channel_occupied from two nodes in ${requests.size} request(s)`);
+    for (const event of events) assertWebhookRequest(event.request, DEFAULT_APP, { headers: {} });
+    assert.ok(requests.size < names.length, `batched: ${requests.size} requests for ${names.length} events`);
+    // Nothing more comes: each once.
+    await new Promise((resolve) => setTimeout(resolve, 2 * BATCH_MS + 200));
+    const counts = countBy(receiver.events({ path: '/batched' }).filter((e) => names.includes(e.channel)).map((e) => e.channel));
+    assert.deepEqual(Object.values(counts), names.map(() => 1), JSON.stringify(counts));
   });
 });
