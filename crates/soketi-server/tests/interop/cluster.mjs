@@ -7,13 +7,19 @@
 // where `nodes` lists the OTHER live nodes, `connections` the node's own open connections per
 // app and `nodes[].connections` what it last heard of each peer's (the fleet-wide quota). `useFleet` starts nodes one after the other (so
 // that the first is the longest-running one, the master), and waits until every node lists
-// every other one.
+// every other one. `fleetTransports()` and `useTransportFleet` run a feature's fleet tests over
+// every transport (Redis, NATS, the cluster adapter on loopback and between network namespaces).
 
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { after, afterEach, before, beforeEach } from 'node:test';
 
 import { Scope, connected, httpRequest, parseData, rawWs, startServer, subscribe, uniqueChannel, waitFor } from './harness.mjs';
+import { natsSkip, startNats } from './nats.mjs';
+import { BRIDGE_ADDRESS, createNetwork, netnsSkip, ownLeftovers } from './netns.mjs';
+import { FLEET_NODE_TIMEOUT_MS, redisFleetEnv, redisSkip, startRedis } from './redis.mjs';
+import { dumpRequests } from './webhook-checks.mjs';
+import { startReceiver } from './webhook-receiver.mjs';
 
 /** A UDP port for the cluster's discovery, random in 20000-40000 (one per test file or suite). */
 export function randomClusterPort() {
@@ -353,4 +359,161 @@ export async function assertCrosses(from, to) {
   const arrival = labelled(`the event published through node ${from.label}, at a client of node ${to.label}`, waitFor(channel, 'crossed'));
   await from.sdk().trigger(name, 'crossed', { id });
   assert.deepEqual(await arrival, { id });
+}
+
+// ---------------------------------------------------------------------------------------------
+// One fleet over every transport
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The environment of a process of a cluster on loopback (`bus`: `{ port, group }`): it binds
+ * 127.0.0.1, and its hellos go to the multicast group `group` out of 127.0.0.1 only, never a real
+ * interface. Hellos every 100 ms, a node or master gone after `FLEET_NODE_TIMEOUT_MS`.
+ */
+export function loopbackClusterEnv({ port, group }, extra = {}) {
+  return {
+    SOKETI_ADAPTER_DRIVER: 'cluster',
+    SOKETI_HOST: '127.0.0.1',
+    SOKETI_CLUSTER_HOST: '127.0.0.1',
+    SOKETI_CLUSTER_PORT: String(port),
+    SOKETI_CLUSTER_MULTICAST_ADDRESS: group,
+    SOKETI_CLUSTER_PREFIX: `skt-fleet-${process.pid}-${port}`,
+    SOKETI_CLUSTER_KEEPALIVE_INTERVAL: '100',
+    SOKETI_CLUSTER_CHECK_INTERVAL: '100',
+    SOKETI_CLUSTER_NODE_TIMEOUT: String(FLEET_NODE_TIMEOUT_MS),
+    SOKETI_CLUSTER_MASTER_TIMEOUT: String(FLEET_NODE_TIMEOUT_MS),
+    SOKETI_ADAPTER_CLUSTER_REQUESTS_TIMEOUT: '1000',
+    ...extra,
+  };
+}
+
+/**
+ * The `useFleet` specs of nodes of the cluster adapter in the namespaces of `network`
+ * (`createNetwork`), the node of `labels[i]` on host i: each listens on 0.0.0.0 in its namespace,
+ * is reached by the test at its address, and finds the others by unicast to their addresses
+ * (no broadcast, no multicast). Hellos every 200 ms, a node or master gone after
+ * `FLEET_NODE_TIMEOUT_MS`.
+ */
+export function netnsClusterSpecs(network, labels, extra = {}) {
+  const port = randomClusterPort();
+  const addresses = JSON.stringify(network.hosts.map((h) => h.address));
+  return labels.map((label, i) => {
+    const host = network.hosts[i];
+    const env = {
+      SOKETI_ADAPTER_DRIVER: 'cluster',
+      SOKETI_HOST: '0.0.0.0',
+      SOKETI_METRICS_HOST: '0.0.0.0',
+      SOKETI_CLUSTER_HOST: host.address,
+      SOKETI_CLUSTER_PORT: String(port),
+      SOKETI_CLUSTER_UNICAST_ADDRESSES: addresses,
+      SOKETI_CLUSTER_PREFIX: `skt-fleet-${process.pid}-${port}`,
+      SOKETI_CLUSTER_KEEPALIVE_INTERVAL: '200',
+      SOKETI_CLUSTER_CHECK_INTERVAL: '200',
+      SOKETI_CLUSTER_NODE_TIMEOUT: String(FLEET_NODE_TIMEOUT_MS),
+      SOKETI_CLUSTER_MASTER_TIMEOUT: String(FLEET_NODE_TIMEOUT_MS),
+      SOKETI_ADAPTER_CLUSTER_REQUESTS_TIMEOUT: '1000',
+      ...extra,
+    };
+    return { label, host, env, options: { host: host.address, wrap: host.wrap } };
+  });
+}
+
+/**
+ * The transports that a feature's fleet tests run over, in the shape of the fleet suite's
+ * (fleet-suite.mjs: `{ title, skip, nodeTimeoutMs, receiverHost, setup, nodeSpecs, teardown,
+ * logs }`): the Redis adapter and the NATS adapter (a redis-server, a nats-server of their own),
+ * the cluster adapter on loopback (multicast on 127.0.0.1), and the cluster adapter between
+ * three network namespaces (netns.mjs, root only; unicast by address), whose nodes reach the
+ * webhook receiver at the bridge's address. Each skips, with its reason, without what it needs.
+ */
+export function fleetTransports() {
+  return [
+    {
+      title: 'the redis adapter',
+      skip: redisSkip(),
+      nodeTimeoutMs: FLEET_NODE_TIMEOUT_MS,
+      setup: () => startRedis(),
+      nodeSpecs: (redis, labels, env) =>
+        labels.map((label) => ({ label, env: redisFleetEnv({ SOKETI_DB_REDIS_HOST: '127.0.0.1', SOKETI_DB_REDIS_PORT: String(redis.port) }, env) })),
+      teardown: (redis) => redis?.stop(),
+      logs: (redis) => redis.logs(),
+    },
+    {
+      title: 'the nats adapter',
+      skip: natsSkip(),
+      nodeTimeoutMs: FLEET_NODE_TIMEOUT_MS,
+      setup: () => startNats(),
+      nodeSpecs: (nats, labels, env) =>
+        labels.map((label) => ({
+          label,
+          env: {
+            SOKETI_ADAPTER_DRIVER: 'nats',
+            SOKETI_ADAPTER_NATS_SERVERS: JSON.stringify([`127.0.0.1:${nats.port}`]),
+            SOKETI_ADAPTER_NATS_HEARTBEAT_INTERVAL: '200',
+            SOKETI_ADAPTER_NATS_NODE_TIMEOUT: String(FLEET_NODE_TIMEOUT_MS),
+            SOKETI_ADAPTER_NATS_REQUESTS_TIMEOUT: '1000',
+            ...env,
+          },
+        })),
+      teardown: (nats) => nats?.stop(),
+      logs: (nats) => nats.logs(),
+    },
+    {
+      title: 'the cluster adapter on loopback',
+      skip: false,
+      nodeTimeoutMs: FLEET_NODE_TIMEOUT_MS,
+      setup: async () => ({ port: randomClusterPort(), group: randomMulticastGroup() }),
+      nodeSpecs: (bus, labels, env) => labels.map((label) => ({ label, env: loopbackClusterEnv(bus, env) })),
+    },
+    {
+      title: 'the cluster adapter between network namespaces (unicast by address)',
+      skip: netnsSkip(),
+      nodeTimeoutMs: FLEET_NODE_TIMEOUT_MS,
+      receiverHost: BRIDGE_ADDRESS,
+      // Without namespaces (under SOKETI_TEST_REQUIRE_ALL=1), createNetwork fails with the reason.
+      setup: async () => {
+        const network = await createNetwork({ hosts: 3 });
+        if (network.leftovers.length) process.stderr.write(`removed what an earlier run left: ${network.leftovers.join(', ')}\n`);
+        return network;
+      },
+      nodeSpecs: netnsClusterSpecs,
+      teardown: (network) => {
+        network?.destroy();
+        assert.deepEqual(ownLeftovers(), [], 'the namespaces, veths and bridge of this run are gone');
+      },
+    },
+  ];
+}
+
+/**
+ * Registers suite hooks that start `transport` (one of `fleetTransports()`), a webhook receiver
+ * where its nodes reach it (`transport.receiverHost`, loopback by default), then one node per
+ * label, each with `env(receiver)` on top of the transport's environment, and wait until every
+ * node lists the others (`useFleet`) and answers for their channels (`awaitDiscovery`). The
+ * fleet is `useFleet`'s, with `fleet.bus` (what `setup` resolved with) and `fleet.receiver`;
+ * when a test fails, the webhook requests received during it and the bus's output follow the
+ * nodes' output.
+ */
+export function useTransportFleet(transport, env, { labels = ['A', 'B', 'C'] } = {}) {
+  let requestMark = 0;
+  const fleet = useFleet((f) => transport.nodeSpecs(f.bus, labels, env(f.receiver)), {
+    setup: async (f) => {
+      f.bus = await transport.setup();
+      f.receiver = await startReceiver({ host: transport.receiverHost ?? '127.0.0.1' });
+    },
+    settle: (f) => awaitDiscovery(f.nodes),
+    teardown: async (f) => {
+      await f.receiver?.close();
+      await transport.teardown?.(f.bus);
+    },
+    onFailure: (f, t) => {
+      dumpRequests(f.receiver, requestMark, t.name);
+      const logs = f.bus && transport.logs?.(f.bus);
+      if (logs) process.stderr.write(`\n----- ${transport.title}: the bus's output -----\n${logs}\n-----\n`);
+    },
+  });
+  beforeEach(() => {
+    requestMark = fleet.receiver?.mark() ?? 0;
+  });
+  return fleet;
 }

@@ -1,16 +1,16 @@
 // Pusher's `subscription_count` (`enableSubscriptionCount`) seen through pusher-js 8's
 // `channel.bind('pusher:subscription_count')`, and its webhook, on one node and on three nodes
-// over the Redis adapter: the count of the whole fleet reaching every node's subscribers,
-// lowered when a connection closes without unsubscribing, sent at most once per channel per
-// interval (2 s; the first change at once), nothing when the setting is off, and the webhook
-// once for the fleet.
+// over every transport of cluster.mjs's `fleetTransports()` (the Redis adapter, the NATS
+// adapter, the cluster adapter on loopback and between network namespaces): the count of the
+// whole fleet reaching every node's subscribers, lowered when a connection closes without
+// unsubscribing, sent at most once per channel per interval (2 s; the first change at once),
+// nothing when the setting is off, and the webhook once for the fleet.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { freePort, uniqueChannel, until, useServer } from './harness.mjs';
-import { useBusFleets } from './cluster.mjs';
-import { redisSkip, startRedis } from './redis.mjs';
+import { fleetTransports, useTransportFleet } from './cluster.mjs';
 import { startReceiver } from './webhook-receiver.mjs';
 import { CUSTOM_HEADERS, assertSingle, hooksEnv } from './webhook-checks.mjs';
 
@@ -18,7 +18,6 @@ import { CUSTOM_HEADERS, assertSingle, hooksEnv } from './webhook-checks.mjs';
 const WAIT = { timeout: 8_000 };
 const SINGLE_PORT = await freePort();
 const OFF_PORT = await freePort();
-const FLEET_PORT = await freePort();
 const hookUrl = (port) => `http://127.0.0.1:${port}/hook`;
 const TYPES = ['subscription_count', 'channel_occupied'];
 
@@ -134,27 +133,12 @@ describe('subscription_count is off by default', () => {
   });
 });
 
-const redisEnv = (redis) => ({
-  SOKETI_ADAPTER_DRIVER: 'redis',
-  SOKETI_DB_REDIS_HOST: '127.0.0.1',
-  SOKETI_DB_REDIS_PORT: String(redis.port),
-  SOKETI_ADAPTER_REDIS_HEARTBEAT_INTERVAL: '200',
-  SOKETI_ADAPTER_REDIS_NODE_TIMEOUT: '1000',
-  SOKETI_ADAPTER_REDIS_REQUESTS_TIMEOUT: '1000',
-});
-
-describe('subscription_count over the redis adapter, three nodes', { skip: redisSkip() }, () => {
-  const hooks = { receiver: null };
-  before(async () => {
-    hooks.receiver = await startReceiver({ port: FLEET_PORT });
-  });
-  const nodeEnv = (redis) => ({
-    ...redisEnv(redis),
+// Three nodes over every transport (cluster.mjs's fleetTransports).
+for (const transport of fleetTransports()) describe(`subscription_count over ${transport.title}, three nodes`, { skip: transport.skip }, () => {
+  const fleet = useTransportFleet(transport, (receiver) => ({
     SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT: 'true',
-    ...hooksEnv([{ url: hookUrl(FLEET_PORT), event_types: TYPES, headers: CUSTOM_HEADERS }]),
-  });
-  const fleet = useBusFleets({ name: 'redis', start: startRedis, nodeEnv }, { fleet: { labels: ['A', 'B', 'C'], env: {} } });
-  after(() => hooks.receiver?.close());
+    ...hooksEnv([{ url: receiver.url('/hook'), event_types: TYPES, headers: CUSTOM_HEADERS }]),
+  }));
 
   it('nodes discover each other', () => {
     if (fleet.discovery) throw fleet.discovery;
@@ -174,7 +158,7 @@ describe('subscription_count over the redis adapter, three nodes', { skip: redis
     await lastIs(onA.log, 2, 'A hears C leave');
     await lastIs(onB.log, 2, 'B hears C leave');
 
-    const { receiver } = hooks;
+    const { receiver } = fleet;
     await receiver.waitForEvents({ name: 'subscription_count', channel: name, subscription_count: 2 }, 1, WAIT);
     // Any second sender would have posted by now.
     await new Promise((r) => setTimeout(r, 500));

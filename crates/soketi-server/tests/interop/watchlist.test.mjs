@@ -1,9 +1,12 @@
 // Pusher's watchlist events (`enableWatchlistEvents`) seen through pusher-js 8's
 // `pusher.user.watchlist.bind('online' | 'offline')`, and the `user_online` / `user_offline`
-// webhooks (an extension of Pusher's set), on one node and on three nodes over the Redis
-// adapter and over the cluster adapter on loopback: the state a watcher gets at sign-in, a user online once however many connections and
-// nodes hold it, offline when the last one goes, a reconnect within the vacated delay invisible to
-// the webhooks, and the users of a node killed with SIGKILL going offline for everyone.
+// webhooks (an extension of Pusher's set), on one node and on three nodes over every transport
+// of cluster.mjs's `fleetTransports()` (the Redis adapter, the NATS adapter, the cluster adapter
+// on loopback and between network namespaces): the state a watcher gets at sign-in, a user
+// online once however many connections and nodes hold it, offline when the last one goes (in a
+// fleet, after a grace of 1 s without it anywhere), a reconnect within the vacated delay
+// invisible to the webhooks, and the users of a node killed with SIGKILL going offline for
+// everyone.
 //
 // To show that something does NOT arrive, a test makes a sentinel event that must arrive after
 // it (a sentinel user signing in or out after), then checks what arrived.
@@ -13,16 +16,13 @@ import crypto from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 
 import { freePort, until, useServer, withTimeout } from './harness.mjs';
-import { randomClusterPort, randomMulticastGroup, useBusFleets } from './cluster.mjs';
-import { redisSkip, startRedis } from './redis.mjs';
+import { fleetTransports, useTransportFleet } from './cluster.mjs';
 import { startReceiver } from './webhook-receiver.mjs';
 import { CUSTOM_HEADERS, assertSingle, hooksEnv } from './webhook-checks.mjs';
 
 const VACATED_DELAY_MS = 300;
-// The receivers' ports, known before the servers that post to them start.
+// The receiver's port, known before the server that posts to it starts.
 const SINGLE_PORT = await freePort();
-const FLEET_PORT = await freePort();
-const LOOPBACK_PORT = await freePort();
 const hookUrl = (port, path) => `http://127.0.0.1:${port}${path}`;
 const USER_TYPES = ['user_online', 'user_offline'];
 
@@ -166,72 +166,22 @@ describe('user_online and user_offline webhooks on one node', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// Three nodes over the Redis adapter, and over the cluster adapter on loopback
+// Three nodes over every transport (cluster.mjs's fleetTransports)
 // ---------------------------------------------------------------------------------------------
 
-const NODE_TIMEOUT_MS = 1_000;
-
-/** The environment of a node of the Redis fleet. */
-const redisEnv = (redis) => ({
-  SOKETI_ADAPTER_DRIVER: 'redis',
-  SOKETI_DB_REDIS_HOST: '127.0.0.1',
-  SOKETI_DB_REDIS_PORT: String(redis.port),
-  SOKETI_ADAPTER_REDIS_HEARTBEAT_INTERVAL: '200',
-  SOKETI_ADAPTER_REDIS_NODE_TIMEOUT: String(NODE_TIMEOUT_MS),
-  SOKETI_ADAPTER_REDIS_REQUESTS_TIMEOUT: '1000',
-});
-
-/** The environment of a process of the cluster on loopback (as in cluster-loopback.test.mjs). */
-const loopbackEnv = ({ port, group }) => ({
-  SOKETI_ADAPTER_DRIVER: 'cluster',
-  SOKETI_HOST: '127.0.0.1',
-  SOKETI_CLUSTER_HOST: '127.0.0.1',
-  SOKETI_CLUSTER_PORT: String(port),
-  SOKETI_CLUSTER_MULTICAST_ADDRESS: group,
-  SOKETI_CLUSTER_PREFIX: `skt-watchlist-${process.pid}-${port}`,
-  SOKETI_CLUSTER_KEEPALIVE_INTERVAL: '100',
-  SOKETI_CLUSTER_CHECK_INTERVAL: '100',
-  SOKETI_CLUSTER_NODE_TIMEOUT: String(NODE_TIMEOUT_MS),
-  SOKETI_CLUSTER_MASTER_TIMEOUT: '1000',
-  SOKETI_ADAPTER_CLUSTER_REQUESTS_TIMEOUT: '1000',
-});
-
-const BUSES = [
-  { title: 'the redis adapter', skip: redisSkip(), port: FLEET_PORT, bus: { name: 'redis', start: startRedis }, env: redisEnv },
-  {
-    title: 'the cluster adapter on loopback',
-    skip: false,
-    port: LOOPBACK_PORT,
-    bus: {
-      name: 'loopback',
-      start: async () => ({ port: randomClusterPort(), group: randomMulticastGroup(), stop() {}, logs: () => '' }),
-    },
-    env: loopbackEnv,
-  },
-];
-
-for (const { title, skip, port, bus, env } of BUSES) describe(`watchlist and user webhooks over ${title}, three nodes`, { skip }, () => {
-  const hooks = { receiver: null };
-  before(async () => {
-    hooks.receiver = await startReceiver({ port });
-  });
-  const nodeEnv = (running, extra = {}) => ({
-    ...env(running),
+for (const transport of fleetTransports()) describe(`watchlist and user webhooks over ${transport.title}, three nodes`, { skip: transport.skip }, () => {
+  const fleet = useTransportFleet(transport, (receiver) => ({
     SOKETI_DEFAULT_APP_ENABLE_WATCHLIST_EVENTS: 'true',
     SOKETI_WEBHOOKS_VACATED_DELAY: String(VACATED_DELAY_MS),
-    ...hooksEnv([{ url: hookUrl(port, '/hook'), event_types: USER_TYPES, headers: CUSTOM_HEADERS }]),
-    ...extra,
-  });
-  const fleet = useBusFleets({ ...bus, nodeEnv }, { fleet: { labels: ['A', 'B', 'C'], env: {} } });
-  after(() => hooks.receiver?.close());
+    ...hooksEnv([{ url: receiver.url('/hook'), event_types: USER_TYPES, headers: CUSTOM_HEADERS }]),
+  }));
 
   it('nodes discover each other', () => {
     if (fleet.discovery) throw fleet.discovery;
   });
 
   it('a user on two nodes comes online once and goes offline once, for a watcher on a third, and its webhooks fire once', async () => {
-    const { A, B, C } = fleet;
-    const { receiver } = hooks;
+    const { A, B, C, receiver } = fleet;
     const [x, sentinel] = [userId('x'), userId('sentinel')];
     const watcher = await signedIn(A, userId('w'), [x, sentinel]);
     await logIs(watcher.log, [`offline:${[x, sentinel].sort().join(',')}`], 'the state at sign-in');
@@ -256,7 +206,7 @@ for (const { title, skip, port, bus, env } of BUSES) describe(`watchlist and use
     const y = userId('y');
     await signedIn(B, y);
     // A has heard of y once its webhook fired (settled after the other nodes' reports).
-    await hooks.receiver.waitForEvents({ name: 'user_online', user_id: y });
+    await fleet.receiver.waitForEvents({ name: 'user_online', user_id: y });
     await until(async () => {
       const probe = await signedIn(A, userId('probe'), [y]);
       probe.client.disconnect();
@@ -274,15 +224,15 @@ for (const { title, skip, port, bus, env } of BUSES) describe(`watchlist and use
     await signedIn(C, k);
     await logIs(wa.log, [`offline:${k}`, `online:${k}`], 'k online on A');
     await logIs(wb.log, [`offline:${k}`, `online:${k}`], 'k online on B');
-    await hooks.receiver.waitForEvents({ name: 'user_online', user_id: k });
+    await fleet.receiver.waitForEvents({ name: 'user_online', user_id: k });
     assert.equal((await C.server.kill('SIGKILL')).signal, 'SIGKILL');
     await logIs(wa.log, [`offline:${k}`, `online:${k}`, `offline:${k}`], 'k offline on A');
     await logIs(wb.log, [`offline:${k}`, `online:${k}`, `offline:${k}`], 'k offline on B');
-    await hooks.receiver.waitForEvents({ name: 'user_offline', user_id: k });
+    await fleet.receiver.waitForEvents({ name: 'user_offline', user_id: k });
     // A sentinel through A after: one offline of k came before it.
     const sentinel = userId('sentinel');
     (await signedIn(A, sentinel)).client.disconnect();
-    await hooks.receiver.waitForEvents({ name: 'user_offline', user_id: sentinel });
-    assert.deepEqual(userTags(hooks.receiver, k), ['user_online', 'user_offline']);
+    await fleet.receiver.waitForEvents({ name: 'user_offline', user_id: sentinel });
+    assert.deepEqual(userTags(fleet.receiver, k), ['user_online', 'user_offline']);
   });
 });
