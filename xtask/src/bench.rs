@@ -35,7 +35,13 @@ pub(crate) const SCENARIOS: &[&str] = &[
     "presence-churn",
     "cluster",
     "hostile",
+    "subscription-count",
+    "sequential-publisher",
 ];
+
+/// The steps of the sequential-publisher scenario, in the order the generator runs them for
+/// `--publishers 1,8 --rates 100,400`: publishers, and publishes per second of each.
+pub(crate) const SEQUENTIAL_STEPS: [(u64, u64); 4] = [(1, 100), (1, 400), (8, 100), (8, 400)];
 
 /// What `bench` was asked to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -120,6 +126,14 @@ pub(crate) enum Run {
     /// The many-channels load with attackers beside it: slowloris sockets and unsigned slow
     /// uploads.
     Hostile,
+    /// A join storm on one channel with the app's `subscription_count` off; our server only.
+    CountOff,
+    /// The same with `subscription_count` on.
+    CountOn,
+    /// Publishers that each wait for their last answer, to one channel of 1k subscribers.
+    SequentialOneChannel,
+    /// The same over 100 channels of 10k subscribers in all.
+    SequentialManyChannels,
 }
 
 impl Run {
@@ -132,6 +146,31 @@ impl Run {
             Self::PresenceChurn => "presence-churn",
             Self::Cluster => "cluster",
             Self::Hostile => "hostile",
+            Self::CountOff => "subscription-count-off",
+            Self::CountOn => "subscription-count-on",
+            Self::SequentialOneChannel => "sequential-publisher-1-channel",
+            Self::SequentialManyChannels => "sequential-publisher-100-channels",
+        }
+    }
+
+    /// Why this run cannot measure `kind`, if it cannot.
+    pub(crate) fn unsupported(self, kind: Kind) -> Option<String> {
+        let counts = matches!(self, Self::CountOff | Self::CountOn);
+        match kind {
+            _ if self == Self::Cluster && kind.nodes() == 1 => Some("one node".into()),
+            Kind::Soketi if counts => Some("soketi has no subscription_count".into()),
+            Kind::Sockudo if counts => {
+                Some("sockudo sends no subscription_count to subscribers (only a webhook)".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// The settings of the server for this run beyond the usual ones.
+    fn env(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::CountOn => &[("SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT", "true")],
+            _ => &[],
         }
     }
 
@@ -147,6 +186,10 @@ impl Run {
                 "cluster" => vec![Self::Cluster],
                 // The same load without the attackers is what the attack is measured against.
                 "hostile" => vec![Self::ManyChannels, Self::Hostile],
+                "subscription-count" => vec![Self::CountOff, Self::CountOn],
+                "sequential-publisher" => {
+                    vec![Self::SequentialOneChannel, Self::SequentialManyChannels]
+                }
                 _ => vec![Self::Storm],
             })
             .collect();
@@ -199,11 +242,31 @@ impl Run {
                 pick("10", "2"),
                 pick("1000", "500"),
             ),
+            Self::CountOff | Self::CountOn => format!(
+                "--connections {} --channels 1 --handshakes 256 subscription-count \
+                 --settle-secs 5",
+                pick("10000", "1000"),
+            ),
+            Self::SequentialOneChannel => Self::sequential(quick, pick("1000", "100"), "1"),
+            Self::SequentialManyChannels => {
+                Self::sequential(quick, pick("10000", "1000"), &pick("100", "10"))
+            }
         })
     }
 }
 
 impl Run {
+    /// The generator's arguments of a sequential-publisher run: every step of
+    /// [`SEQUENTIAL_STEPS`] in turn, 10 s each.
+    fn sequential(quick: bool, connections: String, channels: &str) -> String {
+        format!(
+            "--connections {connections} --channels {channels} sequential --publishers 1,8 \
+             --rates 100,400 --step-secs {} --drain-ms {}",
+            if quick { "2" } else { "10" },
+            if quick { "1000" } else { "2000" },
+        )
+    }
+
     /// The generator's arguments of the many-channels load, which the hostile run repeats with
     /// attackers beside it.
     fn many_channels(quick: bool) -> String {
@@ -294,11 +357,20 @@ pub(crate) fn bench(root: &Path, options: &Options) -> Result<()> {
             Err(why) => column.unavailable = Some(why),
             Ok(launcher) => {
                 for &scenario in &runs {
-                    if scenario == Run::Cluster && kind.nodes() == 1 {
+                    if let Some(why) = scenario.unsupported(kind) {
+                        if scenario != Run::Cluster {
+                            column.runs.push((scenario, Err(why)));
+                        }
                         continue;
                     }
                     sequence = sequence.wrapping_add(1).max(1);
                     eprintln!("\n==> bench: {} {}", kind.label(), scenario.name());
+                    let launcher = scenario
+                        .env()
+                        .iter()
+                        .fold(launcher.clone(), |launcher, (key, value)| {
+                            launcher.with_env(key, value)
+                        });
                     let result = measure(
                         &launcher,
                         scenario,

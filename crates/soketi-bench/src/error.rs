@@ -19,6 +19,9 @@ pub enum BenchError {
     /// A setting makes no sense (zero connections, an empty rate list).
     #[error("invalid plan: {0}")]
     Plan(String),
+    /// The thread or runtime of publishers that run apart could not start or ended abnormally.
+    #[error("the publishers' thread: {0}")]
+    Publishers(#[source] io::Error),
     /// Reading `/proc` failed for a pid the plan names.
     #[error("cannot read /proc for pid {pid}")]
     Proc {

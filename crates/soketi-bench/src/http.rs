@@ -132,6 +132,11 @@ impl ApiClient {
         }
     }
 
+    /// Opens the connection now, if it is not open, so that no request's time includes it.
+    pub(crate) async fn connect(&mut self) -> Result<(), HttpError> {
+        open(&mut self.stream, self.server).await.map(|_| ())
+    }
+
     /// Sends `request` and returns the answer's status. A broken connection is dropped, and the
     /// next request opens another.
     pub(crate) async fn send(&mut self, request: &[u8]) -> Result<u16, HttpError> {
@@ -143,14 +148,7 @@ impl ApiClient {
     }
 
     async fn exchange(&mut self, request: &[u8]) -> Result<u16, HttpError> {
-        let stream = match &mut self.stream {
-            Some(stream) => stream,
-            None => {
-                let stream = TcpStream::connect(self.server).await?;
-                stream.set_nodelay(true)?;
-                self.stream.insert(stream)
-            }
-        };
+        let stream = open(&mut self.stream, self.server).await?;
         stream.write_all(request).await?;
         self.buf.clear();
         loop {
@@ -168,6 +166,21 @@ impl ApiClient {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The connection in `slot`, opened to `server` first if there is none.
+async fn open(
+    slot: &mut Option<TcpStream>,
+    server: SocketAddr,
+) -> Result<&mut TcpStream, HttpError> {
+    match slot {
+        Some(stream) => Ok(stream),
+        None => {
+            let stream = TcpStream::connect(server).await?;
+            stream.set_nodelay(true)?;
+            Ok(slot.insert(stream))
         }
     }
 }

@@ -4,22 +4,24 @@
 //! [`run`] carries out one [`Plan`]: it opens WebSocket connections (from several source
 //! addresses, a bounded number of handshakes at a time), subscribes them over public, private or
 //! presence channels (signing with the app secret), then drives one [`Mode`]: timed publishes
-//! through the HTTP API, an idle hold, raw HTTP publish throughput, presence churn, or a soak
-//! (every kind of traffic at once for many minutes, with a row of figures per minute). It returns
-//! a [`Report`] of connect times, deliveries per second, latency percentiles from publish to
-//! delivery, lost and duplicated messages, and the servers' CPU time and memory read from `/proc`
-//! for the pids the plan names, beside the generator's own CPU use. `cargo xtask bench` runs it
-//! in scenarios against each server.
+//! through the HTTP API (from publishers sharing one schedule, or each on its own), an idle hold,
+//! raw HTTP publish throughput, presence churn, a join storm that counts the
+//! `subscription_count` events, or a soak (every kind of traffic at once for many minutes, with a
+//! row of figures per minute). It returns a [`Report`] of connect times, deliveries per second,
+//! latency percentiles from publish to delivery, lost, duplicated and reordered messages, and the
+//! servers' CPU time and memory read from `/proc` for the pids the plan names, beside the
+//! generator's own CPU use. `cargo xtask bench` runs it in scenarios against each server.
 //!
 //! The generator must not be what limits a figure, so its hot path does no JSON parsing: each
-//! published event carries a mark (`B|step|seq|micros|`) that receivers find by a byte scan,
-//! reads go through one buffer per thread, and latencies land in a few sharded histograms.
+//! published event carries a mark (`B|step|seq|micros|publisher|`) that receivers find by a byte
+//! scan, reads go through one buffer per thread, and latencies land in a few sharded histograms.
 //!
 //! It sends traffic only where the plan points it; the binary refuses targets off loopback. It
 //! never runs without an end: every phase has a deadline.
 
 mod attack;
 mod churn;
+mod count;
 mod error;
 mod http;
 mod procfs;
@@ -159,26 +161,60 @@ pub enum Mode {
         /// How long.
         duration: Duration,
     },
+    /// A join storm: the connections open without subscribing, then all join their channels at
+    /// once, counting the `pusher_internal:subscription_count` events they hear.
+    SubscriptionCount {
+        /// How long after the last join the clients may wait for their channel's final count.
+        settle: Duration,
+    },
     /// Every kind of traffic at once for many minutes, with a row of figures per minute.
     Soak(SoakPlan),
 }
 
-/// Publishing in steps of rising rate.
+/// Publishing in steps, each at its own rate and with its own publishers.
 #[derive(Clone, Debug)]
 pub struct PublishPlan {
-    /// Publishes per second of each step, spread over the channels round robin.
-    pub rates: Vec<u32>,
+    /// The steps, in order.
+    pub steps: Vec<StepPlan>,
     /// How long each step publishes.
     pub step: Duration,
     /// The pause after each step, in which its last deliveries still count as in time; it ends
     /// early once every delivery owed has arrived.
     pub drain: Duration,
-    /// Stop at the first step that falls behind.
+    /// Stop at the first step that falls behind (for [`Pacing::PerPublisher`], only when the
+    /// deliveries do: publishes short of the rate are what that pacing measures).
     pub stop_when_behind: bool,
-    /// Concurrent HTTP connections that publish.
-    pub publishers: usize,
     /// Bytes of each event's `data`.
     pub payload: usize,
+    /// Run the publishers on a thread of their own, so that each answer is read when it comes
+    /// rather than after the deliveries the generator read in the same turn (the thread shares
+    /// the generator's core all the same). What publishers that wait for every answer need.
+    pub publisher_thread: bool,
+}
+
+/// One step of a [`PublishPlan`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepPlan {
+    /// Publishes per second asked of the step in all, spread over the channels round robin.
+    pub rate: u32,
+    /// Publishers, each with a keep-alive HTTP connection of its own, that send one request
+    /// at a time (the next only once the last was answered).
+    pub publishers: usize,
+    /// How the publishers keep to the rate.
+    pub pacing: Pacing,
+}
+
+/// How publishers keep to a step's rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pacing {
+    /// One schedule for all: each publisher takes the next publish due, so that a publisher
+    /// waiting on a slow answer leaves its slots to the others (and a late step catches up).
+    Shared,
+    /// A schedule per publisher at its share of the rate, staggered over the interval: a
+    /// publisher sends its next request at its next slot, or at once when the answer came in
+    /// that slot's time, and skips the slots that went by while it waited, so that it never
+    /// sends faster than its rate.
+    PerPublisher,
 }
 
 /// Everything a run measured, in the JSON summary's shape.
@@ -197,6 +233,9 @@ pub struct Report {
     pub lost: u64,
     /// Events a connection received more than once.
     pub duplicated: u64,
+    /// Events a connection received after a later one of the same publisher (which sent it only
+    /// once the server had answered the earlier one).
+    pub reordered: u64,
     /// Connections the servers closed during the run.
     pub closed_by_server: u64,
     /// Memory once connected and idle (idle mode).
@@ -205,6 +244,8 @@ pub struct Report {
     pub http: Option<HttpThroughput>,
     /// Presence churn (churn mode).
     pub churn: Option<Churn>,
+    /// The join storm and its `subscription_count` events (subscription-count mode).
+    pub subscription_count: Option<SubscriptionCount>,
     /// Figures per minute, and the descriptors before and after (soak mode).
     pub soak: Option<SoakReport>,
     /// What the attackers met, when the plan had some.
@@ -220,13 +261,13 @@ pub struct Report {
 pub struct Setup {
     /// Connections wanted.
     pub wanted: usize,
-    /// Connections open and subscribed.
+    /// Connections open and subscribed (open only, in a mode that subscribes them later).
     pub subscribed: usize,
     /// Connections that failed or missed the deadline.
     pub failed: usize,
     /// The first failure, as text.
     pub first_failure: Option<String>,
-    /// Seconds from the first connect to the last subscription.
+    /// Seconds from the first connect to the last subscription (or the last connection open).
     pub seconds: f64,
     /// Per connection, from its connect to its subscription's success, in milliseconds.
     pub per_connection: Latency,
@@ -239,8 +280,10 @@ pub struct Setup {
 /// One publish step.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Step {
-    /// Publishes per second asked.
+    /// Publishes per second asked, in all.
     pub rate: u32,
+    /// Publishers, each on its own HTTP connection.
+    pub publishers: usize,
     /// Publishes per second achieved.
     pub publish_rate: f64,
     /// Publishes the server accepted.
@@ -257,6 +300,8 @@ pub struct Step {
     pub deliveries_per_sec: f64,
     /// From publish to delivery, in milliseconds, of every delivery of this step's events.
     pub latency: Latency,
+    /// From writing each publish request to reading its whole answer, in milliseconds.
+    pub http_latency: Latency,
     /// The same for connections on another node than the one published to (several nodes).
     pub remote_latency: Option<Latency>,
     /// Server CPU time per delivery while the step published, in microseconds.
@@ -268,6 +313,15 @@ pub struct Step {
     /// Delivery fell behind: under 90 % of the offered rate or of the owed deliveries in time,
     /// or the publishes themselves under 90 % of the rate asked.
     pub behind: bool,
+    /// This step's events that a connection never received, summed over the connections.
+    pub lost: u64,
+    /// This step's events a connection received more than once, summed over the connections.
+    pub duplicated: u64,
+    /// This step's events a connection received after a later event of the same publisher,
+    /// summed over the connections.
+    pub reordered: u64,
+    /// Connections that lost, received twice or out of order any of this step's events.
+    pub subscribers_affected: u64,
 }
 
 /// Memory of idle connections.
@@ -286,6 +340,78 @@ pub struct Idle {
     pub api_during_leave: Latency,
     /// API requests during the leave that failed or were not answered 200.
     pub api_failed_during_leave: u64,
+}
+
+/// A join storm on channels with `subscription_count`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SubscriptionCount {
+    /// Connections that sent their subscription.
+    pub joins: u64,
+    /// Joins acknowledged with `pusher_internal:subscription_succeeded`.
+    pub acknowledged: u64,
+    /// Joins refused, unanswered, or whose connection closed.
+    pub failed: u64,
+    /// From the first subscription sent to the last acknowledged, in seconds.
+    pub seconds: f64,
+    /// Acknowledged joins per second over that time.
+    pub per_sec: f64,
+    /// Per connection, from its subscription to its acknowledgement, in milliseconds.
+    pub join_latency: Latency,
+    /// The servers' CPU time over the joins, in seconds.
+    pub server_cpu_seconds: f64,
+    /// The servers' RSS before the first join, in KiB.
+    pub server_rss_before_kib: u64,
+    /// The servers' highest RSS during the joins (sampled every 100 ms and at the end), in KiB.
+    pub server_rss_peak_kib: u64,
+    /// The generator's CPU use over the joins, in percent of one core.
+    pub generator_cpu_percent: f64,
+    /// `pusher_internal:subscription_count` events per connection, over the joins and the
+    /// settling after them.
+    pub events: Spread,
+    /// Of those, the events that arrived before the last join was acknowledged.
+    pub events_during_joins: u64,
+    /// The count every connection should end on: the acknowledged joins of its channel (for one
+    /// channel, the same for all).
+    pub final_count: u64,
+    /// Connections whose last count equals their channel's final count.
+    pub at_final_count: u64,
+    /// Whether every acknowledged connection ended on its channel's final count.
+    pub all_at_final_count: bool,
+    /// From the first subscription sent until every connection had its final count, in seconds;
+    /// `None` if some never had it within the settling time.
+    pub final_count_seconds: Option<f64>,
+    /// The servers' CPU time from the last acknowledgement to the end of the settling, in
+    /// seconds.
+    pub settle_server_cpu_seconds: f64,
+}
+
+/// How a number spreads over the connections.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Spread {
+    /// The lowest.
+    pub min: u64,
+    /// The median.
+    pub median: u64,
+    /// The highest.
+    pub max: u64,
+    /// Summed over the connections.
+    pub total: u64,
+}
+
+impl Spread {
+    /// The spread of `values` (all zero for none).
+    pub fn of(mut values: Vec<u64>) -> Self {
+        values.sort_unstable();
+        let Some(&max) = values.last() else {
+            return Self::default();
+        };
+        Self {
+            min: values[0],
+            median: values[values.len() / 2],
+            max,
+            total: values.iter().sum(),
+        }
+    }
 }
 
 /// HTTP publish throughput.
@@ -374,12 +500,15 @@ pub async fn run(plan: Plan) -> Result<Report, BenchError> {
             Mode::Idle { .. } => "idle",
             Mode::Http { .. } => "http",
             Mode::Churn { .. } => "churn",
+            Mode::SubscriptionCount { .. } => "subscription-count",
             Mode::Soak(_) => "soak",
         },
         ..Report::default()
     };
+    // A join storm opens the connections first and times their subscriptions on their own.
+    let subscribe = !matches!(plan.mode, Mode::SubscriptionCount { .. });
     let conns = if plan.connections > 0 {
-        let (conns, setup) = setup::open_all(&plan, &progress).await?;
+        let (conns, setup) = setup::open_all(&plan, subscribe, &progress).await?;
         report.setup = setup;
         conns
     } else {
@@ -402,6 +531,10 @@ pub async fn run(plan: Plan) -> Result<Report, BenchError> {
         Mode::Churn { churners, duration } => {
             report.churn =
                 Some(churn::run(&plan, conns, *churners, *duration, &progress, &mut report).await?);
+        }
+        Mode::SubscriptionCount { settle } => {
+            report.subscription_count =
+                Some(count::run(&plan, conns, *settle, &progress, &mut report).await?);
         }
         Mode::Soak(soak) => {
             let baseline = baseline.unwrap_or_default();
@@ -426,6 +559,10 @@ pub async fn run(plan: Plan) -> Result<Report, BenchError> {
             .churn
             .as_ref()
             .map_or(0.0, |churn| churn.generator_cpu_percent),
+        report
+            .subscription_count
+            .as_ref()
+            .map_or(0.0, |count| count.generator_cpu_percent),
     ];
     let step_peak = report
         .steps
@@ -493,10 +630,14 @@ fn check(plan: &Plan) -> Result<(), BenchError> {
         return fail("zero handshakes in flight");
     }
     match &plan.mode {
-        Mode::Publish(publish) if publish.rates.is_empty() || publish.rates.contains(&0) => {
+        Mode::Publish(publish)
+            if publish.steps.is_empty() || publish.steps.iter().any(|step| step.rate == 0) =>
+        {
             fail("a publish plan needs rates above zero")
         }
-        Mode::Publish(publish) if publish.publishers == 0 => fail("zero publishers"),
+        Mode::Publish(publish) if publish.steps.iter().any(|step| step.publishers == 0) => {
+            fail("zero publishers")
+        }
         Mode::Publish(_) if plan.connections == 0 => fail("publishing to no connection"),
         Mode::Http { connections: 0, .. } => fail("zero HTTP connections"),
         Mode::Churn { churners, .. } if *churners >= plan.connections => {
@@ -505,6 +646,13 @@ fn check(plan: &Plan) -> Result<(), BenchError> {
         Mode::Churn { .. } if plan.kind != ChannelKind::Presence || plan.channels != 1 => {
             fail("churn needs one presence channel")
         }
+        // Presence channels announce members instead of counts.
+        Mode::SubscriptionCount { .. }
+            if matches!(plan.kind, ChannelKind::Presence | ChannelKind::Mixed) =>
+        {
+            fail("subscription counts need public or private channels")
+        }
+        Mode::SubscriptionCount { .. } if plan.connections == 0 => fail("no connection to join"),
         Mode::Soak(soak) if soak.minutes == 0 || soak.minute.is_zero() => {
             fail("a soak needs at least one minute")
         }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use soketi_bench::{App, Attack, ChannelKind, Minute, Mode, Plan, PublishPlan, SoakPlan, Sources};
+use soketi_bench::{
+    App, Attack, ChannelKind, Minute, Mode, Pacing, Plan, PublishPlan, SoakPlan, Sources, StepPlan,
+};
 
 /// Loads a Pusher Channels protocol server: WebSocket connections, subscriptions, publishes
 /// through the HTTP API; prints connect times, deliveries per second, latency percentiles,
@@ -113,6 +115,34 @@ enum ModeArgs {
         /// Bytes of each event's data.
         #[arg(long, default_value_t = 64)]
         payload: usize,
+    },
+    /// Publishers that each send one request at a time, at a rate of their own: a step for
+    /// every number of publishers and rate per publisher, in that order.
+    Sequential {
+        /// Publishers of each step, each on its own keep-alive HTTP connection.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        publishers: Vec<usize>,
+        /// Publishes per second of each publisher.
+        #[arg(long, value_delimiter = ',', default_value = "100,400")]
+        rates: Vec<u32>,
+        /// Seconds each step publishes.
+        #[arg(long, default_value_t = 10.0)]
+        step_secs: f64,
+        /// Milliseconds after each step in which its deliveries still count as in time (less
+        /// once every delivery owed has arrived).
+        #[arg(long, default_value_t = 2000)]
+        drain_ms: u64,
+        /// Bytes of each event's data.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+    },
+    /// Open the connections, then join them all at once and count the
+    /// `pusher_internal:subscription_count` events each hears.
+    SubscriptionCount {
+        /// Seconds after the last join that the connections may wait for their channel's final
+        /// count.
+        #[arg(long, default_value_t = 5.0)]
+        settle_secs: f64,
     },
     /// Hold the connections idle, then read the servers' memory.
     Idle {
@@ -285,13 +315,57 @@ fn plan(args: Args) -> Result<Plan> {
             payload,
         } => (
             Mode::Publish(PublishPlan {
-                rates,
+                steps: rates
+                    .into_iter()
+                    .map(|rate| StepPlan {
+                        rate,
+                        publishers,
+                        pacing: Pacing::Shared,
+                    })
+                    .collect(),
                 step: seconds(step_secs),
                 drain: Duration::from_millis(drain_ms),
                 stop_when_behind,
-                publishers,
                 payload,
+                publisher_thread: false,
             }),
+            args.kind,
+            args.connections,
+            args.channels,
+        ),
+        ModeArgs::Sequential {
+            publishers,
+            rates,
+            step_secs,
+            drain_ms,
+            payload,
+        } => (
+            Mode::Publish(PublishPlan {
+                steps: publishers
+                    .iter()
+                    .flat_map(|&publishers| {
+                        rates.iter().map(move |&rate| StepPlan {
+                            rate: rate.saturating_mul(publishers as u32),
+                            publishers,
+                            pacing: Pacing::PerPublisher,
+                        })
+                    })
+                    .collect(),
+                step: seconds(step_secs),
+                drain: Duration::from_millis(drain_ms),
+                // A step whose deliveries fall behind leaves a backlog to the next.
+                stop_when_behind: true,
+                payload,
+                publisher_thread: true,
+            }),
+            args.kind,
+            args.connections,
+            args.channels,
+        ),
+        ModeArgs::SubscriptionCount { settle_secs } => (
+            Mode::SubscriptionCount {
+                settle: seconds(settle_secs),
+            },
             args.kind,
             args.connections,
             args.channels,

@@ -27,10 +27,11 @@ pub(crate) struct Conn {
     pub(crate) node: usize,
 }
 
-/// Opens and subscribes the plan's connections; those not done by the plan's deadline count as
-/// failed. Fails only if none succeeded.
+/// Opens the plan's connections and, when `subscribe`, subscribes each to its channel; those not
+/// done by the plan's deadline count as failed. Fails only if none succeeded.
 pub(crate) async fn open_all(
     plan: &Plan,
+    subscribe: bool,
     progress: &Progress,
 ) -> Result<(Vec<Conn>, Setup), BenchError> {
     progress.phase("connect", plan.connections as u64);
@@ -57,7 +58,9 @@ pub(crate) async fn open_all(
                 deadline: STEP_DEADLINE,
             };
             let mut client = Client::connect(&dial).await?;
-            subscribe(&mut client, kind, channel, index, &app.key, &app.secret).await?;
+            if subscribe {
+                self::subscribe(&mut client, kind, channel, index, &app.key, &app.secret).await?;
+            }
             Ok::<_, WsError>((
                 Conn {
                     client,

@@ -804,6 +804,7 @@ impl Publisher {
                 step: step as u32,
                 seq,
                 micros: stats::now_micros(),
+                publisher: self.number as u32,
             };
             let request = publish_request(
                 &ctx.app,

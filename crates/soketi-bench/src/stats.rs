@@ -66,19 +66,24 @@ impl Latency {
     }
 }
 
-/// The mark of one published event, carried in its `data` as `B|step|seq|micros|`: the step of
-/// the run, the event's number within its channel, and when it was published.
+/// The mark of one published event, carried in its `data` as `B|step|seq|micros|publisher|`: the
+/// step of the run, the event's number within its channel, when it was published, and which
+/// publisher sent it (whose events must arrive in the order it sent them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Mark {
     pub(crate) step: u32,
     pub(crate) seq: u32,
     pub(crate) micros: u64,
+    pub(crate) publisher: u32,
 }
 
 impl Mark {
     /// The `data` of an event, padded with `x` to at least `size` bytes.
     pub(crate) fn data(&self, size: usize) -> String {
-        let mut data = format!("B|{}|{}|{}|", self.step, self.seq, self.micros);
+        let mut data = format!(
+            "B|{}|{}|{}|{}|",
+            self.step, self.seq, self.micros, self.publisher
+        );
         while data.len() < size {
             data.push('x');
         }
@@ -89,16 +94,18 @@ impl Mark {
     /// frames than any other work it does.
     pub(crate) fn find(frame: &[u8]) -> Option<Self> {
         let start = frame.windows(2).position(|pair| pair == b"B|")? + 2;
-        let mut fields = frame[start..].splitn(4, |&byte| byte == b'|');
+        let mut fields = frame[start..].splitn(5, |&byte| byte == b'|');
         let step = number(fields.next()?)?;
         let seq = number(fields.next()?)?;
         let micros = number(fields.next()?)?;
-        // The fourth part must exist: the mark ended with its `|`.
+        let publisher = number(fields.next()?)?;
+        // The fifth part must exist: the mark ended with its `|`.
         fields.next()?;
         Some(Self {
             step: u32::try_from(step).ok()?,
             seq: u32::try_from(seq).ok()?,
             micros,
+            publisher: u32::try_from(publisher).ok()?,
         })
     }
 }
@@ -125,8 +132,8 @@ pub(crate) struct SeqSet {
 }
 
 impl SeqSet {
-    /// Notes `seq`; a second time counts as a duplicate.
-    pub(crate) fn insert(&mut self, seq: u32) {
+    /// Notes `seq` and tells whether it is new; a second time counts as a duplicate.
+    pub(crate) fn insert(&mut self, seq: u32) -> bool {
         let (word, bit) = (seq as usize / 64, seq % 64);
         if word >= self.words.len() {
             self.words.resize(word + 1, 0);
@@ -135,8 +142,10 @@ impl SeqSet {
         if self.words[word] & mask == 0 {
             self.words[word] |= mask;
             self.unique += 1;
+            true
         } else {
             self.duplicates += 1;
+            false
         }
     }
 }

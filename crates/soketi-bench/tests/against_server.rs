@@ -5,7 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use soketi_bench::{
-    App, Attack, BenchError, ChannelKind, Mode, Plan, PublishPlan, SoakPlan, Sources, run,
+    App, Attack, BenchError, ChannelKind, Mode, Pacing, Plan, PublishPlan, SoakPlan, Sources,
+    StepPlan, run,
 };
 use soketi_server::{Config, RunningServer};
 
@@ -23,6 +24,18 @@ async fn server_with(tweak: impl FnOnce(&mut Config)) -> RunningServer {
     config.metrics.port = 0;
     tweak(&mut config);
     soketi_server::start(config).await.expect("server starts")
+}
+
+/// Steps at `rates` of `publishers` publishers sharing one schedule.
+fn shared_steps(rates: &[u32], publishers: usize) -> Vec<StepPlan> {
+    rates
+        .iter()
+        .map(|&rate| StepPlan {
+            rate,
+            publishers,
+            pacing: Pacing::Shared,
+        })
+        .collect()
 }
 
 fn plan(server: SocketAddr, connections: usize, channels: usize, mode: Mode) -> Plan {
@@ -51,14 +64,14 @@ fn plan(server: SocketAddr, connections: usize, channels: usize, mode: Mode) -> 
 async fn publishes_and_times_every_delivery_on_private_channels() {
     let server = server().await;
     let mode = Mode::Publish(PublishPlan {
-        rates: vec![20, 40],
+        steps: shared_steps(&[20, 40], 2),
         step: Duration::from_millis(500),
         // A deadline, not a pause: the drain ends once every delivery owed has arrived, so a
         // busy machine gets its time and a quiet one does not wait.
         drain: Duration::from_secs(30),
         stop_when_behind: false,
-        publishers: 2,
         payload: 100,
+        publisher_thread: false,
     });
     let mut plan = plan(server.local_addr(), 12, 3, mode);
     plan.kind = ChannelKind::Private;
@@ -76,14 +89,103 @@ async fn publishes_and_times_every_delivery_on_private_channels() {
         assert_eq!(step.latency.count, step.expected, "{step:?}");
         assert!(step.latency.max >= step.latency.p50, "{step:?}");
         assert!(step.remote_latency.is_none());
+        assert_eq!(step.http_latency.count, step.published, "{step:?}");
+        assert_eq!(step.subscribers_affected, 0, "{step:?}");
     }
     assert_eq!(
-        (report.lost, report.duplicated, report.closed_by_server),
-        (0, 0, 0)
+        (
+            report.lost,
+            report.duplicated,
+            report.reordered,
+            report.closed_by_server
+        ),
+        (0, 0, 0, 0)
     );
     assert!(report.peak_deliveries_per_sec > 0.0);
     assert!(report.generator.open_files_limit > 0);
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn publishers_on_schedules_of_their_own_never_pass_their_rate() {
+    let server = server().await;
+    let step = |rate, publishers| StepPlan {
+        rate,
+        publishers,
+        pacing: Pacing::PerPublisher,
+    };
+    let mode = Mode::Publish(PublishPlan {
+        steps: vec![step(20, 1), step(60, 3)],
+        step: Duration::from_millis(1000),
+        drain: Duration::from_secs(30),
+        stop_when_behind: true,
+        payload: 64,
+        publisher_thread: true,
+    });
+    let report = run(plan(server.local_addr(), 8, 2, mode))
+        .await
+        .expect("the run completes");
+
+    assert_eq!(report.steps.len(), 2);
+    for (step, publishers) in report.steps.iter().zip([1, 3]) {
+        assert_eq!(step.publishers, publishers, "{step:?}");
+        // A second at `rate`: each publisher's slots start within one interval, so the step
+        // has at most `rate` of them.
+        assert!(step.published > 0, "{step:?}");
+        assert!(step.published <= u64::from(step.rate), "{step:?}");
+        assert_eq!(step.publish_failed, 0, "{step:?}");
+        assert_eq!(step.http_latency.count, step.published, "{step:?}");
+        assert_eq!(step.expected, step.published * 4, "{step:?}");
+        assert_eq!(step.latency.count, step.expected, "{step:?}");
+        assert_eq!(
+            (step.lost, step.duplicated, step.reordered),
+            (0, 0, 0),
+            "{step:?}"
+        );
+    }
+    assert_eq!(
+        (report.lost, report.duplicated, report.reordered),
+        (0, 0, 0)
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn counts_the_subscription_count_events_of_a_join_storm() {
+    let connections = 12;
+    for enabled in [true, false] {
+        let server = server_with(|c| {
+            c.app_manager.array.apps[0].enable_subscription_count = Some(enabled);
+        })
+        .await;
+        // Enough for the server's count interval (2 s) when it is on; with it off, no count
+        // comes and the run waits it out.
+        let settle = Duration::from_secs(if enabled { 10 } else { 1 });
+        let mode = Mode::SubscriptionCount { settle };
+        let report = run(plan(server.local_addr(), connections, 1, mode))
+            .await
+            .expect("the run completes");
+
+        // The connections opened without subscribing; the storm joined them.
+        assert_eq!(report.setup.subscribed, connections);
+        let joins = report
+            .subscription_count
+            .expect("a subscription-count report");
+        assert_eq!((joins.joins, joins.acknowledged, joins.failed), (12, 12, 0));
+        assert_eq!(joins.join_latency.count, 12, "{joins:?}");
+        assert_eq!(joins.final_count, 12, "{joins:?}");
+        if enabled {
+            assert!(joins.all_at_final_count, "{joins:?}");
+            assert_eq!(joins.at_final_count, 12, "{joins:?}");
+            assert!(joins.events.min >= 1, "{joins:?}");
+            assert!(joins.final_count_seconds.is_some(), "{joins:?}");
+        } else {
+            assert_eq!(joins.events.total, 0, "{joins:?}");
+            assert!(!joins.all_at_final_count, "{joins:?}");
+        }
+        assert_eq!(report.closed_by_server, 0);
+        server.shutdown().await;
+    }
 }
 
 #[tokio::test]
@@ -168,12 +270,12 @@ async fn attackers_run_beside_the_load_and_count_what_the_server_did_to_them() {
     // A short headers timeout, so that the slowloris sockets are cut off within the run.
     let server = server_with(|c| c.http_api.headers_timeout = 300).await;
     let mode = Mode::Publish(PublishPlan {
-        rates: vec![20],
+        steps: shared_steps(&[20], 1),
         step: Duration::from_millis(1500),
         drain: Duration::from_secs(30),
         stop_when_behind: false,
-        publishers: 1,
         payload: 64,
+        publisher_thread: false,
     });
     let mut plan = plan(server.local_addr(), 6, 2, mode);
     plan.attack = Some(Attack {

@@ -8,6 +8,14 @@
 //! pass comes, and they go out in one write per connection instead of one each. A write costs
 //! the same kernel work whatever it carries, so that is where the throughput comes from, and
 //! it adds no delay when the server is idle.
+//!
+//! A pass over many connections takes milliseconds of kernel time (a write each), so it goes in
+//! slices of [`SLICE`] connections, letting the ready tasks run between them: a publish (or its
+//! HTTP answer) never waits behind a whole pass, and its frames join the queues of the
+//! connections this pass has not written yet, so that they go out in the same write as the
+//! frames already there; the connections already written are scheduled for the next pass. A
+//! publisher that waits for each answer thus sees its next publishes coalesce as concurrent
+//! publishes do.
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -79,21 +87,31 @@ impl<C> Shard<C> {
     }
 }
 
+/// Connections written between two chances for the ready tasks to run.
+const SLICE: usize = 64;
+
 async fn run<C: Flush>(shard: Arc<Shard<C>>) {
-    let mut pass = Vec::new();
+    let mut pass: Vec<Arc<C>> = Vec::new();
     loop {
         shard.wake.notified().await;
         // The tasks that are ready (more publishes, perhaps) run before the pass.
         tokio::task::yield_now().await;
         std::mem::swap(&mut pass, &mut *shard.scheduled.lock());
-        // The pass writes each socket once without waiting; tokio's budget of I/O per task
-        // poll would otherwise refuse writes after the first hundred connections.
-        tokio::task::unconstrained(poll_fn(|_| {
-            for conn in pass.drain(..) {
-                conn.flush();
+        let mut slices = pass.chunks(SLICE).peekable();
+        while let Some(slice) = slices.next() {
+            // Each socket once without waiting; tokio's budget of I/O per task poll would
+            // otherwise refuse writes after the first hundred connections.
+            tokio::task::unconstrained(poll_fn(|_| {
+                for conn in slice {
+                    conn.flush();
+                }
+                Poll::Ready(())
+            }))
+            .await;
+            if slices.peek().is_some() {
+                tokio::task::yield_now().await;
             }
-            Poll::Ready(())
-        }))
-        .await;
+        }
+        pass.clear();
     }
 }

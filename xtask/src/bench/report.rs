@@ -5,7 +5,7 @@ use std::{fmt::Write as _, fs, process::Command};
 
 use serde_json::Value;
 
-use super::{Column, Options, Run, servers::Kind};
+use super::{Column, Options, Run, SEQUENTIAL_STEPS, servers::Kind};
 
 /// Whether more of a figure is better.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +46,19 @@ fn step_at(report: &Value, rate: u64) -> Option<&Value> {
 
 fn first_step(report: &Value) -> Option<&Value> {
     report["steps"].as_array()?.first()
+}
+
+/// The sequential-publisher step of `publishers` publishers at `rate` publishes per second each.
+fn sequential_step(report: &Value, publishers: u64, rate: u64) -> Option<&Value> {
+    report["steps"].as_array()?.iter().find(|step| {
+        step["publishers"].as_u64() == Some(publishers)
+            && step["rate"].as_u64() == Some(publishers * rate)
+    })
+}
+
+/// The join storm of a subscription-count run.
+fn joins(report: &Value) -> &Value {
+    &report["subscription_count"]
 }
 
 /// The fan-out step that the issue's targets are stated at: 400 publishes per second to 1k
@@ -335,6 +348,187 @@ const FIGURES: &[Figure] = &[
         cluster_only: false,
         value: |r| r["churn"]["join_latency"]["p99"].as_f64(),
     },
+    Figure {
+        scenario: "subscription-count",
+        name: "subscription count on: seconds until 10k joins of one channel are acknowledged",
+        run: Run::CountOn,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| joins(r)["seconds"].as_f64(),
+    },
+    Figure {
+        scenario: "subscription-count",
+        name: "subscription count off: seconds until the 10k joins are acknowledged",
+        run: Run::CountOff,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| joins(r)["seconds"].as_f64(),
+    },
+    Figure {
+        scenario: "subscription-count",
+        name: "subscription count on: joins/s",
+        run: Run::CountOn,
+        better: Better::Higher,
+        cluster_only: false,
+        value: |r| joins(r)["per_sec"].as_f64(),
+    },
+    Figure {
+        scenario: "subscription-count",
+        name: "subscription count off: joins/s",
+        run: Run::CountOff,
+        better: Better::Higher,
+        cluster_only: false,
+        value: |r| joins(r)["per_sec"].as_f64(),
+    },
+    Figure {
+        scenario: "subscription-count",
+        name: "subscription count on: server CPU of the joins (s)",
+        run: Run::CountOn,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| joins(r)["server_cpu_seconds"].as_f64(),
+    },
+    Figure {
+        scenario: "subscription-count",
+        name: "subscription count off: server CPU of the joins (s)",
+        run: Run::CountOff,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| joins(r)["server_cpu_seconds"].as_f64(),
+    },
+    Figure {
+        scenario: "subscription-count",
+        name: "subscription count on: server peak RSS during the joins (MiB)",
+        run: Run::CountOn,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| Some(joins(r)["server_rss_peak_kib"].as_f64()? / 1024.0),
+    },
+    Figure {
+        scenario: "subscription-count",
+        name: "subscription count off: server peak RSS during the joins (MiB)",
+        run: Run::CountOff,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| Some(joins(r)["server_rss_peak_kib"].as_f64()? / 1024.0),
+    },
+    Figure {
+        scenario: "subscription-count",
+        name: "subscription count on: count events per client (median)",
+        run: Run::CountOn,
+        better: Better::Neither,
+        cluster_only: false,
+        value: |r| joins(r)["events"]["median"].as_f64(),
+    },
+    Figure {
+        scenario: "subscription-count",
+        name: "subscription count on: clients whose last count is the channel's (%)",
+        run: Run::CountOn,
+        better: Better::Higher,
+        cluster_only: false,
+        value: |r| {
+            let joins = joins(r);
+            let acknowledged = joins["acknowledged"].as_f64()?;
+            (acknowledged > 0.0)
+                .then(|| 100.0 * joins["at_final_count"].as_f64().unwrap_or(0.0) / acknowledged)
+        },
+    },
+    Figure {
+        scenario: "sequential-publisher",
+        name: "sequential publisher: publishes/s of 8 publishers asking 400/s each (1 channel, 1k subscribers)",
+        run: Run::SequentialOneChannel,
+        better: Better::Higher,
+        cluster_only: false,
+        value: |r| sequential_step(r, 8, 400)?["publish_rate"].as_f64(),
+    },
+    Figure {
+        scenario: "sequential-publisher",
+        name: "sequential publisher: HTTP answer p99 at 8 × 400/s (ms; 1 channel)",
+        run: Run::SequentialOneChannel,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| sequential_step(r, 8, 400)?["http_latency"]["p99"].as_f64(),
+    },
+    Figure {
+        scenario: "sequential-publisher",
+        name: "sequential publisher: delivery p99 at 8 × 400/s (ms; 1 channel)",
+        run: Run::SequentialOneChannel,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| sequential_step(r, 8, 400)?["latency"]["p99"].as_f64(),
+    },
+    Figure {
+        scenario: "sequential-publisher",
+        name: "sequential publisher: server CPU per delivery at 8 × 400/s (µs; 1 channel)",
+        run: Run::SequentialOneChannel,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| sequential_step(r, 8, 400)?["server_cpu_us_per_delivery"].as_f64(),
+    },
+    Figure {
+        scenario: "sequential-publisher",
+        name: "sequential publisher: HTTP answer p99 at 1 × 100/s (ms; 1 channel)",
+        run: Run::SequentialOneChannel,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| sequential_step(r, 1, 100)?["http_latency"]["p99"].as_f64(),
+    },
+    Figure {
+        scenario: "sequential-publisher",
+        name: "sequential publisher: delivery p99 at 1 × 100/s (ms; 1 channel)",
+        run: Run::SequentialOneChannel,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| sequential_step(r, 1, 100)?["latency"]["p99"].as_f64(),
+    },
+    Figure {
+        scenario: "sequential-publisher",
+        name: "sequential publisher: publishes/s of 8 publishers asking 400/s each (100 channels, 10k subscribers)",
+        run: Run::SequentialManyChannels,
+        better: Better::Higher,
+        cluster_only: false,
+        value: |r| sequential_step(r, 8, 400)?["publish_rate"].as_f64(),
+    },
+    Figure {
+        scenario: "sequential-publisher",
+        name: "sequential publisher: HTTP answer p99 at 8 × 400/s (ms; 100 channels)",
+        run: Run::SequentialManyChannels,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| sequential_step(r, 8, 400)?["http_latency"]["p99"].as_f64(),
+    },
+    Figure {
+        scenario: "sequential-publisher",
+        name: "sequential publisher: delivery p99 at 8 × 400/s (ms; 100 channels)",
+        run: Run::SequentialManyChannels,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| sequential_step(r, 8, 400)?["latency"]["p99"].as_f64(),
+    },
+    Figure {
+        scenario: "sequential-publisher",
+        name: "sequential publisher: server CPU per delivery at 8 × 400/s (µs; 100 channels)",
+        run: Run::SequentialManyChannels,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| sequential_step(r, 8, 400)?["server_cpu_us_per_delivery"].as_f64(),
+    },
+    Figure {
+        scenario: "sequential-publisher",
+        name: "sequential publisher: HTTP answer p99 at 1 × 100/s (ms; 100 channels)",
+        run: Run::SequentialManyChannels,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| sequential_step(r, 1, 100)?["http_latency"]["p99"].as_f64(),
+    },
+    Figure {
+        scenario: "sequential-publisher",
+        name: "sequential publisher: delivery p99 at 1 × 100/s (ms; 100 channels)",
+        run: Run::SequentialManyChannels,
+        better: Better::Lower,
+        cluster_only: false,
+        value: |r| sequential_step(r, 1, 100)?["latency"]["p99"].as_f64(),
+    },
 ];
 
 /// A figure's value in one column, or why there is none.
@@ -376,6 +570,15 @@ pub(crate) fn number(value: f64) -> String {
         format!("{value:.2}")
     } else {
         format!("{value:.3}")
+    }
+}
+
+/// A count: `0`, `12`, `10,000`.
+pub(crate) fn count(value: f64) -> String {
+    if value.abs() >= 1000.0 {
+        number(value)
+    } else {
+        format!("{value:.0}")
     }
 }
 
@@ -482,8 +685,12 @@ pub(crate) fn render(
                         .unwrap_or(0.0);
                     let lost = report["lost"].as_u64().unwrap_or(0);
                     let duplicated = report["duplicated"].as_u64().unwrap_or(0);
+                    let reordered = report["reordered"].as_u64().unwrap_or(0);
                     let closed = report["closed_by_server"].as_u64().unwrap_or(0);
                     let mut text = format!("{cpu:.0} %, {lost} + {duplicated}");
+                    if reordered > 0 {
+                        let _ = write!(text, ", {reordered} reordered");
+                    }
                     if closed > 0 {
                         let _ = write!(text, ", {closed} closed by the server");
                     }
@@ -524,6 +731,12 @@ pub(crate) fn render(
     }
     if let Some(ours) = ours {
         fan_out_steps(&mut out, ours);
+    }
+    if scenarios.contains(&"subscription-count") {
+        subscription_counts(&mut out, columns);
+    }
+    if scenarios.contains(&"sequential-publisher") {
+        sequential_steps(&mut out, columns, quick);
     }
 
     if !notes.is_empty() {
@@ -583,6 +796,197 @@ fn fan_out_steps(out: &mut String, ours: &Column) {
                 },
             ],
         );
+    }
+}
+
+/// The join storms with `subscription_count` off and on, for each column of our server.
+fn subscription_counts(out: &mut String, columns: &[Column]) {
+    let header = [
+        "server",
+        "subscription_count",
+        "joins acknowledged",
+        "s to acknowledge all",
+        "joins/s",
+        "join p50 ms",
+        "join p99 ms",
+        "server CPU s (joins)",
+        "server peak RSS MiB (before)",
+        "count events per client: min / median / max",
+        "count events in all (during the joins)",
+        "clients on the final count",
+        "s until all had it",
+        "server CPU s (the 5 s after)",
+    ];
+    let mut rows = Vec::new();
+    for column in columns {
+        for (run, setting) in [(Run::CountOff, "off"), (Run::CountOn, "on")] {
+            let Ok(report) = column.report(run) else {
+                continue;
+            };
+            let joins = joins(report);
+            let field = |path: &[&str], format: fn(f64) -> String| {
+                let mut value = joins;
+                for key in path {
+                    value = &value[*key];
+                }
+                value.as_f64().map_or_else(|| "?".to_owned(), format)
+            };
+            let value = |path: &[&str]| field(path, number);
+            let counted = |path: &[&str]| field(path, count);
+            let mib = |key: &str| {
+                joins[key]
+                    .as_f64()
+                    .map_or_else(|| "?".to_owned(), |kib| number(kib / 1024.0))
+            };
+            let heard = joins["events"]["total"].as_u64().unwrap_or(0) > 0;
+            rows.push(vec![
+                column.kind.label(),
+                setting.to_owned(),
+                format!("{} of {}", counted(&["acknowledged"]), counted(&["joins"])),
+                value(&["seconds"]),
+                value(&["per_sec"]),
+                value(&["join_latency", "p50"]),
+                value(&["join_latency", "p99"]),
+                value(&["server_cpu_seconds"]),
+                format!(
+                    "{} ({})",
+                    mib("server_rss_peak_kib"),
+                    mib("server_rss_before_kib")
+                ),
+                format!(
+                    "{} / {} / {}",
+                    counted(&["events", "min"]),
+                    counted(&["events", "median"]),
+                    counted(&["events", "max"])
+                ),
+                format!(
+                    "{} ({})",
+                    counted(&["events", "total"]),
+                    counted(&["events_during_joins"])
+                ),
+                format!(
+                    "{} (count {})",
+                    counted(&["at_final_count"]),
+                    counted(&["final_count"])
+                ),
+                match joins["final_count_seconds"].as_f64() {
+                    Some(seconds) => number(seconds),
+                    None if heard => "never".to_owned(),
+                    None => "— (no count events)".to_owned(),
+                },
+                value(&["settle_server_cpu_seconds"]),
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nSubscription count: every connection open first, then all join one channel at once:\n"
+    );
+    table_row(out, &header.map(str::to_owned));
+    table_rule(out, header.len());
+    for row in rows {
+        table_row(out, &row);
+    }
+}
+
+/// Every step of the sequential-publisher runs, for every server.
+fn sequential_steps(out: &mut String, columns: &[Column], quick: bool) {
+    let header = [
+        "server",
+        "subscribers",
+        "publishers × publishes/s",
+        "publishes/s",
+        "HTTP p50 ms",
+        "HTTP p99 ms",
+        "delivery p50 ms",
+        "delivery p99 ms",
+        "delivery max ms",
+        "server CPU µs/delivery",
+        "server CPU %",
+        "generator CPU %",
+        "lost / duplicated / reordered (subscribers)",
+    ];
+    let runs = [
+        (Run::SequentialOneChannel, "1 channel"),
+        (
+            Run::SequentialManyChannels,
+            if quick { "10 channels" } else { "100 channels" },
+        ),
+    ];
+    let mut rows = Vec::new();
+    for column in columns {
+        for (run, channels) in runs {
+            let report = match column.report(run) {
+                Ok(report) => report,
+                Err(why) if why != "not run" => {
+                    let mut row = vec![column.kind.label(), channels.to_owned(), why];
+                    row.resize(header.len(), "—".to_owned());
+                    rows.push(row);
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let subscribers = report["setup"]["subscribed"]
+                .as_f64()
+                .map_or_else(|| "?".to_owned(), count);
+            for (publishers, rate) in SEQUENTIAL_STEPS {
+                let mut row = vec![
+                    column.kind.label(),
+                    format!("{subscribers} on {channels}"),
+                    format!("{publishers} × {rate}"),
+                ];
+                let Some(step) = sequential_step(report, publishers, rate) else {
+                    row.push("not reached".to_owned());
+                    row.resize(header.len(), "—".to_owned());
+                    rows.push(row);
+                    continue;
+                };
+                let field = |path: &[&str], format: fn(f64) -> String| {
+                    let mut value = step;
+                    for key in path {
+                        value = &value[*key];
+                    }
+                    value.as_f64().map_or_else(|| "?".to_owned(), format)
+                };
+                let value = |path: &[&str]| field(path, number);
+                let counted = |path: &[&str]| field(path, count);
+                row.extend([
+                    value(&["publish_rate"]),
+                    value(&["http_latency", "p50"]),
+                    value(&["http_latency", "p99"]),
+                    value(&["latency", "p50"]),
+                    value(&["latency", "p99"]),
+                    value(&["latency", "max"]),
+                    value(&["server_cpu_us_per_delivery"]),
+                    value(&["server_cpu_percent"]),
+                    value(&["generator_cpu_percent"]),
+                    format!(
+                        "{} / {} / {} ({})",
+                        counted(&["lost"]),
+                        counted(&["duplicated"]),
+                        counted(&["reordered"]),
+                        counted(&["subscribers_affected"])
+                    ),
+                ]);
+                rows.push(row);
+            }
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nSequential publishers: each sends its next request once the last was answered, on a \
+         schedule of its own:\n"
+    );
+    table_row(out, &header.map(str::to_owned));
+    table_rule(out, header.len());
+    for row in rows {
+        table_row(out, &row);
     }
 }
 
@@ -655,6 +1059,12 @@ fn targets(
         of_cluster("cluster: cross-node p99 (ms)"),
         "ms",
         |v| v < 2.0,
+    );
+    check(
+        "subscription count: every client's last count is its channel's (setting on)",
+        value("subscription count on: clients whose last count is the channel's (%)"),
+        "%",
+        |v| v >= 100.0,
     );
     let http = "HTTP publish: requests/s (16 connections, no subscribers)";
     if let (Some(ours_rate), Some(sockudo)) = (
@@ -804,11 +1214,12 @@ The generator opens every WebSocket connection from source addresses 127.0.N.2 a
 connections per address, a new N for every run, so that no run waits on the last one's
 TIME_WAIT ports), at most 256 handshakes (connect, upgrade, subscribe) in flight. It publishes
 through the signed HTTP API over keep-alive connections; each event's data carries its step,
-its number within its channel and the wall-clock microsecond it was sent, so that latency runs
-from just before the publish request to the moment the frame is read, and every connection
-tells lost and duplicated events by number. CPU time and RSS of the server come from
-`/proc/<pid>/stat` and `/status`, sampled at the edges of each measured phase; the generator
-reports its own CPU time the same way.
+its number within its channel, the wall-clock microsecond it was sent and its publisher, so
+that latency runs from just before the publish request to the moment the frame is read, and
+every connection tells lost and duplicated events by number, and reordered ones (an event that
+comes after a later one of the same publisher, which sent it only once the earlier one was
+answered). CPU time and RSS of the server come from `/proc/<pid>/stat` and `/status`, sampled
+at the edges of each measured phase; the generator reports its own CPU time the same way.
 
 Scenarios (a full run; `--quick` uses a tenth of the sizes):
 
@@ -844,6 +1255,30 @@ Scenarios (a full run; `--quick` uses a tenth of the sizes):
   The figures are the load's p99 and deliveries in time beside those of the run without
   attackers, the server's peak RSS (sampled every 100 ms) in both, and what the attackers met:
   sockets cut off, the longest any slowloris socket was held, upload bytes the server took in.
+- subscription count (soketi-rs only: soketi has no such setting; sockudo's recipe in
+  `../shared/peers/sockudo/` names none, and its 2.9.2 source sends only the
+  `subscription_count` webhook, never the event to subscribers): 10k connections open without
+  subscribing, then all send their subscription to one public channel at once; one run with
+  the app's `subscription_count` off and one with it on
+  (`SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT=true`), each on a fresh server. The joins take
+  from the first subscription sent to the last `subscription_succeeded`; the server's CPU time
+  and peak RSS (sampled every 100 ms and at the end) are those of that span. Each connection
+  counts the `pusher_internal:subscription_count` events it hears until every connection's
+  last count is the channel's (the joins acknowledged), or for 5 s after the last join: the
+  server sends a channel's count at most every 2 s.
+- sequential publisher: 1 and then 8 publishers, each on a keep-alive HTTP connection of its
+  own and sending its next signed publish only once the last was answered, at 100 and then 400
+  publishes per second each; to one channel of 1k subscribers, and in another run round robin
+  over 100 channels of 10k subscribers in all; 10 s a step with up to 2 s to drain. Each
+  publisher keeps a schedule of its own, staggered over the interval: it waits for its next
+  slot, sends at once if the answer came in a later slot's time, and skips the slots that went
+  by while it waited, so it never sends faster than its rate; the publishes per second are what
+  the answers allowed. The publishers run on a thread of their own (on the generator's core),
+  so that an answer is read when it comes, not after the deliveries read in the same turn. The
+  HTTP latency runs from writing a request to reading its whole answer, and the CPU per
+  delivery is the server's CPU time over the step (answering the publishes included) divided
+  by the deliveries. A run stops after a step whose deliveries fall behind, as fan-out does,
+  since its backlog would spill into the next.
 
 Bounds: the machine has two cores, so the server has one and the generator the other; the
 generator's CPU is shown beside each run. When it nears 100 % of its core, the figure is the

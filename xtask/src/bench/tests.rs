@@ -1,4 +1,4 @@
-use super::report::{number, ratio};
+use super::report::{count, number, ratio};
 use super::servers::{Kind, is_loopback_hex, listeners};
 use super::{Options, Run, SCENARIOS};
 
@@ -53,11 +53,37 @@ fn idle_memory_and_connect_storm_share_a_run() {
         Run::for_scenarios(&["connect-storm", "fan-out", "idle-memory"]),
         vec![Run::FanOut, Run::Storm]
     );
-    assert_eq!(Run::for_scenarios(SCENARIOS).len(), 7);
+    assert_eq!(Run::for_scenarios(SCENARIOS).len(), 11);
     assert_eq!(
         Run::for_scenarios(&["hostile"]),
         vec![Run::ManyChannels, Run::Hostile]
     );
+    assert_eq!(
+        Run::for_scenarios(&["sequential-publisher", "subscription-count"]),
+        vec![
+            Run::CountOff,
+            Run::CountOn,
+            Run::SequentialOneChannel,
+            Run::SequentialManyChannels
+        ]
+    );
+}
+
+#[test]
+fn subscription_count_runs_on_our_server_only() {
+    let ours = Kind::Ours { nodes: 1 };
+    let fleet = Kind::Ours { nodes: 3 };
+    for run in [Run::CountOff, Run::CountOn] {
+        assert_eq!(run.unsupported(ours), None);
+        assert_eq!(run.unsupported(fleet), None);
+        assert!(run.unsupported(Kind::Soketi).is_some());
+        assert!(run.unsupported(Kind::Sockudo).is_some());
+    }
+    for kind in [ours, Kind::Soketi, Kind::Sockudo] {
+        assert!(Run::Cluster.unsupported(kind).is_some());
+        assert_eq!(Run::SequentialOneChannel.unsupported(kind), None);
+    }
+    assert_eq!(Run::Cluster.unsupported(fleet), None);
 }
 
 #[test]
@@ -89,6 +115,9 @@ fn numbers_and_ratios() {
     assert_eq!(number(23.45), "23.4");
     assert_eq!(number(2.345), "2.35");
     assert_eq!(number(0.4123), "0.412");
+    assert_eq!(count(0.0), "0");
+    assert_eq!(count(2.0), "2");
+    assert_eq!(count(19_000.0), "19,000");
     use super::report::Better;
     assert_eq!(ratio(Better::Higher, 200.0, 100.0), Some(2.0));
     assert_eq!(ratio(Better::Lower, 1.0, 4.0), Some(4.0));

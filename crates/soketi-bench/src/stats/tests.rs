@@ -1,8 +1,13 @@
 use super::{Latency, Mark, SeqSet, histogram, record};
 
-fn check(frame: &str, expected: Option<(u32, u32, u64)>) {
+fn check(frame: &str, expected: Option<(u32, u32, u64, u32)>) {
     let actual = Mark::find(frame.as_bytes());
-    let expected = expected.map(|(step, seq, micros)| Mark { step, seq, micros });
+    let expected = expected.map(|(step, seq, micros, publisher)| Mark {
+        step,
+        seq,
+        micros,
+        publisher,
+    });
     assert_eq!(actual, expected, "frame: {frame}");
 }
 
@@ -12,29 +17,33 @@ fn finds_marks_in_frames_of_any_server() {
         step: 2,
         seq: 41,
         micros: 1_700_000_000_123_456,
+        publisher: 7,
     };
     let data = mark.data(40);
-    assert_eq!(data, "B|2|41|1700000000123456|xxxxxxxxxxxxxxxx");
+    assert_eq!(data, "B|2|41|1700000000123456|7|xxxxxxxxxxxxxx");
     check(
         &format!(r#"{{"event":"bench","channel":"bench-0","data":"{data}"}}"#),
-        Some((2, 41, 1_700_000_000_123_456)),
+        Some((2, 41, 1_700_000_000_123_456, 7)),
     );
     check(
         &format!(r#"{{"channel":"bench-0","data":"{data}","event":"bench"}}"#),
-        Some((2, 41, 1_700_000_000_123_456)),
+        Some((2, 41, 1_700_000_000_123_456, 7)),
     );
     check(r#"{"event":"pusher:pong","data":{}}"#, None);
     check(r#"{"data":"B|1|2|"}"#, None);
-    check(r#"{"data":"B|1|x|3|"}"#, None);
-    check(r#"{"data":"B|99999999999|1|3|"}"#, None);
+    check(r#"{"data":"B|1|2|3|"}"#, None);
+    check(r#"{"data":"B|1|x|3|0|"}"#, None);
+    check(r#"{"data":"B|99999999999|1|3|0|"}"#, None);
 }
 
 #[test]
 fn counts_duplicates() {
     let mut seen = SeqSet::default();
-    for seq in [0, 1, 1, 500, 64, 500, 0] {
-        seen.insert(seq);
-    }
+    let new: Vec<bool> = [0, 1, 1, 500, 64, 500, 0]
+        .into_iter()
+        .map(|seq| seen.insert(seq))
+        .collect();
+    assert_eq!(new, [true, true, false, true, true, false, false]);
     assert_eq!((seen.unique, seen.duplicates), (4, 3));
 }
 
