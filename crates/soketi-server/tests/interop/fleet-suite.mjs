@@ -561,6 +561,9 @@ export function fleetSuite(transport, { extra } = {}) {
       const name = uniqueChannel('presence-fleet-');
       const onA = await A.rawSubscribed(name, member('ivy'));
       await waitHook({ name: 'member_added', channel: name, user_id: 'ivy' });
+      // B has heard of ivy on A before ivy joins on B: a second connection, not a race of two
+      // first ones (the webhook can outrun A's share to B on a loaded machine).
+      await until(async () => (await userIds(B, name)).includes('ivy'), { what: `node B to list ivy in ${name}` });
       const onB = await B.rawSubscribed(name, member('ivy'));
       await B.rawSubscribed(name, member('jack'));
       await waitHook({ name: 'member_added', channel: name, user_id: 'jack' });
