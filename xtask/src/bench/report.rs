@@ -824,13 +824,7 @@ fn subscription_counts(out: &mut String, columns: &[Column]) {
                 continue;
             };
             let joins = joins(report);
-            let field = |path: &[&str], format: fn(f64) -> String| {
-                let mut value = joins;
-                for key in path {
-                    value = &value[*key];
-                }
-                value.as_f64().map_or_else(|| "?".to_owned(), format)
-            };
+            let field = |path: &[&str], format: fn(f64) -> String| figure_at(joins, path, format);
             let value = |path: &[&str]| field(path, number);
             let counted = |path: &[&str]| field(path, count);
             let mib = |key: &str| {
@@ -944,13 +938,8 @@ fn sequential_steps(out: &mut String, columns: &[Column], quick: bool) {
                     rows.push(row);
                     continue;
                 };
-                let field = |path: &[&str], format: fn(f64) -> String| {
-                    let mut value = step;
-                    for key in path {
-                        value = &value[*key];
-                    }
-                    value.as_f64().map_or_else(|| "?".to_owned(), format)
-                };
+                let field =
+                    |path: &[&str], format: fn(f64) -> String| figure_at(step, path, format);
                 let value = |path: &[&str]| field(path, number);
                 let counted = |path: &[&str]| field(path, count);
                 row.extend([
@@ -1324,3 +1313,11 @@ Profiles of soketi-rs (`perf record -g` on the server during a run, 2026-11-26, 
   socket; no read buffer is kept between messages. jemalloc's background thread gives the
   memory of connections that left back to the system within about 10 s.
 ";
+
+/// The number at `path` in a report's JSON, formatted, or `?` when there is none.
+fn figure_at(report: &Value, path: &[&str], format: fn(f64) -> String) -> String {
+    path.iter()
+        .fold(report, |value, key| &value[*key])
+        .as_f64()
+        .map_or_else(|| "?".to_owned(), format)
+}
