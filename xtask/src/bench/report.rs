@@ -771,13 +771,7 @@ fn fan_out_steps(out: &mut String, ours: &Column) {
     table_row(out, &header.map(str::to_owned));
     table_rule(out, header.len());
     for step in steps {
-        let value = |path: &[&str]| {
-            let mut value = step;
-            for key in path {
-                value = &value[*key];
-            }
-            value.as_f64().map_or_else(|| "?".to_owned(), number)
-        };
+        let value = |path: &[&str]| figure_at(step, path, number);
         table_row(
             out,
             &[
