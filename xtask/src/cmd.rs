@@ -131,3 +131,16 @@ where
             )
         })
 }
+
+/// Asserts that `parse` turns `args` into `expected` (an error by its message): the option
+/// parsers' tests share it.
+#[cfg(test)]
+pub(crate) fn check_parse<T: PartialEq + std::fmt::Debug>(
+    parse: impl Fn(&[String]) -> anyhow::Result<T>,
+    args: &[&str],
+    expected: Result<T, &str>,
+) {
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    let actual = parse(&args).map_err(|err| err.to_string());
+    assert_eq!(actual, expected.map_err(str::to_owned), "args: {args:?}");
+}

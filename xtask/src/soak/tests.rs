@@ -3,9 +3,7 @@ use serde_json::json;
 use super::{Options, condensed_row, render};
 
 fn check(args: &[&str], expected: Result<Options, &str>) {
-    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-    let actual = Options::parse(&args).map_err(|err| err.to_string());
-    assert_eq!(actual, expected.map_err(str::to_owned), "args: {args:?}");
+    crate::cmd::check_parse(Options::parse, args, expected);
 }
 
 #[test]
