@@ -106,6 +106,8 @@ pub struct RedisQueue {
     batch: String,
     policy: RetryPolicy,
     concurrency: usize,
+    /// [`PUSH_TO_BATCH`], its hash computed once rather than for every event.
+    push_script: redis::Script,
 }
 
 fn now_ms() -> u64 {
@@ -200,6 +202,7 @@ impl RedisQueue {
             batch: format!("{base}batch:"),
             policy,
             concurrency: concurrency.max(1),
+            push_script: redis::Script::new(PUSH_TO_BATCH),
         })
     }
 }
@@ -228,7 +231,7 @@ impl Queue for RedisQueue {
     ) -> Result<(), AdapterError> {
         let mut conn = self.connection.get().await?;
         let due = now_ms() + window.as_millis() as u64;
-        redis::Script::new(PUSH_TO_BATCH)
+        self.push_script
             .key(format!("{}{group}", self.batch))
             .key(&self.batches)
             .arg(&item[..])
