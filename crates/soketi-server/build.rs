@@ -1,4 +1,5 @@
-//! Names the commit that `soketi-server --version` reports.
+//! Names the commit that `soketi-server --version` reports, and compiles the live console's
+//! node-to-node messages with protox, so no system `protoc` is needed.
 //!
 //! `SOKETI_BUILD_COMMIT` and `SOKETI_BUILD_DATE` win (a container build has no `.git`; its
 //! Dockerfile passes them in), then `git`, then `unknown`: a crates.io tarball or a copy
@@ -9,7 +10,14 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/soketi/console/v1/console.proto"];
+    for file in protos {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(protos, ["proto"])?;
+    prost_build::Config::new().compile_fds(descriptors)?;
+
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=SOKETI_BUILD_COMMIT");
     println!("cargo:rerun-if-env-changed=SOKETI_BUILD_DATE");
@@ -38,6 +46,7 @@ fn main() {
         (None, _) => "unknown".to_owned(),
     };
     println!("cargo:rustc-env=SOKETI_BUILD_COMMIT={described}");
+    Ok(())
 }
 
 /// The variable's value when set and not empty, else `fallback`'s answer.

@@ -118,6 +118,30 @@ pub fn verify_query(
     verify_hex(signature, secret, to_sign.as_bytes()).map_err(|_| HttpAuthError::InvalidSignature)
 }
 
+/// Checks a request signed with an app's secret alone: `auth_timestamp` within
+/// [`TIMESTAMP_WINDOW_SECS`] of `now` and `auth_signature` over the method, path and the rest of
+/// the query, as [`verify_query`] does but without `auth_key` and `auth_version`. The live
+/// console's key lookup uses it: its page knows an app's id and secret, not yet its key.
+pub fn verify_secret_only(
+    method: &str,
+    path: &str,
+    query: &[(String, String)],
+    secret: &str,
+    now: u64,
+) -> Result<(), HttpAuthError> {
+    let required =
+        |name: &'static str| param(query, name).ok_or(HttpAuthError::MissingParameter(name));
+    let timestamp: u64 = required("auth_timestamp")?
+        .parse()
+        .map_err(|_| HttpAuthError::InvalidTimestamp)?;
+    if timestamp.abs_diff(now) > TIMESTAMP_WINDOW_SECS {
+        return Err(HttpAuthError::ExpiredTimestamp);
+    }
+    let signature = required("auth_signature")?;
+    let to_sign = string_to_sign(method, path, query);
+    verify_hex(signature, secret, to_sign.as_bytes()).map_err(|_| HttpAuthError::InvalidSignature)
+}
+
 /// Checks that `body` is the one the signed query's `body_md5` names (an empty body needs none).
 pub fn verify_body(query: &[(String, String)], body: &[u8]) -> Result<(), HttpAuthError> {
     match param(query, "body_md5") {

@@ -51,6 +51,7 @@ impl Node {
             app_key,
             Some("7"),
             None,
+            None,
         )
         .await;
     }

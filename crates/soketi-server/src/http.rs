@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue, ORIGIN};
 use hyper::server::conn::http1;
@@ -21,6 +21,7 @@ use soketi_protocol::{App, ChannelName, SocketId, message};
 use soketi_adapter_core::{Budget, ChannelCounts, Decision};
 
 use crate::config::Mode;
+use crate::console::stream::{self as console, ConsoleBody};
 use crate::error::ApiError;
 use crate::memory;
 use crate::state::{State, unix_now};
@@ -36,6 +37,9 @@ use events::{publish, publish_batch};
 use upgrade::upgrade;
 
 type Body = Full<Bytes>;
+
+/// What the main port answers with: a whole body, or a console's stream.
+pub(crate) type ServerBody = Either<Full<Bytes>, ConsoleBody>;
 
 /// How an HTTP/1 connection of either port is served: its request heads must arrive within the
 /// headers timeout, which also closes an idle keep-alive connection, so that nobody holds a
@@ -53,18 +57,18 @@ pub(crate) async fn handle(
     state: Arc<State>,
     peer: std::net::SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<ServerBody>, Infallible> {
     let _in_flight = state.request_started();
     let origin = req.headers().get(ORIGIN).cloned();
     let mut response = if req.method() == Method::OPTIONS {
         // A CORS preflight: the headers below are the whole answer.
-        let mut response = Response::new(Full::new(Bytes::new()));
+        let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
         *response.status_mut() = StatusCode::NO_CONTENT;
         response
     } else {
         match route(&state, peer, req).await {
             Ok(response) => response,
-            Err(e) => e.into_response(),
+            Err(e) => e.into_response().map(Either::Left),
         }
     };
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -77,7 +81,7 @@ async fn route(
     state: &Arc<State>,
     peer: std::net::SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<ServerBody>, ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "Not found.");
     let full_path = req.uri().path().to_owned();
     let prefix = state.config.path_prefix.trim_end_matches('/');
@@ -90,7 +94,8 @@ async fn route(
         // A worker only processes queues; its main port answers health checks.
         return Err(not_found());
     }
-    match (req.method(), segments.as_slice()) {
+    let console_on = state.config.console.enabled;
+    let whole = match (req.method(), segments.as_slice()) {
         (&Method::GET, [""]) => Ok(text(StatusCode::OK, "OK")),
         (&Method::GET, ["ready"]) => Ok(if state.is_closing() {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The server is closing.").into_response()
@@ -102,13 +107,35 @@ async fn route(
             let key = (*key).to_owned();
             upgrade(state, peer, req, key)
         }
+        (&Method::GET, ["console", "key"]) if console_on => {
+            let query = query_pairs(req.uri().query());
+            console::key(state, req.uri().path(), &query).await
+        }
+        (&Method::GET, ["console", rest @ ..]) if console_on => {
+            console::asset(rest.first().copied().unwrap_or_default()).ok_or_else(not_found)
+        }
+        (&Method::GET, ["apps", app_id, "console"]) if console_on => {
+            let app = find_app(state, app_id).await?;
+            let query = query_pairs(req.uri().query());
+            http_auth::verify_query(
+                "GET",
+                req.uri().path(),
+                &query,
+                &app.key,
+                &app.secret,
+                unix_now(),
+            )
+            .map_err(unauthorized)?;
+            return Ok(console::open(state, &app).map(Either::Right));
+        }
         (_, ["apps", app_id, rest @ ..]) => {
             let app_id = (*app_id).to_owned();
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
             api(state, req, &app_id, &rest).await
         }
         _ => Err(not_found()),
-    }
+    };
+    whole.map(|response| response.map(Either::Left))
 }
 
 /// A plain text response.
@@ -220,20 +247,7 @@ async fn api(
     app_id: &str,
     rest: &[String],
 ) -> Result<Response<Body>, ApiError> {
-    let app = state
-        .apps
-        .find_by_id(app_id)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, app_id, "cannot look the app up");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}."))
-        })?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("The app {app_id} could not be found."),
-            )
-        })?;
+    let app = find_app(state, app_id).await?;
     let metrics = state.metrics.app(&app.id);
     let (parts, body) = req.into_parts();
     let query = query_pairs(parts.uri.query());
@@ -267,8 +281,26 @@ async fn api(
     Ok(response)
 }
 
+/// The app of `app_id`, or 404 (503 when the apps cannot be read).
+pub(crate) async fn find_app(state: &State, app_id: &str) -> Result<Arc<App>, ApiError> {
+    state
+        .apps
+        .find_by_id(app_id)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, app_id, "cannot look the app up");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}."))
+        })?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("The app {app_id} could not be found."),
+            )
+        })
+}
+
 /// The 401 of a request whose signature does not hold.
-fn unauthorized(e: http_auth::HttpAuthError) -> ApiError {
+pub(crate) fn unauthorized(e: http_auth::HttpAuthError) -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
         format!("The signature is not valid: {e}."),

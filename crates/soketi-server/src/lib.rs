@@ -13,6 +13,7 @@ pub mod apps;
 mod client_ip;
 pub mod config;
 mod connection;
+mod console;
 mod cors;
 mod error;
 mod flusher;
@@ -59,6 +60,7 @@ use crate::config::{
     AdapterDriver, AppManagerDriver, CacheDriver, ConfigError, Mode, QueueDriver,
     RateLimiterDriver, RedisUser,
 };
+use crate::console::Console;
 pub use crate::error::StartError;
 pub use crate::metrics::InvalidPrefix;
 use crate::metrics::Metrics;
@@ -129,6 +131,7 @@ fn webhooks(
     config: &Config,
     adapter: Arc<dyn Adapter>,
     apps: Arc<dyn AppManager>,
+    console: Arc<Console>,
 ) -> Result<Arc<Webhooks>, StartError> {
     let policy = config.retry_policy();
     let queue: Arc<dyn Queue> = match config.queue.driver {
@@ -146,7 +149,7 @@ fn webhooks(
         _ => Arc::new(SyncQueue::new(policy)),
     };
     if config.mode != Mode::Server || config.queue.driver == QueueDriver::Sync {
-        let sender = webhooks::Sender::new(config.webhook_timeout(), apps)
+        let sender = webhooks::Sender::new(config.webhook_timeout(), apps, console)
             .map_err(StartError::WebhookClient)?;
         queue.start(Arc::new(sender));
     }
@@ -279,7 +282,16 @@ async fn build_state(
     } = adapter(&config).await?;
     check_redis_services(&config).await?;
     let rate_limiter = rate_limiter(&config, horizontal.as_ref())?;
-    let webhooks = webhooks(&config, adapter.clone(), apps.clone())?;
+    let console = Console::new(
+        transport
+            .as_ref()
+            .map_or_else(|| "local".to_owned(), |t| t.node_id().to_owned()),
+    );
+    if let Some(fleet) = &horizontal {
+        // Ends with the console, which the state holds until the server is gone.
+        drop(console.join_fleet(fleet.clone()));
+    }
+    let webhooks = webhooks(&config, adapter.clone(), apps.clone(), console.clone())?;
     adapter.set_departure_sink(Arc::new(FleetDepartures::new(
         webhooks.clone(),
         apps.clone(),
@@ -302,6 +314,7 @@ async fn build_state(
             transport: transport.clone(),
             webhooks,
             metrics,
+            console,
             trusted_proxies,
         },
     ));

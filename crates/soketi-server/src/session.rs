@@ -2,6 +2,7 @@
 //! presence, sign-in and client events.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,7 +15,10 @@ use soketi_protocol::message::{
 };
 use soketi_protocol::{App, ChannelName, CloseCode, ProtocolError, auth, ws};
 
+use serde_json::{Value, json};
+
 use crate::connection::{Connection, Handler};
+use crate::console;
 use crate::metrics::AppMetrics;
 use crate::state::State;
 use crate::webhooks::{Event, Webhooks};
@@ -47,6 +51,7 @@ impl Session {
         app_key: &str,
         protocol: Option<&str>,
         origin: Option<&str>,
+        ip: Option<IpAddr>,
     ) -> Option<Self> {
         if state.is_closing() {
             conn.fail(
@@ -127,6 +132,13 @@ impl Session {
         let client_events = app.max_client_events_per_sec.map(LocalBucket::new);
         let max_message_bytes = state.config.max_message_bytes(&app.limits);
         tracing::debug!(socket_id = %conn.socket_id(), app_id = %app.id, "connection opened");
+        state.console.emit(&app.id, "connection", || {
+            json!({
+                "socket_id": conn.socket_id().as_str(),
+                "origin": origin,
+                "ip": ip.map(|ip| ip.to_string()),
+            })
+        });
         Some(Self {
             state,
             app,
@@ -168,19 +180,46 @@ impl Session {
         }
     }
 
+    /// Tells the consoles open on the app what this connection did; `fields` is built only
+    /// when one is.
+    fn console(&self, kind: &str, fields: impl FnOnce() -> Value) {
+        self.state.console.emit(&self.app.id, kind, fields);
+    }
+
+    /// Sends the client a `pusher:error`, which the consoles see too.
+    fn send_error(&self, code: Option<u16>, text: &str, channel: Option<&str>) {
+        self.conn.send_json(&message::error(code, text, channel));
+        self.console_error(code, text, channel);
+    }
+
+    fn console_error(&self, code: Option<u16>, text: &str, channel: Option<&str>) {
+        let socket_id = self.conn.socket_id();
+        self.console("error", || {
+            json!({
+                "socket_id": socket_id.as_str(),
+                "code": code,
+                "message": text,
+                "channel": channel,
+            })
+        });
+    }
+
+    /// Closes the connection with `code` and `text`, which the consoles see too.
+    fn fail(&self, code: CloseCode, text: &str) {
+        self.console_error(Some(code.0), text, None);
+        self.conn.fail(code, text);
+    }
+
     /// Answers a frame the server cannot read, leaving the connection open.
     fn reject_malformed(&self, why: &str) {
-        self.conn.send_json(&message::error(
-            None,
-            &format!("Invalid message: {why}"),
-            None,
-        ));
+        self.send_error(None, &format!("Invalid message: {why}"), None);
     }
 
     /// Refuses a subscription; `status` is a close code, or HTTP's 401 for a bad signature.
     fn subscription_error(&self, channel: &str, kind: &str, error: &str, status: u16) {
         self.conn
             .send_json(&message::subscription_error(channel, kind, error, status));
+        self.console_error(Some(status), error, Some(channel));
     }
 
     async fn subscribe(&mut self, msg: &ClientMessage) {
@@ -191,11 +230,11 @@ impl Session {
         let name = data.channel.as_str();
         if self.channels.contains_key(name) {
             // As Pusher answers: one membership per channel and connection.
-            return self.conn.send_json(&message::error(
+            return self.send_error(
                 None,
                 &format!("Existing subscription to channel {name}"),
                 None,
-            ));
+            );
         }
         let most = self.app.limits.max_subscriptions_per_connection;
         if self.channels.len() >= most {
@@ -280,6 +319,11 @@ impl Session {
                     .subscription_count_changed(&self.app.id, name);
             }
         }
+        let socket_id = self.conn.socket_id();
+        self.console(
+            "subscribed",
+            || json!({ "socket_id": socket_id.as_str(), "channel": name }),
+        );
         if channel.is_cache() {
             let key = cache::channel_key(&self.app.id, name);
             match self.state.cache.get(&key).await {
@@ -436,11 +480,11 @@ impl Session {
     async fn unsubscribe(&mut self, name: &str) {
         if self.channels.remove(name).is_none() {
             // As Pusher answers an unsubscribe from a channel the connection does not have.
-            return self.conn.send_json(&message::error(
+            return self.send_error(
                 None,
                 &format!("No current subscription to channel {name}, or subscription in progress"),
                 None,
-            ));
+            );
         }
         self.leave(name).await;
     }
@@ -453,6 +497,11 @@ impl Session {
         else {
             return;
         };
+        let socket_id = self.conn.socket_id();
+        self.console(
+            "unsubscribed",
+            || json!({ "socket_id": socket_id.as_str(), "channel": name }),
+        );
         if self.app.enable_subscription_count && !name.starts_with("presence-") {
             // A connection that closes without unsubscribing lowers the count too: close
             // leaves its channels here.
@@ -474,25 +523,21 @@ impl Session {
         let data: SigninData = match msg.data_as() {
             Ok(data) => data,
             Err(e) => {
-                return self
-                    .conn
-                    .fail(CloseCode::UNAUTHORIZED, &format!("Invalid sign-in: {e}"));
+                return self.fail(CloseCode::UNAUTHORIZED, &format!("Invalid sign-in: {e}"));
             }
         };
         let to_sign = auth::user_string_to_sign(self.conn.socket_id().as_str(), &data.user_data);
         if auth::verify(&data.auth, &self.app.key, &self.app.secret, &to_sign).is_err() {
-            return self
-                .conn
-                .fail(CloseCode::UNAUTHORIZED, "Invalid signature for sign-in.");
+            return self.fail(CloseCode::UNAUTHORIZED, "Invalid signature for sign-in.");
         }
         let user_id = match message::user_id_from_user_data(&data.user_data) {
             Ok(id) => id,
-            Err(e) => return self.conn.fail(CloseCode::UNAUTHORIZED, &e.to_string()),
+            Err(e) => return self.fail(CloseCode::UNAUTHORIZED, &e.to_string()),
         };
         let watchlist = if self.app.enable_watchlist_events {
             match message::watchlist_from_user_data(&data.user_data) {
                 Ok(list) if list.len() > message::MAX_WATCHLIST => {
-                    return self.conn.send_json(&message::error(
+                    return self.send_error(
                         Some(CloseCode::UNAUTHORIZED.0),
                         &format!(
                             "A watchlist may hold at most {} user ids; this one holds {}.",
@@ -500,10 +545,10 @@ impl Session {
                             list.len()
                         ),
                         None,
-                    ));
+                    );
                 }
                 Ok(list) => list,
-                Err(e) => return self.conn.fail(CloseCode::UNAUTHORIZED, &e.to_string()),
+                Err(e) => return self.fail(CloseCode::UNAUTHORIZED, &e.to_string()),
             }
         } else {
             Vec::new()
@@ -556,11 +601,7 @@ impl Session {
     async fn client_event(&mut self, msg: &ClientMessage) {
         let channel = msg.channel.as_deref().unwrap_or_default();
         let refuse = |why: &str| {
-            self.conn.send_json(&message::error(
-                Some(CloseCode::CLIENT_EVENT_REJECTED.0),
-                why,
-                Some(channel),
-            ));
+            self.send_error(Some(CloseCode::CLIENT_EVENT_REJECTED.0), why, Some(channel));
         };
         let limits = &self.app.limits;
         if !self.app.enable_client_messages {
@@ -596,6 +637,16 @@ impl Session {
         }
         let json = message::channel_event(&msg.event, channel, data, member.as_deref());
         self.publish_to_others(channel, json, "client event").await;
+        let socket_id = self.conn.socket_id();
+        self.console("event", || {
+            json!({
+                "channel": channel,
+                "event": msg.event,
+                "data": console::excerpt(data.get()),
+                "source": "client",
+                "socket_id": socket_id.as_str(),
+            })
+        });
         if Webhooks::wanted(&self.app, "client_event") {
             self.webhook(Event::Client {
                 channel: channel.to_owned(),
@@ -632,6 +683,11 @@ impl Session {
             self.user_signed_out(user_id).await;
         }
         self.metrics.disconnected();
+        let socket_id = self.conn.socket_id();
+        self.console(
+            "disconnection",
+            || json!({ "socket_id": socket_id.as_str() }),
+        );
     }
 }
 

@@ -11,6 +11,7 @@ use crate::apps::AppManager;
 use crate::client_ip::{Cidr, IpLimiter};
 use crate::config::Config;
 use crate::connection::{Connection, Counters};
+use crate::console::Console;
 use crate::flusher::Flushers;
 use crate::metrics::Metrics;
 use crate::webhooks::Webhooks;
@@ -29,6 +30,8 @@ pub(crate) struct State {
     pub(crate) webhooks: Arc<Webhooks>,
     /// soketi's Prometheus metrics, per app.
     pub(crate) metrics: Arc<Metrics>,
+    /// The live console's taps.
+    pub(crate) console: Arc<Console>,
     /// Counts of notable events, for operators.
     pub(crate) counters: Arc<Counters>,
     /// Every open connection of this node, for the idle sweep and for shutdown.
@@ -54,6 +57,7 @@ pub(crate) struct Services {
     pub(crate) transport: Option<Arc<dyn Transport>>,
     pub(crate) webhooks: Arc<Webhooks>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) console: Arc<Console>,
     pub(crate) trusted_proxies: Vec<Cidr>,
 }
 
@@ -67,6 +71,7 @@ impl State {
             transport,
             webhooks,
             metrics,
+            console,
             trusted_proxies,
         } = services;
         let ip_limiter = IpLimiter::new(
@@ -82,6 +87,7 @@ impl State {
             transport,
             webhooks,
             metrics,
+            console,
             counters: Arc::default(),
             connections: DashMap::new(),
             flushers: Flushers::new(

@@ -184,6 +184,9 @@ struct Job {
     url: String,
     headers: Vec<(String, String)>,
     body: String,
+    /// The app, for the live console; jobs queued before it was added have none.
+    #[serde(default)]
+    app_id: String,
 }
 
 impl Job {
@@ -219,6 +222,7 @@ impl Job {
             url: hook.url.clone(),
             headers,
             body,
+            app_id: app.id.clone(),
         })
     }
 }

@@ -5,6 +5,7 @@
 //! connection; the session uses the state and the connection; the state holds connections and
 //! their flushers; a connection knows only its flusher and its metrics.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hyper::upgrade::Upgraded;
@@ -23,6 +24,8 @@ pub(crate) struct Handshake {
     pub(crate) protocol: Option<String>,
     /// The `Origin` header, which browsers send.
     pub(crate) origin: Option<String>,
+    /// The client's address, as the per-address caps count it.
+    pub(crate) ip: IpAddr,
     /// Held until the connection ends.
     pub(crate) ip_slot: IpSlot,
 }
@@ -33,6 +36,7 @@ pub(crate) async fn run(state: Arc<State>, io: Upgraded, handshake: Handshake) {
         app_key,
         protocol,
         origin,
+        ip,
         ip_slot: _held,
     } = handshake;
     let (reader, sink, pending) = connection::split(io);
@@ -45,6 +49,7 @@ pub(crate) async fn run(state: Arc<State>, io: Upgraded, handshake: Handshake) {
         &app_key,
         protocol.as_deref(),
         origin.as_deref(),
+        Some(ip),
     )
     .await;
 }
@@ -64,6 +69,7 @@ pub(crate) async fn serve(
     app_key: &str,
     protocol: Option<&str>,
     origin: Option<&str>,
+    ip: Option<IpAddr>,
 ) {
     let key = state.next_connection_key();
     let settings = Settings {
@@ -81,6 +87,7 @@ pub(crate) async fn serve(
         app_key,
         protocol,
         origin,
+        ip,
     ))
     .await;
     let writer = connection::write_loop(conn.clone());

@@ -179,3 +179,43 @@ fn query_is_sorted_and_lowercased() {
     ];
     assert_eq!(string_to_sign("get", "/p", &q), "GET\n/p\na=1&b=2");
 }
+
+#[test]
+fn a_request_signed_with_the_secret_alone() {
+    let path = "/console/key";
+    let params = |timestamp: u64| {
+        vec![
+            ("app_id".to_owned(), "3".to_owned()),
+            ("auth_timestamp".to_owned(), timestamp.to_string()),
+        ]
+    };
+    let signed = |timestamp: u64, secret: &str| {
+        let mut query = params(timestamp);
+        let signature =
+            crate::auth::hmac_sha256_hex(secret, string_to_sign("GET", path, &query).as_bytes());
+        query.push(("auth_signature".to_owned(), signature));
+        query
+    };
+    let check =
+        |query: &[(String, String)]| verify_secret_only("GET", path, query, SECRET, TIMESTAMP);
+    assert_eq!(check(&signed(TIMESTAMP, SECRET)), Ok(()));
+    assert_eq!(
+        check(&signed(TIMESTAMP, "another secret")),
+        Err(HttpAuthError::InvalidSignature)
+    );
+    assert_eq!(
+        check(&signed(TIMESTAMP - TIMESTAMP_WINDOW_SECS - 1, SECRET)),
+        Err(HttpAuthError::ExpiredTimestamp)
+    );
+    assert_eq!(
+        check(&params(TIMESTAMP)),
+        Err(HttpAuthError::MissingParameter("auth_signature"))
+    );
+    let mut moved = signed(TIMESTAMP, SECRET);
+    moved[0].1 = "4".to_owned();
+    assert_eq!(
+        check(&moved),
+        Err(HttpAuthError::InvalidSignature),
+        "the app id is signed"
+    );
+}

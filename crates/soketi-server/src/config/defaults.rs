@@ -161,6 +161,7 @@ impl Default for Config {
                     prefix: "soketi_".into(),
                 },
             },
+            console: ConsoleConfig { enabled: true },
             webhooks: WebhooksConfig::default(),
             channel_limits: ChannelLimits {
                 max_name_length: limits.max_channel_name_length,
@@ -272,6 +273,7 @@ defaults_from_config!(
     RedisQueueConfig => queue.redis;
     SqsQueueConfig => queue.sqs;
     MetricsConfig => metrics;
+    ConsoleConfig => console;
     PrometheusConfig => metrics.prometheus;
     ChannelLimits => channel_limits;
     EventLimits => event_limits;

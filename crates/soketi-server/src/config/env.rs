@@ -253,6 +253,7 @@ pub const ENV_OPTIONS: &[EnvOption] = &[
     both("METRICS_HOST", "metrics.host"),
     both("METRICS_SERVER_PORT", "metrics.port"),
     both("METRICS_PROMETHEUS_PREFIX", "metrics.prometheus.prefix"),
+    prefixed("CONSOLE_ENABLED", "console.enabled"),
     both("WEBHOOKS_BATCHING", "webhooks.batching.enabled"),
     both("WEBHOOKS_BATCHING_DURATION", "webhooks.batching.duration"),
     both("WEBHOOKS_VACATED_DELAY", "webhooks.vacatedDelay"),

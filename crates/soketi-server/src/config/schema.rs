@@ -89,6 +89,8 @@ pub struct Config {
     pub queue: QueueConfig,
     /// Metrics and the operations server.
     pub metrics: MetricsConfig,
+    /// The live debug console at `/console`.
+    pub console: ConsoleConfig,
     /// Webhooks.
     pub webhooks: WebhooksConfig,
     /// Limits of channels.
@@ -396,6 +398,14 @@ pub struct SqsQueueConfig {
     pub batch_size: u32,
     /// Long-polling wait, milliseconds.
     pub polling_wait_time_ms: u64,
+}
+
+/// The live debug console.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ConsoleConfig {
+    /// Whether the main port serves `/console`, its assets and the apps' console streams.
+    pub enabled: bool,
 }
 
 /// Metrics and the operations server.

@@ -111,6 +111,15 @@ async fn deliver(state: &State, app: &App, event: &Event) -> Result<(), ApiError
                 .publish(&app.id, channel, Bytes::from(json), event.except.as_ref())
                 .await?;
         }
+        state.console.emit(&app.id, "event", || {
+            json!({
+                "channel": channel,
+                "event": event.name,
+                "data": crate::console::excerpt(event.data.get()),
+                "source": "api",
+                "socket_id": event.except.as_ref().map(SocketId::as_str),
+            })
+        });
     }
     Ok(())
 }

@@ -43,6 +43,7 @@ pub(super) fn upgrade(
             .get(ORIGIN)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        ip,
         ip_slot: slot,
     };
     let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req).map_err(|e| {

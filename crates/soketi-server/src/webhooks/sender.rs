@@ -17,6 +17,7 @@ use soketi_adapter_core::{JobError, JobHandler};
 
 use super::{Job, read_batch_group};
 use crate::apps::AppManager;
+use crate::console::Console;
 
 /// Posts queued webhooks.
 pub(crate) struct Sender {
@@ -25,12 +26,15 @@ pub(crate) struct Sender {
     user_agent: HeaderValue,
     /// Where a closed batch finds its app's secret and webhook.
     apps: Arc<dyn AppManager>,
+    /// Told of every attempt, for the consoles open on the app.
+    console: Arc<Console>,
 }
 
 impl Sender {
     pub(crate) fn new(
         timeout: Duration,
         apps: Arc<dyn AppManager>,
+        console: Arc<Console>,
     ) -> Result<Self, tokio_rustls::rustls::Error> {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(Arc::new(
@@ -50,6 +54,7 @@ impl Sender {
             timeout,
             user_agent,
             apps,
+            console,
         })
     }
 }
@@ -138,7 +143,27 @@ impl JobHandler for Sender {
 }
 
 impl Sender {
+    /// Posts `job` once, and tells the consoles open on its app how it went.
     async fn deliver(&self, job: Job) -> Result<(), DeliveryError> {
+        let outcome = self.post(&job).await;
+        if self.console.watches(&job.app_id) {
+            let status = match &outcome {
+                Ok(()) => "200".to_owned(),
+                Err(DeliveryError::Status { status, .. }) => status.as_u16().to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            for (name, channel) in webhook_events(&job.body) {
+                self.console.emit(
+                    &job.app_id,
+                    "webhook",
+                    || serde_json::json!({ "name": name, "channel": channel, "status": status }),
+                );
+            }
+        }
+        outcome
+    }
+
+    async fn post(&self, job: &Job) -> Result<(), DeliveryError> {
         let mut request = hyper::Request::post(&job.url)
             .header(CONTENT_TYPE, "application/json")
             .header(USER_AGENT, self.user_agent.clone());
@@ -152,7 +177,7 @@ impl Sender {
         }
         let url = loggable_url(&job.url);
         let request = request
-            .body(Full::new(Bytes::from(job.body)))
+            .body(Full::new(Bytes::from(job.body.clone())))
             .map_err(|source| DeliveryError::BadRequest {
                 url: url.clone(),
                 source,
@@ -174,6 +199,27 @@ impl Sender {
             Err(DeliveryError::Status { url, status })
         }
     }
+}
+
+/// The name and channel of each event in a webhook body, for the console.
+fn webhook_events(body: &str) -> Vec<(String, Option<String>)> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        events: Vec<Event>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Event {
+        name: String,
+        channel: Option<String>,
+    }
+    serde_json::from_str::<Body>(body)
+        .map(|body| {
+            body.events
+                .into_iter()
+                .map(|event| (event.name, event.channel))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A URL as the logs show it: scheme, host, port and path. Users put tokens in the query and
