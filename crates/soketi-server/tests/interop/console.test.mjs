@@ -19,8 +19,10 @@ import { after, before, describe, it } from 'node:test';
 
 import puppeteer from 'puppeteer-core';
 
-import { APP, REPO_ROOT, signRequest, subscribe, uniqueChannel, until, useServer, waitFor } from './harness.mjs';
+import { APP, REPO_ROOT, freePort, signRequest, subscribe, uniqueChannel, until, useServer, waitFor, writeConfig } from './harness.mjs';
 import { fleetTransports, useTransportFleet } from './cluster.mjs';
+import { startReceiver } from './webhook-receiver.mjs';
+import { hooksEnv } from './webhook-checks.mjs';
 
 const CHROMIUM = [process.env.SOKETI_TEST_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-headless-shell'].find(
   (candidate) => candidate && existsSync(candidate),
@@ -306,6 +308,71 @@ describe('the console in a real browser', { skip: browserSkip }, () => {
       } finally {
         await page.close();
       }
+    }
+  });
+});
+
+const HOOK_PORT = await freePort();
+
+describe('the console and webhooks', () => {
+  const scope = useServer(hooksEnv([{ url: `http://127.0.0.1:${HOOK_PORT}/hook`, event_types: ['channel_occupied'] }]));
+  let receiver;
+  before(async () => {
+    receiver = await startReceiver({ port: HOOK_PORT });
+  });
+  after(() => receiver?.close());
+
+  it('shows each webhook sent with its receiver\'s answer', async () => {
+    const stream = await openStream(streamUrl(scope.server));
+    try {
+      await lineOf(stream, 'hello', (l) => l.type === 'hello');
+      const client = await scope.connectedPusher();
+      const answered = uniqueChannel('hooked-');
+      await subscribe(client, answered);
+      const ok = await lineOf(stream, 'the webhook', (l) => l.type === 'webhook' && l.channel === answered);
+      assert.equal(ok.name, 'channel_occupied');
+      assert.equal(ok.status, '200');
+
+      receiver.failing = true;
+      const refused = uniqueChannel('refused-');
+      await subscribe(client, refused);
+      const failed = await lineOf(stream, 'the refused webhook', (l) => l.type === 'webhook' && l.channel === refused);
+      assert.notEqual(failed.status, '200');
+    } finally {
+      receiver.failing = false;
+      stream.close();
+    }
+  });
+});
+
+describe('the console of one app among two', () => {
+  const APPS = {
+    one: { id: 'console-one', key: 'console-one-key', secret: 'console-one-secret' },
+    two: { id: 'console-two', key: 'console-two-key', secret: 'console-two-secret' },
+  };
+  const file = writeConfig('console-apps.json', { appManager: { array: { apps: Object.values(APPS) } } });
+  const root = useServer({}, { args: ['start', '--config', file] });
+
+  it('shows nothing of another app, and another app\'s secret opens no stream', async () => {
+    const one = root.forApp(APPS.one);
+    const two = root.forApp(APPS.two);
+    const borrowed = await openStream(streamUrl(one.server, { secret: APPS.two.secret }));
+    assert.equal(borrowed.status, 401, 'app one\'s stream signed with app two\'s secret');
+
+    const stream = await openStream(streamUrl(two.server));
+    try {
+      await lineOf(stream, 'hello', (l) => l.type === 'hello' && l.app_id === APPS.two.id);
+      const client = await one.connectedPusher();
+      const channel = uniqueChannel('app-one-');
+      await subscribe(client, channel);
+      await one.sdk().trigger(channel, 'of-app-one', {});
+      // A sentinel on app two, published after app one's traffic, must come after it.
+      await two.sdk().trigger('sentinel', 'of-app-two', {});
+      await lineOf(stream, 'the sentinel', (l) => l.type === 'event' && l.event === 'of-app-two');
+      const leaked = stream.lines.filter((l) => l.socket_id === client.connection.socket_id || l.channel === channel || l.event === 'of-app-one');
+      assert.deepEqual(leaked, []);
+    } finally {
+      stream.close();
     }
   });
 });
