@@ -6,6 +6,7 @@
 //! backlog. Peers that fail to install or start leave a note in their column instead of ending
 //! the run.
 
+pub(crate) mod console;
 pub(crate) mod report;
 pub(crate) mod servers;
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub(crate) const SCENARIOS: &[&str] = &[
     "hostile",
     "subscription-count",
     "sequential-publisher",
+    "console",
 ];
 
 /// The steps of the sequential-publisher scenario, in the order the generator runs them for
@@ -134,6 +136,16 @@ pub(crate) enum Run {
     SequentialOneChannel,
     /// The same over 100 channels of 10k subscribers in all.
     SequentialManyChannels,
+    /// The fan-out load without a console, beside the next run; our one-node server only. The
+    /// console's pairs run in alternating order (fan-out without first, many channels with
+    /// first), so that neither setting always runs on the machine the other one warmed.
+    ConsoleFanOutNone,
+    /// The fan-out load with one console stream open on the app.
+    ConsoleFanOutOpen,
+    /// The many-channels load with one console stream open on the app.
+    ConsoleManyChannelsOpen,
+    /// The many-channels load without a console, beside the last run.
+    ConsoleManyChannelsNone,
 }
 
 impl Run {
@@ -150,6 +162,31 @@ impl Run {
             Self::CountOn => "subscription-count-on",
             Self::SequentialOneChannel => "sequential-publisher-1-channel",
             Self::SequentialManyChannels => "sequential-publisher-100-channels",
+            Self::ConsoleFanOutNone => "console-fan-out-none",
+            Self::ConsoleFanOutOpen => "console-fan-out-open",
+            Self::ConsoleManyChannelsOpen => "console-many-channels-open",
+            Self::ConsoleManyChannelsNone => "console-many-channels-none",
+        }
+    }
+
+    /// For the console scenario's runs, whether the console is open; `None` for the others.
+    pub(crate) fn console(self) -> Option<bool> {
+        match self {
+            Self::ConsoleFanOutNone | Self::ConsoleManyChannelsNone => Some(false),
+            Self::ConsoleFanOutOpen | Self::ConsoleManyChannelsOpen => Some(true),
+            _ => None,
+        }
+    }
+
+    /// Whether this run does not apply to `kind` at all, so that it is not run and its cell
+    /// shows a dash rather than a note: the cluster run on one node, and the console's runs on
+    /// anything but our one-node server (the peers have no console, and its cost is measured
+    /// on one node).
+    pub(crate) fn left_out(self, kind: Kind) -> bool {
+        match self {
+            Self::Cluster => kind.nodes() == 1,
+            _ if self.console().is_some() => kind != Kind::Ours { nodes: 1 },
+            _ => false,
         }
     }
 
@@ -158,6 +195,10 @@ impl Run {
         let counts = matches!(self, Self::CountOff | Self::CountOn);
         match kind {
             _ if self == Self::Cluster && kind.nodes() == 1 => Some("one node".into()),
+            Kind::Soketi | Kind::Sockudo if self.console().is_some() => {
+                Some(format!("{} has no console", kind.label()))
+            }
+            _ if self.left_out(kind) => Some("the console's cost is measured on one node".into()),
             Kind::Soketi if counts => Some("soketi has no subscription_count".into()),
             Kind::Sockudo if counts => {
                 Some("sockudo sends no subscription_count to subscribers (only a webhook)".into())
@@ -190,6 +231,12 @@ impl Run {
                 "sequential-publisher" => {
                     vec![Self::SequentialOneChannel, Self::SequentialManyChannels]
                 }
+                "console" => vec![
+                    Self::ConsoleFanOutNone,
+                    Self::ConsoleFanOutOpen,
+                    Self::ConsoleManyChannelsOpen,
+                    Self::ConsoleManyChannelsNone,
+                ],
                 _ => vec![Self::Storm],
             })
             .collect();
@@ -203,15 +250,11 @@ impl Run {
         let pick = |full: &str, small: &str| if quick { small } else { full }.to_owned();
         let words = |text: String| text.split(' ').map(str::to_owned).collect::<Vec<_>>();
         words(match self {
-            Self::FanOut => format!(
-                "--connections {} --channels 1 publish --rates {} --step-secs {} \
-                 --drain-ms {} --stop-when-behind --publishers 8",
-                pick("1000", "100"),
-                pick("100,200,400,600,800,1200,1600,2400", "50,200"),
-                pick("4", "1.5"),
-                pick("1000", "500"),
-            ),
-            Self::ManyChannels => Self::many_channels(quick),
+            Self::FanOut | Self::ConsoleFanOutNone => Self::fan_out(quick),
+            Self::ManyChannels | Self::ConsoleManyChannelsNone => Self::many_channels(quick),
+            // `--console` is the generator's own option, so it comes before the mode.
+            Self::ConsoleFanOutOpen => format!("--console {}", Self::fan_out(quick)),
+            Self::ConsoleManyChannelsOpen => format!("--console {}", Self::many_channels(quick)),
             Self::Hostile => format!(
                 "--attack-slowloris {} --attack-uploads {} --attack-upload-mb 50 {}",
                 pick("2000", "200"),
@@ -267,8 +310,22 @@ impl Run {
         )
     }
 
+    /// The generator's arguments of the fan-out load, which the console scenario repeats with
+    /// and without a console.
+    fn fan_out(quick: bool) -> String {
+        let pick = |full: &'static str, small: &'static str| if quick { small } else { full };
+        format!(
+            "--connections {} --channels 1 publish --rates {} --step-secs {} --drain-ms {} \
+             --stop-when-behind --publishers 8",
+            pick("1000", "100"),
+            pick("100,200,400,600,800,1200,1600,2400", "50,200"),
+            pick("4", "1.5"),
+            pick("1000", "500"),
+        )
+    }
+
     /// The generator's arguments of the many-channels load, which the hostile run repeats with
-    /// attackers beside it.
+    /// attackers beside it, and the console scenario with and without a console.
     fn many_channels(quick: bool) -> String {
         let pick = |full: &'static str, small: &'static str| if quick { small } else { full };
         format!(
@@ -358,7 +415,7 @@ pub(crate) fn bench(root: &Path, options: &Options) -> Result<()> {
             Ok(launcher) => {
                 for &scenario in &runs {
                     if let Some(why) = scenario.unsupported(kind) {
-                        if scenario != Run::Cluster {
+                        if !scenario.left_out(kind) {
                             column.runs.push((scenario, Err(why)));
                         }
                         continue;

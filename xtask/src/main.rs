@@ -46,7 +46,8 @@ tasks:
             --nodes N                 also measure N nodes of ours over the cluster adapter
             --scenario NAME[,NAME]    only these: fan-out, many-channels, idle-memory,
                                       connect-storm, http-publish, presence-churn,
-                                      cluster (with --nodes), hostile
+                                      cluster (with --nodes), hostile,
+                                      subscription-count, sequential-publisher, console
             --quick                   small sizes, a smoke run (table in target/bench-results)
   fuzz    run the cargo-fuzz targets of fuzz/ on the nightly toolchain, from fuzz/seeds, and
           print the inputs each ran

@@ -22,6 +22,15 @@ pub enum BenchError {
     /// The thread or runtime of publishers that run apart could not start or ended abnormally.
     #[error("the publishers' thread: {0}")]
     Publishers(#[source] io::Error),
+    /// The console stream (`--console`) was answered with another status than 200.
+    #[error("the console stream was refused: HTTP status {status}")]
+    ConsoleRefused {
+        /// The status of the answer.
+        status: u16,
+    },
+    /// The console stream could not be opened, or gave no first line in time.
+    #[error("the console stream failed: {0}")]
+    Console(String),
     /// Reading `/proc` failed for a pid the plan names.
     #[error("cannot read /proc for pid {pid}")]
     Proc {

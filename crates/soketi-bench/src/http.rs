@@ -193,8 +193,22 @@ pub(crate) struct Answer {
     pub(crate) close: bool,
 }
 
-/// The response at the start of `buf`, `None` until it is whole.
-pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<Answer>, HttpError> {
+/// What the generator reads of a response's head.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub(crate) status: u16,
+    /// The body's `Content-Length`, when the head gives one.
+    pub(crate) length: Option<usize>,
+    /// The body comes in chunks (`Transfer-Encoding: chunked`).
+    pub(crate) chunked: bool,
+    /// The server will close the connection after this answer.
+    pub(crate) close: bool,
+    /// Bytes of the head, blank line included: where the body starts.
+    pub(crate) size: usize,
+}
+
+/// The head of the response at the start of `buf`, `None` until it is whole.
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
     let Some(head_end) = find(buf, b"\r\n\r\n") else {
         return Ok(None);
     };
@@ -225,13 +239,30 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<Answer>, HttpError> {
             close = value.eq_ignore_ascii_case("close");
         }
     }
-    let body = &buf[head_end + 4..];
-    let whole = if chunked {
+    Ok(Some(Head {
+        status,
+        length,
+        chunked,
+        close,
+        size: head_end + 4,
+    }))
+}
+
+/// The response at the start of `buf`, `None` until it is whole.
+pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<Answer>, HttpError> {
+    let Some(head) = parse_head(buf)? else {
+        return Ok(None);
+    };
+    let body = &buf[head.size..];
+    let whole = if head.chunked {
         find(body, b"0\r\n\r\n").is_some_and(|at| at == 0 || body[..at].ends_with(b"\r\n"))
     } else {
-        body.len() >= length.unwrap_or(0)
+        body.len() >= head.length.unwrap_or(0)
     };
-    Ok(whole.then_some(Answer { status, close }))
+    Ok(whole.then_some(Answer {
+        status: head.status,
+        close: head.close,
+    }))
 }
 
 /// Publishes one pre-signed event as fast as `connections` keep-alive connections allow, for

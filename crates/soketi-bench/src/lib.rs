@@ -10,7 +10,9 @@
 //! row of figures per minute). It returns a [`Report`] of connect times, deliveries per second,
 //! latency percentiles from publish to delivery, lost, duplicated and reordered messages, and the
 //! servers' CPU time and memory read from `/proc` for the pids the plan names, beside the
-//! generator's own CPU use. `cargo xtask bench` runs it in scenarios against each server.
+//! generator's own CPU use. With [`Plan::console`] it also holds a live debug console stream
+//! open on the app over the measured phase and counts its lines, so that a run shows what an
+//! open console costs. `cargo xtask bench` runs it in scenarios against each server.
 //!
 //! The generator must not be what limits a figure, so its hot path does no JSON parsing: each
 //! published event carries a mark (`B|step|seq|micros|publisher|`) that receivers find by a byte
@@ -21,6 +23,7 @@
 
 mod attack;
 mod churn;
+mod console;
 mod count;
 mod error;
 mod http;
@@ -39,6 +42,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 pub use crate::attack::{Attack, AttackReport};
+pub use crate::console::ConsoleReport;
 pub use crate::error::{BenchError, HttpError, WsError};
 pub use crate::http::App;
 pub use crate::procfs::raise_open_files;
@@ -78,6 +82,11 @@ pub struct Plan {
     pub mode: Mode,
     /// Attackers to run beside the load, from the start to the end of the run.
     pub attack: Option<Attack>,
+    /// Hold one live debug console stream open on the app (on the first server) from once the
+    /// connections are set up to the end of the measured phase (in publish mode, the last
+    /// step's drain, before the connections close; otherwise the end of the run), reading it as
+    /// it comes.
+    pub console: bool,
 }
 
 /// Kinds of channel, as their name prefixes say.
@@ -250,6 +259,8 @@ pub struct Report {
     pub soak: Option<SoakReport>,
     /// What the attackers met, when the plan had some.
     pub attack: Option<AttackReport>,
+    /// The lines of the console stream held open over the run, when the plan opened one.
+    pub console: Option<ConsoleReport>,
     /// The servers' use of the machine over the whole run.
     pub server: ServerUse,
     /// The generator's own use of the machine.
@@ -514,9 +525,16 @@ pub async fn run(plan: Plan) -> Result<Report, BenchError> {
     } else {
         Vec::new()
     };
+    // The console opens once the connections are in place, so that it sees the measured phase
+    // only, and before it, so that every line of that phase is built.
+    let mut tap = if plan.console {
+        Some(console::Tap::open(&plan).await?)
+    } else {
+        None
+    };
     match &plan.mode {
         Mode::Publish(publish) => {
-            publish::run(&plan, publish, conns, &progress, &mut report).await?;
+            publish::run(&plan, publish, conns, &mut tap, &progress, &mut report).await?;
         }
         Mode::Idle { hold } => {
             report.idle =
@@ -540,6 +558,10 @@ pub async fn run(plan: Plan) -> Result<Report, BenchError> {
             let baseline = baseline.unwrap_or_default();
             report.soak = Some(soak::run(&plan, soak, conns, baseline, &mut report).await?);
         }
+    }
+    // A mode that did not stop the console at the end of its measured phase ends it here.
+    if let Some(tap) = tap {
+        report.console = Some(tap.stop().await);
     }
     progress.finish();
     if let Some(attackers) = attackers {
@@ -628,6 +650,9 @@ fn check(plan: &Plan) -> Result<(), BenchError> {
     }
     if plan.handshakes == 0 {
         return fail("zero handshakes in flight");
+    }
+    if plan.console && plan.servers.is_empty() {
+        return fail("a console without a server to open it on");
     }
     match &plan.mode {
         Mode::Publish(publish)

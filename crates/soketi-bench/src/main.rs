@@ -79,6 +79,11 @@ struct Args {
     /// Megabytes each attacking upload announces.
     #[arg(long, default_value_t = 50)]
     attack_upload_mb: u64,
+    /// Once the connections are set up, open one live debug console stream on the app (on the
+    /// first server) and read it to the end of the measured phase (in publish mode, before the
+    /// connections close), counting its lines: what an open console costs the server.
+    #[arg(long)]
+    console: bool,
     #[command(subcommand)]
     mode: ModeArgs,
 }
@@ -462,5 +467,6 @@ fn plan(args: Args) -> Result<Plan> {
             uploads: args.attack_uploads,
             upload_bytes: args.attack_upload_mb * 1024 * 1024,
         }),
+        console: args.console,
     })
 }

@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::console::Tap;
 use crate::error::BenchError;
 use crate::http::{ApiClient, publish_request};
 use crate::progress::Progress;
@@ -254,11 +255,13 @@ async fn receive(
 }
 
 /// Runs the steps of `publish` over `conns` and fills the report's steps, peak, losses,
-/// duplicates and reorderings.
+/// duplicates and reorderings, and the lines of the open console in `tap` (which it stops once
+/// the last step is over).
 pub(crate) async fn run(
     plan: &Plan,
     publish: &PublishPlan,
     conns: Vec<Conn>,
+    tap: &mut Option<Tap>,
     progress: &Progress,
     report: &mut Report,
 ) -> Result<(), BenchError> {
@@ -415,6 +418,11 @@ pub(crate) async fn run(
         }
     }
 
+    // The console stops before the connections close: their leaving is no part of the steps,
+    // and would fill its queue with a line per connection and channel.
+    if let Some(tap) = tap.take() {
+        report.console = Some(tap.stop().await);
+    }
     let _ = stop.send(true);
     let mut owed = vec![0u64; channels];
     for (channel, count) in accepted.iter().enumerate() {

@@ -57,23 +57,28 @@ fn plan(server: SocketAddr, connections: usize, channels: usize, mode: Mode) -> 
         progress: false,
         mode,
         attack: None,
+        console: false,
     }
 }
 
-#[tokio::test]
-async fn publishes_and_times_every_delivery_on_private_channels() {
-    let server = server().await;
-    let mode = Mode::Publish(PublishPlan {
+/// Two half-second steps at 20 and 40 publishes a second, of `payload` bytes each.
+fn two_steps(payload: usize) -> Mode {
+    Mode::Publish(PublishPlan {
         steps: shared_steps(&[20, 40], 2),
         step: Duration::from_millis(500),
         // A deadline, not a pause: the drain ends once every delivery owed has arrived, so a
         // busy machine gets its time and a quiet one does not wait.
         drain: Duration::from_secs(30),
         stop_when_behind: false,
-        payload: 100,
+        payload,
         publisher_thread: false,
-    });
-    let mut plan = plan(server.local_addr(), 12, 3, mode);
+    })
+}
+
+#[tokio::test]
+async fn publishes_and_times_every_delivery_on_private_channels() {
+    let server = server().await;
+    let mut plan = plan(server.local_addr(), 12, 3, two_steps(100));
     plan.kind = ChannelKind::Private;
     let report = run(plan).await.expect("the run completes");
 
@@ -103,6 +108,50 @@ async fn publishes_and_times_every_delivery_on_private_channels() {
     );
     assert!(report.peak_deliveries_per_sec > 0.0);
     assert!(report.generator.open_files_limit > 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn counts_the_lines_of_a_console_open_over_the_run() {
+    let server = server().await;
+    let mut plan = plan(server.local_addr(), 6, 3, two_steps(64));
+    plan.console = true;
+    let report = run(plan).await.expect("the run completes");
+
+    let published: u64 = report.steps.iter().map(|step| step.published).sum();
+    assert!(published > 0);
+    let console = report.console.expect("a console report");
+    // One `event` line per publish (each to one channel), after the `hello`; the connections
+    // subscribed before the console opened, and closed after it stopped.
+    assert_eq!(console.events, published, "{console:?}");
+    assert_eq!(console.by_type.get("hello"), Some(&1), "{console:?}");
+    for kind in ["subscribed", "unsubscribed", "disconnection"] {
+        assert_eq!(console.by_type.get(kind), None, "{console:?}");
+    }
+    assert!(console.lines > console.events, "{console:?}");
+    assert_eq!(console.dropped, 0, "{console:?}");
+    assert!(console.connected, "{console:?}");
+    assert_eq!((report.lost, report.duplicated), (0, 0));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fails_a_run_whose_console_is_refused() {
+    let server = server_with(|c| c.console.enabled = false).await;
+    let mode = Mode::Idle {
+        hold: Duration::from_millis(10),
+    };
+    let mut plan = plan(server.local_addr(), 2, 1, mode);
+    plan.console = true;
+    let err = run(plan).await.expect_err("the console is off");
+    assert!(
+        matches!(err, BenchError::ConsoleRefused { status: 404 }),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the console stream was refused: HTTP status 404"
+    );
     server.shutdown().await;
 }
 

@@ -5,7 +5,7 @@ use std::{fmt::Write as _, fs, process::Command};
 
 use serde_json::Value;
 
-use super::{Column, Options, Run, SEQUENTIAL_STEPS, servers::Kind};
+use super::{Column, Options, Run, SEQUENTIAL_STEPS, console, servers::Kind};
 
 /// Whether more of a figure is better.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,15 +17,32 @@ pub(crate) enum Better {
 }
 
 /// One row of the table.
-struct Figure {
+pub(crate) struct Figure {
     /// The scenario it belongs to, as `--scenario` names it.
     scenario: &'static str,
-    name: &'static str,
-    run: Run,
-    better: Better,
+    /// The row's name, which also finds it (see [`figure`]).
+    pub(crate) name: &'static str,
+    /// The run it is read from.
+    pub(crate) run: Run,
+    /// Which way the ratios read.
+    pub(crate) better: Better,
     /// Only for columns of several nodes.
     cluster_only: bool,
     value: fn(&Value) -> Option<f64>,
+}
+
+impl Figure {
+    /// This figure read from `column`'s report of `run` (its own run, or one that repeats its
+    /// load), or why there is none.
+    pub(crate) fn value_in(&self, column: &Column, run: Run) -> Result<f64, String> {
+        let report = column.report(run)?;
+        (self.value)(report).ok_or_else(|| "not reached".to_owned())
+    }
+}
+
+/// The figure of the table named `name`.
+pub(crate) fn figure(name: &str) -> Option<&'static Figure> {
+    FIGURES.iter().find(|figure| figure.name == name)
 }
 
 /// The step of the highest deliveries per second.
@@ -533,8 +550,7 @@ const FIGURES: &[Figure] = &[
 
 /// A figure's value in one column, or why there is none.
 fn cell(column: &Column, figure: &Figure) -> Result<f64, String> {
-    let report = column.report(figure.run)?;
-    (figure.value)(report).ok_or_else(|| "not reached".to_owned())
+    figure.value_in(column, figure.run)
 }
 
 /// How many times better `ours` is than `peer`: above 1 when ours is better.
@@ -626,8 +642,9 @@ pub(crate) fn render(
     for peer in &peers {
         header.push(format!("soketi-rs vs {}", peer.kind.label()));
     }
-    table_row(&mut out, &header);
-    table_rule(&mut out, header.len());
+    // The rows are gathered first: scenarios that have tables of their own only (the
+    // console's) give none, and then the table is left out rather than drawn empty.
+    let mut rows = Vec::new();
     for figure in FIGURES {
         // The hostile scenario is read against the many-channels run it repeats.
         let shown = scenarios.contains(&figure.scenario)
@@ -654,13 +671,20 @@ pub(crate) fn render(
                 _ => "—".into(),
             });
         }
-        table_row(&mut out, &row);
+        rows.push(row);
     }
-    let _ = writeln!(
-        out,
-        "\nRatios are how many times better soketi-rs (one node) does than the peer: above 1× \
-         it is faster, quicker or smaller; below 1× it is behind.\n"
-    );
+    if !rows.is_empty() {
+        table_row(&mut out, &header);
+        table_rule(&mut out, header.len());
+        for row in &rows {
+            table_row(&mut out, row);
+        }
+        let _ = writeln!(
+            out,
+            "\nRatios are how many times better soketi-rs (one node) does than the peer: above \
+             1× it is faster, quicker or smaller; below 1× it is behind.\n"
+        );
+    }
 
     // The generator's own load, and what each run lost.
     let runs = Run::for_scenarios(scenarios);
@@ -674,7 +698,7 @@ pub(crate) fn render(
         }
         let mut row = vec![run.name().to_owned()];
         for column in columns {
-            if *run == Run::Cluster && column.kind.nodes() == 1 {
+            if run.left_out(column.kind) {
                 row.push("—".into());
                 continue;
             }
@@ -737,6 +761,11 @@ pub(crate) fn render(
     }
     if scenarios.contains(&"sequential-publisher") {
         sequential_steps(&mut out, columns, quick);
+    }
+    if let Some(ours) = ours
+        && scenarios.contains(&"console")
+    {
+        console::render(&mut out, ours, &mut note);
     }
 
     if !notes.is_empty() {
@@ -979,11 +1008,10 @@ fn targets(
     cluster: Option<&Column>,
     peers: &[&Column],
 ) -> Vec<(String, String, &'static str)> {
-    let find = |name: &str| FIGURES.iter().find(|figure| figure.name == name);
-    let value = |name: &str| find(name).and_then(|figure| cell(ours, figure).ok());
+    let value = |name: &str| figure(name).and_then(|figure| cell(ours, figure).ok());
     let of_cluster = |name: &str| {
         let cluster = cluster?;
-        find(name).and_then(|figure| cell(cluster, figure).ok())
+        figure(name).and_then(|figure| cell(cluster, figure).ok())
     };
     let mut rows = Vec::new();
     let mut check = |target: &str, measured: Option<f64>, unit: &str, met: fn(f64) -> bool| {
@@ -1055,7 +1083,7 @@ fn targets(
         peers
             .iter()
             .find(|peer| peer.kind == Kind::Sockudo)
-            .and_then(|peer| find(http).and_then(|figure| cell(peer, figure).ok())),
+            .and_then(|peer| figure(http).and_then(|figure| cell(peer, figure).ok())),
     ) {
         check(
             "HTTP publish: ≥ 2× sockudo",
@@ -1067,11 +1095,11 @@ fn targets(
     rows
 }
 
-fn table_row(out: &mut String, cells: &[String]) {
+pub(crate) fn table_row(out: &mut String, cells: &[String]) {
     let _ = writeln!(out, "| {} |", cells.join(" | "));
 }
 
-fn table_rule(out: &mut String, columns: usize) {
+pub(crate) fn table_rule(out: &mut String, columns: usize) {
     let _ = writeln!(out, "|{}", " --- |".repeat(columns));
 }
 
@@ -1262,6 +1290,16 @@ Scenarios (a full run; `--quick` uses a tenth of the sizes):
   delivery is the server's CPU time over the step (answering the publishes included) divided
   by the deliveries. A run stops after a step whose deliveries fall behind, as fan-out does,
   since its backlog would spill into the next.
+- console (soketi-rs on one node only: the peers have no console): the fan-out and
+  many-channels loads again, each twice on a fresh server, without a console and with one
+  (`--console`): once every connection is subscribed, the generator opens one live console
+  stream on the app (`GET /apps/app-id/console`, signed as the HTTP API is) and reads it as it
+  comes until the last step is over (before the connections close, whose leaving no step
+  measures), counting its lines by type and summing the lines the server reports it dropped
+  (each console's queue holds 1,024 lines). While it is open, each publish builds one `event`
+  line per channel. Fan-out runs without the console first and many channels with it first,
+  so that neither setting always runs after the other. The ratio is read as in the main table:
+  how many times better the run without a console does.
 
 Bounds: the machine has two cores, so the server has one and the generator the other; the
 generator's CPU is shown beside each run. When it nears 100 % of its core, the figure is the

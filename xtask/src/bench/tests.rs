@@ -37,6 +37,15 @@ fn options() {
         }),
     );
     check(
+        &["--scenario=console", "--quick"],
+        Ok(Options {
+            against: vec![],
+            nodes: 1,
+            scenarios: vec!["console"],
+            quick: true,
+        }),
+    );
+    check(
         &["--against", "pusher"],
         Err("unknown peer `pusher`; known: soketi, sockudo"),
     );
@@ -51,7 +60,7 @@ fn idle_memory_and_connect_storm_share_a_run() {
         Run::for_scenarios(&["connect-storm", "fan-out", "idle-memory"]),
         vec![Run::FanOut, Run::Storm]
     );
-    assert_eq!(Run::for_scenarios(SCENARIOS).len(), 11);
+    assert_eq!(Run::for_scenarios(SCENARIOS).len(), 15);
     assert_eq!(
         Run::for_scenarios(&["hostile"]),
         vec![Run::ManyChannels, Run::Hostile]
@@ -121,4 +130,49 @@ fn numbers_and_ratios() {
     assert_eq!(ratio(Better::Lower, 1.0, 4.0), Some(4.0));
     assert_eq!(ratio(Better::Lower, 0.0, 4.0), None);
     assert_eq!(ratio(Better::Neither, 1.0, 4.0), None);
+}
+
+#[test]
+fn the_console_runs_each_load_without_and_with_a_console_in_alternating_order() {
+    let runs = Run::for_scenarios(&["console", "fan-out"]);
+    assert_eq!(
+        runs,
+        vec![
+            Run::FanOut,
+            Run::ConsoleFanOutNone,
+            Run::ConsoleFanOutOpen,
+            Run::ConsoleManyChannelsOpen,
+            Run::ConsoleManyChannelsNone
+        ]
+    );
+    for run in &runs[1..] {
+        let args = run.generator_args(true);
+        let open = run.console() == Some(true);
+        // The generator's own option, before the mode.
+        assert_eq!(args[0] == "--console", open, "{args:?}");
+        assert_eq!(
+            args.iter().filter(|arg| *arg == "--console").count(),
+            usize::from(open)
+        );
+        let load = match run {
+            Run::ConsoleFanOutNone | Run::ConsoleFanOutOpen => Run::FanOut,
+            _ => Run::ManyChannels,
+        };
+        assert_eq!(
+            args[usize::from(open)..],
+            load.generator_args(true),
+            "{run:?}"
+        );
+    }
+    let ours = Kind::Ours { nodes: 1 };
+    for run in &runs[1..] {
+        assert_eq!(run.unsupported(ours), None);
+        assert!(!run.left_out(ours));
+        for kind in [Kind::Soketi, Kind::Sockudo, Kind::Ours { nodes: 3 }] {
+            assert!(run.unsupported(kind).is_some(), "{run:?} on {kind:?}");
+            assert!(run.left_out(kind), "{run:?} on {kind:?}");
+        }
+    }
+    assert_eq!(Run::FanOut.console(), None);
+    assert!(!Run::FanOut.left_out(Kind::Soketi));
 }
