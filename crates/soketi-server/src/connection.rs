@@ -490,7 +490,8 @@ pub(crate) async fn write_loop(conn: Arc<Connection>) {
     } else {
         Duration::from_millis(50)
     };
-    let _ = tokio::time::timeout(timeout, async {
+    // Boxed: inline, this last wait would size the future that every connection keeps.
+    let _ = Box::pin(tokio::time::timeout(timeout, async {
         poll_fn(|cx| conn.out.lock().poll_write_queued(cx)).await?;
         if request.frame.is_some() {
             // The server closes: the socket stays open for the client's close frame, and
@@ -502,6 +503,6 @@ pub(crate) async fn write_loop(conn: Arc<Connection>) {
             None => Poll::Ready(Ok(())),
         })
         .await
-    })
+    }))
     .await;
 }

@@ -20,7 +20,7 @@ pub fn publish_frames(app: &App, body: &[u8], batch: bool) -> Result<Vec<String>
 
 /// A server without listeners: connections are fed from memory.
 pub struct Node {
-    state: Arc<State>,
+    pub(crate) state: Arc<State>,
     /// The flushers' tasks, which end with the node.
     flushers: Vec<JoinHandle<()>>,
 }

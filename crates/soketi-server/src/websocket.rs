@@ -81,7 +81,7 @@ pub(crate) async fn serve(
 
     // The session's futures are boxed: they run briefly, and inline they would size the future
     // that every idle connection keeps.
-    let session = Box::pin(Session::open(
+    let mut session = Box::pin(Session::open(
         state.clone(),
         conn.clone(),
         app_key,
@@ -92,30 +92,27 @@ pub(crate) async fn serve(
     .await;
     let writer = connection::write_loop(conn.clone());
     tokio::pin!(writer);
-    match session {
-        Some(mut session) => {
+    // The session stays where `open` left it: moving it out of the option would give it a
+    // second place in this future, which every connection keeps for its whole life. The
+    // timeouts of the last moments are boxed for the same reason.
+    match &mut session {
+        Some(session) => {
             state.connections.insert(key, conn.clone());
             {
                 let clock = || state.uptime_ms();
                 let timeout = state.config.message_timeout();
-                let reader = connection::read_loop(
-                    &conn,
-                    clock,
-                    timeout,
-                    &mut reader,
-                    pending,
-                    &mut session,
-                );
+                let reader =
+                    connection::read_loop(&conn, clock, timeout, &mut reader, pending, session);
                 tokio::pin!(reader);
                 tokio::select! {
                     () = &mut reader => {
                         conn.finish();
-                        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut writer).await;
+                        let _ = Box::pin(tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut writer)).await;
                     }
                     () = &mut writer => {
                         // The server closed the connection; give the client a moment to
                         // answer the close frame, then let go.
-                        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut reader).await;
+                        let _ = Box::pin(tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut reader)).await;
                     }
                 }
             }
@@ -124,8 +121,37 @@ pub(crate) async fn serve(
         }
         None => {
             // Refused at the door: the error and close frames are queued; write them out.
-            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut writer).await;
+            let _ = Box::pin(tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut writer)).await;
         }
     }
     conn.release();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection keeps its whole task for its life, so a byte here is a byte of each
+    /// idle connection's memory (the idle-memory benchmark measures the whole). A wait that
+    /// comes rarely, such as the last moments of a close or the rest of a message begun, is
+    /// boxed rather than held inline; this bound fails when one is not.
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let node = crate::fuzzing::Node::new(crate::config::Config::default())
+            .await
+            .expect("a node starts");
+        let connection = serve(
+            node.state.clone(),
+            SocketId::from_parts(1, 1),
+            Box::new(std::io::Cursor::new(Vec::new())),
+            Box::pin(tokio::io::sink()),
+            Vec::new(),
+            "app-key",
+            Some("7"),
+            None,
+            None,
+        );
+        let size = std::mem::size_of_val(&connection);
+        assert!(size <= 900, "the connection task takes {size} bytes");
+    }
 }

@@ -59,8 +59,13 @@ pub(crate) async fn read_loop(
     loop {
         let mut at = 0;
         loop {
-            let step = match frames.next(&pending[at..]) {
-                Ok(Some(step)) => step,
+            if conn.is_closing() {
+                return;
+            }
+            // Taken apart at once, and everything but a text message's bytes handled before
+            // the await: what lives across it sizes the future every connection keeps.
+            let (consumed, message) = match frames.next(&pending[at..]) {
+                Ok(Some(step)) => (step.consumed, step.message),
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(error = %e, "closing a connection after a WebSocket error");
@@ -71,28 +76,24 @@ pub(crate) async fn read_loop(
                     return;
                 }
             };
-            at += step.consumed;
+            at += consumed;
             conn.touch(now_ms());
-            let Some(message) = step.message else {
-                continue;
-            };
-            match message {
-                Incoming::Text(bytes) => {
-                    conn.count_received(bytes.len());
-                    match std::str::from_utf8(&bytes) {
-                        Ok(text) => handler.text(text).await,
-                        Err(_) => handler.reject("Text frames must be UTF-8."),
-                    }
-                }
-                Incoming::Binary(bytes) => {
+            let text = match message {
+                None => continue,
+                Some(Incoming::Text(bytes)) => bytes,
+                Some(Incoming::Binary(bytes)) => {
                     conn.count_received(bytes.len());
                     handler.reject("Binary frames are not supported.");
+                    continue;
                 }
                 // Pongs and close echoes go through the connection's queue, so that they
                 // never interleave with a frame being written.
-                Incoming::Ping(payload) => conn.send(ws::frame(Opcode::Pong, &payload)),
-                Incoming::Pong => {}
-                Incoming::Close(code) => {
+                Some(Incoming::Ping(payload)) => {
+                    conn.send(ws::frame(Opcode::Pong, &payload));
+                    continue;
+                }
+                Some(Incoming::Pong) => continue,
+                Some(Incoming::Close(code)) => {
                     let payload = code.map(u16::to_be_bytes);
                     conn.send(ws::frame(
                         Opcode::Close,
@@ -100,9 +101,11 @@ pub(crate) async fn read_loop(
                     ));
                     return;
                 }
-            }
-            if conn.is_closing() {
-                return;
+            };
+            conn.count_received(text.len());
+            match std::str::from_utf8(&text) {
+                Ok(text) => handler.text(text).await,
+                Err(_) => handler.reject("Text frames must be UTF-8."),
             }
         }
         pending.drain(..at);
@@ -115,7 +118,11 @@ pub(crate) async fn read_loop(
         let read = poll_fn(|cx| read_some(&mut *reader, cx, &mut pending));
         let read = match begun {
             None => read.await,
-            Some(begun) => match tokio::time::timeout_at(begun + message_timeout, read).await {
+            // Boxed: the timer is needed only while a message is unfinished, and inline it
+            // would size the future that every idle connection keeps.
+            Some(begun) => match Box::pin(tokio::time::timeout_at(begun + message_timeout, read))
+                .await
+            {
                 Ok(read) => read,
                 Err(_) => {
                     tracing::debug!("closing a connection whose message did not complete in time");
