@@ -270,15 +270,21 @@
       case 'stats':
         setCount('count-connections', msg.connections);
         setCount('count-channels', msg.channels);
+        showNodes(msg.nodes);
         return; // counters only: a line a second would bury the log
       case 'hello':
-        if (Number.isFinite(msg.nodes)) $('nodes').textContent = msg.nodes === 1 ? '1 node' : msg.nodes + ' nodes';
+        showNodes(msg.nodes);
         break;
       case 'event':
         countEvent(msg[ARRIVED]);
         break;
     }
     queueLine(msg);
+  }
+
+  // The fleet's size in the header, as the server counts the nodes it hears.
+  function showNodes(nodes) {
+    if (Number.isFinite(nodes)) $('nodes').textContent = nodes === 1 ? '1 node' : nodes + ' nodes';
   }
 
   // ---------------------------------------------------------------- status and message

@@ -108,7 +108,14 @@ async fn pump(
     frames: mpsc::Sender<Bytes>,
 ) {
     let console = &state.console;
-    let hello = console.line("hello", json!({ "app_id": app_id }));
+    // The nodes of the fleet this one hears, itself included.
+    let nodes = || {
+        state
+            .transport
+            .as_ref()
+            .map_or(1, |transport| transport.live_nodes().len() + 1)
+    };
+    let hello = console.line("hello", json!({ "app_id": app_id, "nodes": nodes() }));
     if frames.send(event(hello.as_bytes())).await.is_err() {
         return;
     }
@@ -135,7 +142,7 @@ async fn pump(
                 let channels = state.adapter.channels(&app_id).await.ok().map(|c| c.len());
                 let line = console.line(
                     "stats",
-                    json!({ "connections": connections, "channels": channels }),
+                    json!({ "connections": connections, "channels": channels, "nodes": nodes() }),
                 );
                 event(line.as_bytes())
             }

@@ -123,6 +123,7 @@ describe('the console page and its stream', () => {
     const hello = await lineOf(stream, 'hello', (l) => l.type === 'hello');
     assert.equal(hello.app_id, APP.appId);
     assert.equal(typeof hello.node, 'string');
+    assert.equal(hello.nodes, 1, 'one node without a fleet');
 
     const channel = uniqueChannel('console-');
     const client = await scope.connectedPusher();
@@ -276,6 +277,7 @@ describe('the console in a real browser', { skip: browserSkip }, () => {
       const types = await page.$$eval('#log .line', (lines) => lines.map((line) => line.dataset.type));
       for (const type of ['connection', 'subscribed', 'event']) assert.ok(types.includes(type), `a ${type} line in ${types}`);
       await page.waitForFunction(() => Number(document.getElementById('count-connections').textContent) >= 1, { timeout: 5_000 });
+      assert.equal(await page.$eval('#nodes', (el) => el.textContent), '1 node');
 
       // Publish from the page's form, signed in the browser; the pusher-js subscriber gets it.
       const received = waitFor(client.channel(channel), 'from-the-console', { timeout: 10_000 });
@@ -429,6 +431,7 @@ for (const transport of fleetTransports().filter((t) => /redis adapter|cluster a
         assert.equal(own.node, hello.node);
         const stats = await lineOf(stream, 'fleet counts', (l) => l.type === 'stats' && l.connections >= 2);
         assert.ok(stats.channels >= 1);
+        assert.equal(stats.nodes, 2, 'the fleet counts two nodes');
       } finally {
         stream.close();
       }
