@@ -597,6 +597,10 @@ export function fleetSuite(transport, { extra } = {}) {
       ctx.killed = { name, alone };
       const watcherA = await loggedPusher(A, { presence: member('wa') });
       const { channel: chA } = await subscribe(watcherA, name);
+      // wa reaches B's list over the bus a moment after A answered; a watcher on B that joined
+      // before that would hear member_added for wa (legal: in the list or announced after it),
+      // which this test does not count.
+      await until(async () => (await userIds(B, name)).includes('wa'), { what: `node B to list wa in ${name}` });
       const watcherB = await loggedPusher(B, { presence: member('wb') });
       const { channel: chB } = await subscribe(watcherB, name);
       const added = [chA, chB].map((ch, i) =>
