@@ -258,7 +258,7 @@ impl Console {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let payload = Bytes::from(proto::Message { body: Some(body) }.encode_to_vec());
+        let payload = encode(body);
         runtime.spawn(async move {
             if let Err(e) = fleet.send_extension(KIND, payload, None).await {
                 tracing::debug!(error = %e, "cannot tell the fleet about a console");
@@ -285,7 +285,7 @@ impl Console {
             app_ids,
             ttl_ms: ttl_ms(),
         });
-        let payload = Bytes::from(proto::Message { body: Some(body) }.encode_to_vec());
+        let payload = encode(body);
         if let Err(e) = fleet.send_extension(KIND, payload, None).await {
             tracing::debug!(error = %e, "cannot renew the consoles' watch");
         }
@@ -308,7 +308,7 @@ impl Console {
                 app_id: app_id.clone(),
                 lines,
             });
-            let payload = Bytes::from(proto::Message { body: Some(body) }.encode_to_vec());
+            let payload = encode(body);
             for node in nodes {
                 if let Err(e) = fleet
                     .send_extension(KIND, payload.clone(), Some(&node))
@@ -387,9 +387,7 @@ impl Extension for Console {
             app_ids,
             ttl_ms: ttl_ms(),
         });
-        Some(Bytes::from(
-            proto::Message { body: Some(body) }.encode_to_vec(),
-        ))
+        Some(encode(body))
     }
 }
 
@@ -434,6 +432,11 @@ pub(crate) fn excerpt(data: &str) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
+}
+
+/// A console message as it travels between nodes.
+fn encode(body: Body) -> Bytes {
+    Bytes::from(proto::Message { body: Some(body) }.encode_to_vec())
 }
 
 fn ttl_ms() -> u32 {
