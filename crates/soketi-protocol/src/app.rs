@@ -43,8 +43,10 @@ impl Default for AppLimits {
 /// A webhook of an app: where its events go, which ones, and for which channels.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Webhook {
-    /// Where the events are posted.
+    /// Where the events are posted; empty for a webhook that invokes [`Webhook::lambda`].
     pub url: String,
+    /// The AWS Lambda function invoked with the events, for a webhook without a URL.
+    pub lambda: Option<LambdaTarget>,
     /// The event names sent (`channel_occupied`, `member_added`, ...).
     pub event_types: Vec<String>,
     /// Extra HTTP headers.
@@ -53,6 +55,36 @@ pub struct Webhook {
     pub channel_name_starts_with: Option<String>,
     /// Only channels whose name ends with this.
     pub channel_name_ends_with: Option<String>,
+}
+
+/// An AWS Lambda function that a webhook invokes with `{payload, headers}`: the body and
+/// headers an HTTP webhook would have been sent.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct LambdaTarget {
+    /// The function's name or ARN.
+    pub function: String,
+    /// Invoke without waiting for the function (`Event`) rather than for its result
+    /// (`RequestResponse`).
+    pub asynchronous: bool,
+    /// The function's region; the server's default when unset.
+    pub region: Option<String>,
+    /// An endpoint other than AWS's.
+    pub endpoint: Option<String>,
+    /// An access key to sign with instead of the server's credentials: id, secret, session
+    /// token.
+    pub credentials: Option<(String, String, Option<String>)>,
+}
+
+impl std::fmt::Debug for LambdaTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LambdaTarget")
+            .field("function", &self.function)
+            .field("asynchronous", &self.asynchronous)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("credentials", &self.credentials.as_ref().map(|c| &c.0))
+            .finish()
+    }
 }
 
 impl Webhook {

@@ -50,7 +50,7 @@ pub mod message;
 pub mod socket_id;
 pub mod ws;
 
-pub use app::{App, AppLimits, Webhook};
+pub use app::{App, AppLimits, LambdaTarget, Webhook};
 pub use channel::{ChannelKind, ChannelName};
 pub use error::{CloseCode, ProtocolError};
 pub use socket_id::SocketId;

@@ -1,8 +1,9 @@
 //! Where apps come from. The server asks an [`AppManager`] by id (HTTP API) or by key
 //! (WebSocket): [`ArrayAppManager`] serves the configured apps, [`SqlAppManager`] reads
-//! soketi's `apps` table in PostgreSQL or MySQL, and [`CachedAppManager`] keeps lookups for a
+//! soketi's `apps` table in PostgreSQL or MySQL, [`DynamoDbAppManager`] its DynamoDB table, and [`CachedAppManager`] keeps lookups for a
 //! while so that a connection storm does not become a query storm.
 
+mod dynamodb;
 mod sql;
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use soketi_protocol::App;
 
+pub use self::dynamodb::DynamoDbAppManager;
 pub use self::sql::{SqlAppManager, SqlBackend};
 
 /// The store of apps could not answer (a database that is down or misconfigured).

@@ -7,6 +7,7 @@
 //! provider named after where it came from, so that a bad value is reported with its source.
 
 mod apps;
+mod aws;
 mod defaults;
 mod drivers;
 mod env;

@@ -44,6 +44,9 @@ pub enum StartError {
     /// The Redis webhook queue could not be set up.
     #[error("could not start the Redis webhook queue: {0}")]
     RedisQueue(#[source] RedisTransportError),
+    /// The SQS webhook queue could not be set up.
+    #[error("could not start the SQS webhook queue: {0}")]
+    SqsQueue(String),
     /// The Redis rate limiter could not be set up.
     #[error("could not start the Redis rate limiter: {0}")]
     RedisRateLimiter(#[source] RedisTransportError),

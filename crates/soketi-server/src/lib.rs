@@ -44,6 +44,10 @@ use soketi_adapter_core::{
 };
 use soketi_adapter_nats::NatsTransport;
 use soketi_adapter_redis::{RedisCache, RedisQueue, RedisRateLimiter, RedisTransport};
+use soketi_aws::sqs::SqsClient;
+use soketi_aws::{
+    AwsClient, Credentials, CredentialsProvider, Endpoint, Service, SqsQueue, SqsSettings,
+};
 use soketi_channels::Outbox;
 use soketi_protocol::CloseCode;
 use soketi_ratelimit_cluster::ClusterRateLimiter;
@@ -53,7 +57,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::apps::{
-    AppManager, AppStoreError, ArrayAppManager, CachedAppManager, SqlAppManager, SqlBackend,
+    AppManager, AppStoreError, ArrayAppManager, CachedAppManager, DynamoDbAppManager,
+    SqlAppManager, SqlBackend,
 };
 pub use crate::config::Config;
 use crate::config::{
@@ -145,8 +150,8 @@ fn webhooks(
             )
             .map_err(StartError::RedisQueue)?,
         ),
-        // `Config::check_runnable` refuses the drivers this build does not provide.
-        _ => Arc::new(SyncQueue::new(policy)),
+        QueueDriver::Sqs => Arc::new(sqs_queue(config)?),
+        QueueDriver::Sync => Arc::new(SyncQueue::new(policy)),
     };
     if config.mode != Mode::Server || config.queue.driver == QueueDriver::Sync {
         let sender = webhooks::Sender::new(config.webhook_timeout(), apps, console)
@@ -154,6 +159,45 @@ fn webhooks(
         queue.start(Arc::new(sender));
     }
     Ok(Webhooks::new(queue, adapter, config.webhook_settings()))
+}
+
+/// The SQS webhook queue of `queue.sqs`.
+fn sqs_queue(config: &Config) -> Result<SqsQueue, StartError> {
+    let sqs = &config.queue.sqs;
+    let options = config.sqs_client_options()?;
+    let region = options.region.as_deref().unwrap_or(&sqs.region);
+    let failed = |e: &dyn std::fmt::Display| StartError::SqsQueue(e.to_string());
+    let http = soketi_aws::http_client().map_err(StartError::WebhookClient)?;
+    let configured = options.endpoint.as_deref().or(sqs.endpoint.as_deref());
+    let endpoint = Endpoint::resolve(Service::Sqs, region, configured, |name| {
+        std::env::var(name).ok()
+    })
+    .map_err(|e| failed(&e))?;
+    let credentials = Arc::new(match options.credentials {
+        Some((access_key_id, secret_access_key, session_token)) => {
+            CredentialsProvider::fixed(Credentials {
+                access_key_id,
+                secret_access_key,
+                session_token,
+                expires: None,
+            })
+        }
+        None => CredentialsProvider::from_process_env(http.clone()),
+    });
+    // A receive waits up to 20 s for a message; each call gets that and the webhook's time.
+    let timeout = Duration::from_secs(25) + config.webhook_timeout();
+    let client = AwsClient::new(http, credentials, Service::Sqs, region, endpoint, timeout);
+    Ok(SqsQueue::new(
+        SqsClient::new(client, &sqs.queue_url),
+        SqsSettings {
+            batch_size: sqs.batch_size.clamp(1, 10),
+            process_batch: sqs.process_batch,
+            polling_wait: Duration::from_millis(sqs.polling_wait_time_ms),
+            // Hidden while it runs: the longest a webhook may take, with room to spare.
+            visibility: (config.webhook_timeout() * 2).max(Duration::from_secs(30)),
+            retry: config.retry_policy(),
+        },
+    ))
 }
 
 /// The app manager the configuration names, behind a cache when `appManager.cache.enabled`.
@@ -174,8 +218,16 @@ fn app_manager(config: &Config) -> Result<Arc<dyn AppManager>, AppStoreError> {
             config.limits(),
             pool,
         )?),
-        // `Config::check_runnable` refuses the drivers this build does not provide.
-        _ => return Ok(Arc::new(ArrayAppManager::new(config.apps()))),
+        AppManagerDriver::Dynamodb => {
+            let dynamodb = &config.app_manager.dynamodb;
+            Arc::new(DynamoDbAppManager::new(
+                &dynamodb.table,
+                &dynamodb.region,
+                dynamodb.endpoint.as_deref(),
+                config.limits(),
+            )?)
+        }
+        AppManagerDriver::Array => return Ok(Arc::new(ArrayAppManager::new(config.apps()))),
     };
     Ok(if config.app_manager.cache.enabled {
         Arc::new(CachedAppManager::new(store, config.app_cache_ttl()))

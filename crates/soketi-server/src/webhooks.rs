@@ -181,12 +181,30 @@ impl DepartureSink for FleetDepartures {
 /// What a queued webhook job holds: everything needed to post it, already signed.
 #[derive(Serialize, Deserialize)]
 struct Job {
+    /// Where it is posted; empty when it invokes `lambda`.
     url: String,
     headers: Vec<(String, String)>,
     body: String,
     /// The app, for the live console; jobs queued before it was added have none.
     #[serde(default)]
     app_id: String,
+    /// The Lambda function invoked with `{"payload": body, "headers": headers}` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lambda: Option<LambdaJob>,
+}
+
+/// A webhook's Lambda function, as a queued job carries it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+struct LambdaJob {
+    function: String,
+    #[serde(default)]
+    asynchronous: bool,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    credentials: Option<(String, String, Option<String>)>,
 }
 
 impl Job {
@@ -223,6 +241,13 @@ impl Job {
             headers,
             body,
             app_id: app.id.clone(),
+            lambda: hook.lambda.as_ref().map(|l| LambdaJob {
+                function: l.function.clone(),
+                asynchronous: l.asynchronous,
+                region: l.region.clone(),
+                endpoint: l.endpoint.clone(),
+                credentials: l.credentials.clone(),
+            }),
         })
     }
 }

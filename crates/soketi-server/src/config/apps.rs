@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use soketi_protocol::{App, AppLimits, Webhook};
+use soketi_protocol::{App, AppLimits, LambdaTarget, Webhook};
 
 use super::ConfigError;
 
@@ -31,6 +31,76 @@ pub struct WebhookConfig {
     /// Lambda options.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lambda: Option<Value>,
+}
+
+impl WebhookConfig {
+    /// Where the webhook sends: its URL, or its Lambda function (with an empty URL); the
+    /// reason when it cannot be sent.
+    pub(crate) fn target(&self) -> Result<(String, Option<LambdaTarget>), String> {
+        match (&self.url, &self.lambda_function) {
+            (Some(url), _) if url.starts_with("http://") || url.starts_with("https://") => {
+                Ok((url.clone(), None))
+            }
+            (Some(url), _) => Err(format!(
+                "its url is {url:?}; use an http:// or https:// URL"
+            )),
+            (None, Some(function)) if !function.is_empty() => {
+                Ok((String::new(), Some(self.lambda_target(function)?)))
+            }
+            (None, _) => Err("it has neither a url nor a lambda_function".into()),
+        }
+    }
+
+    /// The Lambda options soketi reads: `lambda.async`, `lambda.region` and the AWS client's
+    /// options (`super::aws::client_options`).
+    fn lambda_target(&self, function: &str) -> Result<LambdaTarget, String> {
+        let mut target = LambdaTarget {
+            function: function.to_owned(),
+            ..LambdaTarget::default()
+        };
+        let options = match &self.lambda {
+            None | Some(Value::Null) => return Ok(target),
+            Some(Value::Object(options)) => options,
+            Some(other) => return Err(format!("its lambda is {other}; use an object")),
+        };
+        for (key, value) in options {
+            match key.as_str() {
+                "async" => {
+                    target.asynchronous = match value {
+                        Value::Bool(b) => *b,
+                        Value::String(s) if s == "true" || s == "false" => s == "true",
+                        Value::Null => false,
+                        other => return Err(format!("lambda.async is {other}; use true or false")),
+                    }
+                }
+                "region" => {
+                    target.region = Some(
+                        value
+                            .as_str()
+                            .ok_or_else(|| format!("lambda.region is {value}; use a string"))?
+                            .to_owned(),
+                    );
+                }
+                "client_options" | "clientOptions" => {}
+                other => {
+                    return Err(format!(
+                        "lambda.{other} is not an option (there are async, region and \
+                         client_options)"
+                    ));
+                }
+            }
+        }
+        let client = options
+            .get("client_options")
+            .or_else(|| options.get("clientOptions"))
+            .unwrap_or(&Value::Null);
+        let client = super::aws::client_options(client, "lambda.client_options")?;
+        // As in soketi, the client's options win over `lambda.region`.
+        target.region = client.region.or(target.region);
+        target.endpoint = client.endpoint;
+        target.credentials = client.credentials;
+        Ok(target)
+    }
 }
 
 /// Channel filters of a webhook; both must match when both are set.
@@ -285,21 +355,13 @@ impl AppConfig {
     /// Checks that the app at `index` has credentials, and webhooks this build can send.
     pub(super) fn check(&self, index: usize) -> Result<(), ConfigError> {
         for (i, hook) in self.webhooks.iter().flatten().enumerate() {
-            match &hook.url {
-                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {}
-                Some(url) => {
-                    return Err(ConfigError::WebhookUrl {
-                        app: index,
-                        webhook: i,
-                        url: url.clone(),
-                    });
-                }
-                None => {
-                    return Err(ConfigError::WebhookWithoutUrl {
-                        app: index,
-                        webhook: i,
-                    });
-                }
+            if let Err(message) = hook.target() {
+                return Err(ConfigError::Webhook {
+                    app: index,
+                    id: self.id.clone().unwrap_or_default(),
+                    webhook: i,
+                    message,
+                });
             }
         }
         for (field, value) in [
@@ -342,9 +404,11 @@ impl AppConfig {
             .webhooks
             .iter()
             .flatten()
-            .filter_map(|w| {
-                Some(Webhook {
-                    url: w.url.clone()?,
+            .enumerate()
+            .filter_map(|(i, w)| match w.target() {
+                Ok((url, lambda)) => Some(Webhook {
+                    url,
+                    lambda,
                     event_types: w.event_types.clone(),
                     headers: w.headers.clone().into_iter().collect(),
                     channel_name_starts_with: w
@@ -355,7 +419,17 @@ impl AppConfig {
                         .filter
                         .as_ref()
                         .and_then(|f| f.channel_name_ends_with.clone()),
-                })
+                }),
+                // Configured apps are checked at start-up; an app from a table is not, so
+                // say what is left out each time it is read.
+                Err(message) => {
+                    tracing::error!(
+                        app = %app.id,
+                        webhook = i,
+                        "a webhook of the app cannot be sent and is left out: {message}"
+                    );
+                    None
+                }
             })
             .collect();
         app.limits = AppLimits {

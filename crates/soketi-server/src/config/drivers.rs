@@ -44,7 +44,7 @@ drivers!(
         /// A PostgreSQL table.
         Postgres = "postgres", true;
         /// A DynamoDB table.
-        Dynamodb = "dynamodb", false;
+        Dynamodb = "dynamodb", true;
     }
 );
 
@@ -96,7 +96,7 @@ drivers!(
         /// A durable queue in Redis.
         Redis = "redis", true;
         /// Amazon SQS.
-        Sqs = "sqs", false;
+        Sqs = "sqs", true;
     }
 );
 

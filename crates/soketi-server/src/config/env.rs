@@ -15,15 +15,12 @@ pub struct EnvOption {
     pub kind: OptionKind,
 }
 
-/// What an option does here: every option soketi knows either takes effect, or stops start-up,
-/// or (only where soketi gave it no effect either) is accepted, documented and logged.
+/// What an option does here: every option soketi knows either takes effect or (only where
+/// soketi gave it no effect either) is accepted, documented and logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptionKind {
     /// The server reads it.
     Effect,
-    /// A value other than the default stops start-up (`Config::check_runnable`) with this
-    /// advice.
-    Refused(&'static str),
     /// Accepted with no effect, for this reason; listed in docs/migrating-from-soketi.md and
     /// logged once at start when set to other than the default (`Config::no_effect_notices`).
     NoEffect(&'static str),
@@ -48,13 +45,6 @@ const fn prefixed(name: &'static str, path: &'static str) -> EnvOption {
 }
 
 impl EnvOption {
-    const fn refused(self, advice: &'static str) -> Self {
-        EnvOption {
-            kind: OptionKind::Refused(advice),
-            ..self
-        }
-    }
-
     const fn no_effect(self, reason: &'static str) -> Self {
         EnvOption {
             kind: OptionKind::NoEffect(reason),
@@ -63,10 +53,6 @@ impl EnvOption {
     }
 }
 
-const DYNAMODB: &str = "it configures the DynamoDB app manager, which this build does not \
-    provide; remove it and keep the apps in array, postgres or mysql (APP_MANAGER_DRIVER)";
-const SQS: &str = "it configures the SQS queue, which this build does not provide; remove it \
-    and use the sync or redis queue (QUEUE_DRIVER)";
 const SQL_VERSION: &str = "soketi passed it to knex, whose queries of the apps table do not \
     depend on it";
 
@@ -104,13 +90,12 @@ pub const ENV_OPTIONS: &[EnvOption] = &[
     both("APP_MANAGER_DRIVER", "appManager.driver"),
     both("APP_MANAGER_CACHE_ENABLED", "appManager.cache.enabled"),
     both("APP_MANAGER_CACHE_TTL", "appManager.cache.ttl"),
-    both("APP_MANAGER_DYNAMODB_TABLE", "appManager.dynamodb.table").refused(DYNAMODB),
-    both("APP_MANAGER_DYNAMODB_REGION", "appManager.dynamodb.region").refused(DYNAMODB),
+    both("APP_MANAGER_DYNAMODB_TABLE", "appManager.dynamodb.table"),
+    both("APP_MANAGER_DYNAMODB_REGION", "appManager.dynamodb.region"),
     both(
         "APP_MANAGER_DYNAMODB_ENDPOINT",
         "appManager.dynamodb.endpoint",
-    )
-    .refused(DYNAMODB),
+    ),
     both("APP_MANAGER_MYSQL_TABLE", "appManager.mysql.table"),
     both("APP_MANAGER_MYSQL_VERSION", "appManager.mysql.version").no_effect(SQL_VERSION),
     both("APP_MANAGER_MYSQL_USE_V2", "appManager.mysql.useMysql2").no_effect(
@@ -237,17 +222,16 @@ pub const ENV_OPTIONS: &[EnvOption] = &[
     both("QUEUE_REDIS_CONCURRENCY", "queue.redis.concurrency"),
     both("QUEUE_REDIS_OPTIONS", "queue.redis.redisOptions"),
     both("QUEUE_REDIS_CLUSTER_MODE", "queue.redis.clusterMode"),
-    both("QUEUE_SQS_REGION", "queue.sqs.region").refused(SQS),
-    both("QUEUE_SQS_URL", "queue.sqs.queueUrl").refused(SQS),
-    both("QUEUE_SQS_ENDPOINT", "queue.sqs.endpoint").refused(SQS),
-    both("QUEUE_SQS_CLIENT_OPTIONS", "queue.sqs.clientOptions").refused(SQS),
-    both("QUEUE_SQS_PROCESS_BATCH", "queue.sqs.processBatch").refused(SQS),
-    both("QUEUE_SQS_BATCH_SIZE", "queue.sqs.batchSize").refused(SQS),
+    both("QUEUE_SQS_REGION", "queue.sqs.region"),
+    both("QUEUE_SQS_URL", "queue.sqs.queueUrl"),
+    both("QUEUE_SQS_ENDPOINT", "queue.sqs.endpoint"),
+    both("QUEUE_SQS_CLIENT_OPTIONS", "queue.sqs.clientOptions"),
+    both("QUEUE_SQS_PROCESS_BATCH", "queue.sqs.processBatch"),
+    both("QUEUE_SQS_BATCH_SIZE", "queue.sqs.batchSize"),
     both(
         "QUEUE_SQS_POLLING_WAIT_TIME_MS",
         "queue.sqs.pollingWaitTimeMs",
-    )
-    .refused(SQS),
+    ),
     both("METRICS_ENABLED", "metrics.enabled"),
     both("METRICS_DRIVER", "metrics.driver"),
     both("METRICS_HOST", "metrics.host"),

@@ -85,29 +85,20 @@ pub enum ConfigError {
         /// `id`, `key` or `secret`.
         field: &'static str,
     },
-    /// A webhook's URL is not an HTTP one.
+    /// A webhook that cannot be sent: a URL that is not HTTP, neither a URL nor a Lambda
+    /// function, or Lambda options this build does not know.
     #[error(
-        "appManager.array.apps.{app}.webhooks.{webhook}.url is {url:?}; use an http:// or \
-         https:// URL"
+        "appManager.array.apps.{app}.webhooks.{webhook} (app {id:?}) cannot be sent: {message}"
     )]
-    WebhookUrl {
+    Webhook {
         /// The app's index.
         app: usize,
+        /// The app's id, as configured.
+        id: String,
         /// The webhook's index in the app.
         webhook: usize,
-        /// The URL configured.
-        url: String,
-    },
-    /// A webhook without a URL: an AWS Lambda one, which this build cannot send.
-    #[error(
-        "appManager.array.apps.{app}.webhooks.{webhook} has no url (AWS Lambda webhooks are not \
-         supported by this build)"
-    )]
-    WebhookWithoutUrl {
-        /// The app's index.
-        app: usize,
-        /// The webhook's index in the app.
-        webhook: usize,
+        /// What is wrong.
+        message: String,
     },
     /// A driver this build does not provide.
     #[error(
@@ -170,13 +161,20 @@ pub enum ConfigError {
          go together: set both for a client certificate, or neither"
     )]
     RedisTlsIdentity,
-    /// An option this build does not run with, set to other than its default.
-    #[error("{option} is set, but {advice}")]
-    Refused {
-        /// The option and its environment names.
-        option: String,
-        /// Why, and what to do.
-        advice: &'static str,
+    /// The SQS queue without a queue URL.
+    #[error(
+        "queue.sqs.queueUrl (QUEUE_SQS_URL) is {url:?}; the SQS queue needs its queue's URL, \
+         such as https://sqs.us-east-1.amazonaws.com/123456789012/webhooks"
+    )]
+    SqsQueueUrl {
+        /// The URL configured.
+        url: String,
+    },
+    /// An SQS client option this build does not apply.
+    #[error("queue.sqs.clientOptions (QUEUE_SQS_CLIENT_OPTIONS): {message}")]
+    SqsClientOptions {
+        /// What is wrong.
+        message: String,
     },
     /// A `*_REDIS_OPTIONS` JSON that is not an object.
     #[error(

@@ -82,7 +82,7 @@ impl Config {
     /// `start` refuses it.
     pub fn check_runnable(&self) -> Result<(), ConfigError> {
         self.check_drivers()?;
-        self.check_refused()?;
+        self.check_sqs()?;
         self.check_redis_options()?;
         if self.adapter.driver == AdapterDriver::Redis {
             self.check_redis_adapter()?;
@@ -169,19 +169,18 @@ impl Config {
             .collect()
     }
 
-    /// Refuses the options this build does not run with, when they are set.
-    fn check_refused(&self) -> Result<(), ConfigError> {
-        let refused = |kind| match kind {
-            OptionKind::Refused(advice) => Some(advice),
-            _ => None,
-        };
-        match self.set_options(refused).first() {
-            Some((option, advice)) => Err(ConfigError::Refused {
-                option: format!("{} ({})", option.path, env::env_names_for(option.path)),
-                advice,
-            }),
-            None => Ok(()),
+    /// Checks the SQS queue's settings when it is the queue: a queue URL, and client options
+    /// this build applies.
+    fn check_sqs(&self) -> Result<(), ConfigError> {
+        if self.queue.driver != QueueDriver::Sqs {
+            return Ok(());
         }
+        let url = &self.queue.sqs.queue_url;
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(ConfigError::SqsQueueUrl { url: url.clone() });
+        }
+        self.sqs_client_options()?;
+        Ok(())
     }
 
     /// One line for each option that is set but has no effect here (soketi gave it none

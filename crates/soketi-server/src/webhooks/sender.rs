@@ -2,11 +2,12 @@
 //! closed batch signed with its app's secret as the app is now, and says why one was not
 //! delivered without putting its URL's secrets in the logs.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use dashmap::DashMap;
 use http_body_util::Full;
 use hyper::StatusCode;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
@@ -14,8 +15,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use soketi_adapter_core::{JobError, JobHandler};
+use soketi_aws::lambda::InvocationType;
+use soketi_aws::{AwsClient, Credentials, CredentialsProvider, Endpoint, Service};
 
-use super::{Job, read_batch_group};
+use super::{Job, LambdaJob, read_batch_group};
 use crate::apps::AppManager;
 use crate::console::Console;
 
@@ -28,6 +31,10 @@ pub(crate) struct Sender {
     apps: Arc<dyn AppManager>,
     /// Told of every attempt, for the consoles open on the app.
     console: Arc<Console>,
+    /// A Lambda client per function's region, endpoint and credentials.
+    lambdas: DashMap<LambdaJob, AwsClient>,
+    /// The server's AWS credentials, found at the first Lambda webhook.
+    aws_credentials: OnceLock<Arc<CredentialsProvider>>,
 }
 
 impl Sender {
@@ -55,6 +62,8 @@ impl Sender {
             user_agent,
             apps,
             console,
+            lambdas: DashMap::new(),
+            aws_credentials: OnceLock::new(),
         })
     }
 }
@@ -87,6 +96,12 @@ enum DeliveryError {
     /// The app of a closed batch could not be read.
     #[error("the app of a webhook batch could not be read: {0}")]
     App(String),
+    /// The Lambda function could not be invoked, or failed.
+    #[error("Lambda function {function}: {source}")]
+    Lambda {
+        function: String,
+        source: soketi_aws::AwsError,
+    },
 }
 
 #[async_trait]
@@ -145,7 +160,10 @@ impl JobHandler for Sender {
 impl Sender {
     /// Posts `job` once, and tells the consoles open on its app how it went.
     async fn deliver(&self, job: Job) -> Result<(), DeliveryError> {
-        let outcome = self.post(&job).await;
+        let outcome = match &job.lambda {
+            Some(lambda) => self.invoke(&job, lambda).await,
+            None => self.post(&job).await,
+        };
         if self.console.watches(&job.app_id) {
             let status = match &outcome {
                 Ok(()) => "200".to_owned(),
@@ -161,6 +179,64 @@ impl Sender {
             }
         }
         outcome
+    }
+
+    /// Invokes the job's Lambda function with `{"payload": body, "headers": headers}`, as
+    /// soketi does: the function sees what an HTTP endpoint would have been sent.
+    async fn invoke(&self, job: &Job, lambda: &LambdaJob) -> Result<(), DeliveryError> {
+        let failed = |source| DeliveryError::Lambda {
+            function: lambda.function.clone(),
+            source,
+        };
+        let payload = lambda_payload(job).map_err(DeliveryError::NotAJob)?;
+        let client = self.lambda_client(lambda).map_err(failed)?;
+        let kind = if lambda.asynchronous {
+            InvocationType::Event
+        } else {
+            InvocationType::RequestResponse
+        };
+        soketi_aws::lambda::invoke(&client, &lambda.function, kind, payload)
+            .await
+            .map_err(failed)
+    }
+
+    /// The client for `lambda`'s region, endpoint and credentials, made once.
+    fn lambda_client(&self, lambda: &LambdaJob) -> Result<AwsClient, soketi_aws::AwsError> {
+        if let Some(client) = self.lambdas.get(lambda) {
+            return Ok(client.clone());
+        }
+        // soketi's default region for Lambda webhooks.
+        let region = lambda.region.as_deref().unwrap_or("us-east-1");
+        let endpoint = Endpoint::resolve(
+            Service::Lambda,
+            region,
+            lambda.endpoint.as_deref(),
+            |name| std::env::var(name).ok(),
+        )?;
+        let credentials = match &lambda.credentials {
+            Some((id, secret, token)) => Arc::new(CredentialsProvider::fixed(Credentials {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+                session_token: token.clone(),
+                expires: None,
+            })),
+            None => self
+                .aws_credentials
+                .get_or_init(|| {
+                    Arc::new(CredentialsProvider::from_process_env(self.client.clone()))
+                })
+                .clone(),
+        };
+        let client = AwsClient::new(
+            self.client.clone(),
+            credentials,
+            Service::Lambda,
+            region,
+            endpoint,
+            self.timeout,
+        );
+        self.lambdas.insert(lambda.clone(), client.clone());
+        Ok(client)
     }
 
     async fn post(&self, job: &Job) -> Result<(), DeliveryError> {
@@ -199,6 +275,23 @@ impl Sender {
             Err(DeliveryError::Status { url, status })
         }
     }
+}
+
+/// The payload a Lambda webhook is invoked with: `{"payload": <the body>, "headers": {...}}`,
+/// the body as it was signed, byte for byte (so `JSON.stringify(payload)` in the function
+/// gives back what `X-Pusher-Signature` signs).
+fn lambda_payload(job: &Job) -> Result<Bytes, serde_json::Error> {
+    let body: &serde_json::value::RawValue = serde_json::from_str(&job.body)?;
+    let headers: serde_json::Map<String, serde_json::Value> = job
+        .headers
+        .iter()
+        .map(|(name, value)| (name.clone(), serde_json::Value::from(value.as_str())))
+        .collect();
+    let headers = serde_json::to_string(&headers)?;
+    Ok(Bytes::from(format!(
+        "{{\"payload\":{},\"headers\":{headers}}}",
+        body.get()
+    )))
 }
 
 /// The name and channel of each event in a webhook body, for the console.
@@ -240,6 +333,22 @@ fn loggable_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lambda_payload_carries_the_body_as_signed() {
+        let job = Job {
+            url: String::new(),
+            headers: vec![("X-Pusher-Key".into(), "k".into())],
+            body: r#"{"time_ms":1,"events":[{"name":"channel_occupied","channel":"c"}]}"#.into(),
+            app_id: "a".into(),
+            lambda: None,
+        };
+        let payload = lambda_payload(&job).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&payload).unwrap(),
+            r#"{"payload":{"time_ms":1,"events":[{"name":"channel_occupied","channel":"c"}]},"headers":{"X-Pusher-Key":"k"}}"#
+        );
+    }
 
     #[test]
     fn logged_urls_keep_no_query_nor_credentials() {

@@ -629,11 +629,17 @@ describe('values that stop start-up', () => {
   // Settings that parse but cannot run: each stops start-up with a line that names the option
   // and says what to do, rather than a server that silently does less than asked.
   const refusals = [
-    ['QUEUE_DRIVER=sqs names the option and the drivers there are', { SOKETI_QUEUE_DRIVER: 'sqs' }, ['QUEUE_DRIVER', 'available: sync, redis']],
+    ['QUEUE_DRIVER=bogus names the option and the drivers there are', { SOKETI_QUEUE_DRIVER: 'bogus' }, ['QUEUE_DRIVER', 'sync', 'redis', 'sqs']],
+    ['QUEUE_DRIVER=sqs without QUEUE_SQS_URL names the queue URL', { SOKETI_QUEUE_DRIVER: 'sqs' }, ['QUEUE_SQS_URL']],
     [
-      'a webhook without a url (an AWS Lambda one) names the webhook',
-      { SOKETI_DEFAULT_APP_WEBHOOKS: JSON.stringify([{ lambda_function: 'fn', event_types: ['channel_occupied'] }]) },
-      ['webhooks.0', 'no url'],
+      'a webhook with neither a url nor a lambda_function names the app and the webhook',
+      { SOKETI_DEFAULT_APP_WEBHOOKS: JSON.stringify([{ event_types: ['channel_occupied'] }]) },
+      ['webhooks.0', '"app-id"', 'neither a url nor a lambda_function'],
+    ],
+    [
+      'a Lambda webhook with a client option this server does not apply names it',
+      { SOKETI_DEFAULT_APP_WEBHOOKS: JSON.stringify([{ lambda_function: 'fn', event_types: [], lambda: { client_options: { logger: 'console' } } }]) },
+      ['webhooks.0', 'lambda.client_options.logger'],
     ],
     [
       'ADAPTER_REDIS_CLUSTER_MODE without DB_REDIS_CLUSTER_NODES names both',
@@ -676,9 +682,9 @@ describe('values that stop start-up', () => {
       ['CLUSTER_MASTER_TIMEOUT', 'CLUSTER_NODE_TIMEOUT'],
     ],
     [
-      'a setting of the SQS queue, which this build does not provide, names the option',
-      { SOKETI_QUEUE_SQS_URL: 'https://sqs.example/queue' },
-      ['QUEUE_SQS_URL', 'remove it'],
+      'an SQS client option this server does not apply names the option and the key',
+      { SOKETI_QUEUE_DRIVER: 'sqs', SOKETI_QUEUE_SQS_URL: 'https://sqs.example/queue', SOKETI_QUEUE_SQS_CLIENT_OPTIONS: JSON.stringify({ httpOptions: {} }) },
+      ['QUEUE_SQS_CLIENT_OPTIONS', 'httpOptions'],
     ],
     [
       'an ioredis key this server does not apply names the option and the key, the cache in memory',
