@@ -289,7 +289,12 @@ pub(crate) async fn find_app(state: &State, app_id: &str) -> Result<Arc<App>, Ap
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, app_id, "cannot look the app up");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}."))
+            // The details (hosts, file paths, the store's own messages) go to the log only:
+            // this answer goes to whoever asked, before any signature could be checked.
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The app store is unavailable; the server's log says why.",
+            )
         })?
         .ok_or_else(|| {
             ApiError::new(
