@@ -379,7 +379,7 @@ fn parse_host(text: &str) -> Option<String> {
 
 /// The time of the HEAD commit, so that packing the same binary again gives the same archive;
 /// 0 outside a git checkout.
-fn commit_time(root: &Path) -> u64 {
+pub(crate) fn commit_time(root: &Path) -> u64 {
     Command::new("git")
         .args(["log", "-1", "--format=%ct", "HEAD"])
         .current_dir(root)

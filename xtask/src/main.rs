@@ -8,7 +8,9 @@ mod bench;
 mod cmd;
 mod dist;
 mod fuzz;
+mod image;
 mod layers;
+mod moto;
 mod soak;
 mod steps;
 mod tidy;
@@ -33,7 +35,7 @@ usage: cargo xtask <task> [options]
 tasks:
   lint    cargo fmt --check, cargo clippy -D warnings, then tidy
   test    lint, cargo test, cargo package, each fuzz target for 3 s, then the dist archive
-          check and the Node interop suite against the debug server
+          and container image checks and the Node interop suite against the debug server
             --no-lint       skip lint
             --rust-only     skip the build and the Node interop suite
             --interop-only  only build the server and run the Node interop suite
@@ -41,6 +43,15 @@ tasks:
           inherited dependencies, crates.io)
   dist    build with the dist profile, pack target/dist/soketi-server-VERSION-TARGET.tar.gz and
           its .sha256, check that the unpacked binary answers /ready, print the archive's path
+  image   build with the dist profile and write the container image (OCI layout and Docker's
+          manifest.json in one tar, for `podman load` / `docker load`) to target/image/, print
+          its path
+            --profile dist|debug      which build goes in (default dist; debug tags -debug)
+            --out PATH                write the archive there
+            --check                   then run it with podman: /ready, a pusher-js round trip,
+                                      a non-root user, 4200 and a clean exit on SIGTERM
+            --rootfs DIR              write the root filesystem to DIR instead (for
+                                      deploy/Dockerfile, or a chroot)
   bench   build release, run the benchmark scenarios, print the table, write docs/benchmarks.md
             --against soketi,sockudo  also measure these peers (installed under target/bench-peers)
             --nodes N                 also measure N nodes of ours over the cluster adapter
@@ -106,6 +117,7 @@ fn try_main(args: &[String]) -> Result<ExitCode> {
             no_options(task, options)?;
             dist::dist(&root)?;
         }
+        "image" => image::image(&root, &image::Options::parse(options)?)?,
         "bench" => bench::bench(&root, &bench::Options::parse(options)?)?,
         "fuzz" => fuzz::fuzz(&root, &fuzz::Options::parse(options)?)?,
         "soak" => soak::soak(&root, &soak::Options::parse(options)?)?,
@@ -250,7 +262,15 @@ fn test(root: &Path, options: TestOptions) -> Result<()> {
         });
         let interop = root.join(INTEROP_DIR);
         steps.run("npm ci", || npm_ci_if_stale(&interop));
-        steps.run("interop", || interop_suite(&interop, &server));
+        // The image of the debug binary, run with podman: the layout and the container are what
+        // `cargo xtask image` makes of the dist binary, without the minutes of a dist build.
+        steps.run("image", || image::test_debug(root, &server));
+        let mut moto = PathBuf::new();
+        steps.run("moto venv", || {
+            moto = moto::ensure_venv(root)?;
+            Ok(())
+        });
+        steps.run("interop", || interop_suite(&interop, &server, &moto));
     }
     steps.finish()
 }
@@ -303,7 +323,9 @@ fn modified(path: &Path) -> Result<SystemTime> {
         .with_context(|| format!("reading the modification time of {}", path.display()))
 }
 
-fn interop_suite(interop: &Path, server: &Path) -> Result<()> {
+/// Runs every `*.test.mjs` of the suite against `server`, with `moto` as the AWS tests' moto
+/// server.
+fn interop_suite(interop: &Path, server: &Path, moto: &Path) -> Result<()> {
     let files = tidy::files_under(interop, &|name| name.ends_with(".test.mjs"))?;
     if files.is_empty() {
         // `node --test` without files would search on its own; an empty suite is a failure.
@@ -312,6 +334,7 @@ fn interop_suite(interop: &Path, server: &Path) -> Result<()> {
     let mut node = node_tool("node", interop);
     node.args(["--test", "--test-concurrency=1"])
         .env("SOKETI_BIN", server)
+        .env("SOKETI_TEST_MOTO", moto)
         .env(REQUIRE_ALL.0, REQUIRE_ALL.1);
     for file in &files {
         node.arg(file.strip_prefix(interop).unwrap_or(file));

@@ -2,8 +2,9 @@
 //! Kubernetes cluster: every environment name is one the configuration accepts, the manifests'
 //! settings load and can run, their ports, probes, grace periods and scrape annotations are the
 //! ones the server has, the cluster shape finds its peers by unicast through a headless Service,
-//! the Dockerfile builds the dist profile with the pinned toolchain, and the systemd unit passes
-//! `systemd-analyze verify`.
+//! the Dockerfile builds the dist profile with the pinned toolchain into the root filesystem of
+//! `cargo xtask image`, the manifests and the Dockerfile name the image as that task tags it and
+//! run it as its user, and the systemd unit passes `systemd-analyze verify`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -470,11 +471,30 @@ fn dockerfile_builds_the_dist_profile_and_serves_the_ports() {
         stages[0]
     );
 
-    // It builds the dist profile, which Cargo.toml declares, and ships that binary.
+    // It builds with Cargo.lock's versions and ships the root filesystem that `cargo xtask
+    // image` puts in its own image, around the binary of the dist profile, which Cargo.toml
+    // declares (xtask's tests check that profile, and compare the rest of the Dockerfile with
+    // that image's config).
     assert!(read(&root.join("Cargo.toml")).contains("[profile.dist]"));
     let runs = all("RUN ").join("\n");
-    assert!(runs.contains("--profile dist -p soketi-server"), "{runs}");
-    assert!(runs.contains("target/dist/soketi-server"), "{runs}");
+    assert!(runs.contains("cargo fetch --locked"), "{runs}");
+    assert!(
+        runs.contains("cargo xtask image --rootfs /rootfs"),
+        "{runs}"
+    );
+    assert!(
+        !runs.contains("--profile"),
+        "`cargo xtask image` builds the dist profile itself: {runs}"
+    );
+    assert_eq!(
+        stages.last(),
+        Some(&"scratch"),
+        "the runtime stage starts empty"
+    );
+    assert!(
+        all("COPY ").contains(&"--from=build /rootfs/ /"),
+        "the runtime stage is the root filesystem of `cargo xtask image --rootfs`"
+    );
 
     for copy in all("COPY ") {
         if copy.starts_with("--from") {
@@ -521,12 +541,85 @@ fn dockerfile_builds_the_dist_profile_and_serves_the_ports() {
         health.contains(r#"CMD ["/usr/local/bin/soketi-server", "health"]"#),
         "{health}"
     );
-    assert!(
-        all("COPY ")
-            .iter()
-            .any(|copy| copy.ends_with(" /usr/local/bin/soketi-server")),
-        "the binary is not installed as /usr/local/bin/soketi-server"
+    assert_eq!(
+        all("ENTRYPOINT "),
+        [r#"["/usr/local/bin/soketi-server"]"#],
+        "the binary where `cargo xtask image --rootfs` puts it"
     );
+}
+
+/// The image's name, as `cargo xtask image` tags it: `REPOSITORY` of xtask/src/image.rs and the
+/// package's version.
+fn image_name() -> String {
+    let source = read(&root().join("xtask/src/image.rs"));
+    let repository = source
+        .lines()
+        .find_map(|line| line.strip_prefix("pub(crate) const REPOSITORY: &str = "))
+        .and_then(|rest| rest.split('"').nth(1))
+        .expect("xtask/src/image.rs declares `pub(crate) const REPOSITORY: &str = \"...\";`");
+    format!("{repository}:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The `LABEL key="value"` pairs of a Dockerfile's instructions.
+fn labels(instructions: &[String]) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    for line in instructions {
+        let Some(mut rest) = line.strip_prefix("LABEL ") else {
+            continue;
+        };
+        while let Some((key, after)) = rest.trim_start().split_once("=\"") {
+            let (value, next) = after.split_once('"').expect("a closing quote");
+            labels.insert(key.trim().to_owned(), value.to_owned());
+            rest = next;
+        }
+    }
+    labels
+}
+
+#[test]
+fn manifests_and_dockerfile_name_the_image_that_xtask_builds() {
+    let name = image_name();
+    let dockerfile_text = read(&root().join("deploy/Dockerfile"));
+    let dockerfile = instructions(&dockerfile_text);
+    assert!(
+        dockerfile_text.contains(&format!("docker build -f deploy/Dockerfile -t {name} ")),
+        "deploy/Dockerfile's build command tags another name than {name}"
+    );
+    let labels = labels(&dockerfile);
+    for (key, expected) in [
+        ("version", env!("CARGO_PKG_VERSION")),
+        ("licenses", env!("CARGO_PKG_LICENSE")),
+        ("source", env!("CARGO_PKG_REPOSITORY")),
+    ] {
+        let key = format!("org.opencontainers.image.{key}");
+        assert_eq!(
+            labels.get(&key).map(String::as_str),
+            Some(expected),
+            "{key}"
+        );
+    }
+    let user = dockerfile
+        .iter()
+        .filter_map(|line| line.strip_prefix("USER "))
+        .next_back()
+        .expect("USER");
+    let (uid, gid) = user.trim().split_once(':').expect("USER uid:gid");
+
+    for path in yaml_files() {
+        let file = relative(&path);
+        for document in documents(&path) {
+            for container in soketi_containers(&document) {
+                assert_eq!(container["image"], name.as_str(), "{file}: the image");
+            }
+            if soketi_containers(&document).is_empty() {
+                continue;
+            }
+            // The image's own user, so that runAsNonRoot holds and files stay readable.
+            let context = &document["spec"]["template"]["spec"]["securityContext"];
+            assert_eq!(context["runAsUser"].to_string(), uid, "{file}: runAsUser");
+            assert_eq!(context["runAsGroup"].to_string(), gid, "{file}: runAsGroup");
+        }
+    }
 }
 
 #[test]

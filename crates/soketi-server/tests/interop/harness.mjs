@@ -166,10 +166,15 @@ const OPTION_ENV_FAMILIES = [
 ];
 const OPTION_ENV_SET = new Set(OPTION_ENV_NAMES);
 
+// The AWS SDK's own variables (credentials, profile, region, endpoint overrides, config files):
+// a child gets only those its test sets (aws.mjs's `awsEnv`), never the machine's AWS account.
+const AWS_ENV_PREFIX = 'AWS_';
+
 /** Whether an inherited variable is dropped from a child's environment. */
 function isScrubbed(name) {
   if (name === 'SOKETI_BIN') return false;
   if (name.startsWith('SOKETI_')) return true;
+  if (name.startsWith(AWS_ENV_PREFIX)) return true;
   return OPTION_ENV_SET.has(name) || OPTION_ENV_FAMILIES.some((family) => name.startsWith(family));
 }
 
