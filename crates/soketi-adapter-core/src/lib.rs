@@ -113,7 +113,9 @@ pub use cache::{Cache, MemoryCache};
 pub use error::AdapterError;
 pub use horizontal::{Extension, Fleet, HorizontalAdapter};
 pub use local::{LocalAdapter, Origin};
-pub use queue::{InFlight, InFlightTask, JobError, JobHandler, Queue, RetryPolicy, SyncQueue};
+pub use queue::{
+    InFlight, InFlightTask, JobError, JobHandler, MemoryBatches, Queue, RetryPolicy, SyncQueue,
+};
 pub use ratelimit::{Budget, Decision, LocalRateLimiter, RateLimiter, SlidingWindow};
 pub use transport::{MemoryHub, PeerInfo, Transport, TransportEvent};
 pub use users::user_key;

@@ -93,7 +93,46 @@ pub struct SyncQueue {
     /// Jobs being run or waiting for their next attempt, open batches included.
     running: InFlight,
     /// The open batches, by group.
-    batches: Arc<parking_lot::Mutex<HashMap<String, Vec<Bytes>>>>,
+    batches: MemoryBatches,
+}
+
+/// Batches gathered in the memory of a process: the items pushed to a group from its first
+/// until its window closes, then handed over together. A queue that is not durable, or that
+/// can only hold whole batches (SQS), gathers them this way.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryBatches(Arc<parking_lot::Mutex<HashMap<String, Vec<Bytes>>>>);
+
+impl MemoryBatches {
+    /// Adds `item` to the open batch of `group`. The first item of a batch starts its window;
+    /// when it ends, `close` gets the group and its items, counted in `running` until done.
+    pub fn add<F, Fut>(
+        &self,
+        group: &str,
+        item: Bytes,
+        window: Duration,
+        running: &InFlight,
+        close: F,
+    ) where
+        F: FnOnce(String, Vec<Bytes>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let first = {
+            let mut batches = self.0.lock();
+            let batch = batches.entry(group.to_owned()).or_default();
+            batch.push(item);
+            batch.len() == 1
+        };
+        if first {
+            let (batches, group) = (self.0.clone(), group.to_owned());
+            let running = running.enter();
+            tokio::spawn(async move {
+                let _running = running;
+                tokio::time::sleep(window).await;
+                let items = batches.lock().remove(&group).unwrap_or_default();
+                close(group, items).await;
+            });
+        }
+    }
 }
 
 /// Tasks a process has started and not finished, which it waits for before it stops.
@@ -132,7 +171,7 @@ impl SyncQueue {
             handler: OnceLock::new(),
             policy,
             running: InFlight::default(),
-            batches: Arc::default(),
+            batches: MemoryBatches::default(),
         }
     }
 
@@ -184,22 +223,16 @@ impl Queue for SyncQueue {
         window: Duration,
     ) -> Result<(), AdapterError> {
         let handler = self.handler()?;
-        let first = {
-            let mut batches = self.batches.lock();
-            let batch = batches.entry(group.to_owned()).or_default();
-            batch.push(item);
-            batch.len() == 1
-        };
-        if first {
-            let (batches, group, policy) = (self.batches.clone(), group.to_owned(), self.policy);
-            let running = self.running.enter();
-            tokio::spawn(async move {
-                let _running = running;
-                tokio::time::sleep(window).await;
-                let items = batches.lock().remove(&group).unwrap_or_default();
+        let policy = self.policy;
+        self.batches.add(
+            group,
+            item,
+            window,
+            &self.running,
+            move |group, items| async move {
                 with_retries(policy, || handler.run_batch(&group, &items)).await;
-            });
-        }
+            },
+        );
         Ok(())
     }
 

@@ -410,8 +410,9 @@ impl AwsClient {
     }
 }
 
-/// An error with its sources, for the logs: hyper's own message is often only "client error".
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error with its causes, for the logs, which hyper's client keeps apart (`client error
+/// (Connect): tcp connect error: Connection refused`).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -7,14 +7,13 @@
 //! as one message when it closes; a process killed within a window loses that window's events.
 //! A graceful stop sends the open batches first ([`Queue::settle`]).
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use soketi_adapter_core::{AdapterError, InFlight, JobHandler, Queue, RetryPolicy};
+use soketi_adapter_core::{AdapterError, InFlight, JobHandler, MemoryBatches, Queue, RetryPolicy};
 
 use crate::sqs::{Message, SqsClient};
 
@@ -57,7 +56,7 @@ pub struct SqsQueue {
     handler: OnceLock<Arc<dyn JobHandler>>,
     /// Open batches waiting for their window, and batches being sent.
     pending: InFlight,
-    batches: Arc<parking_lot::Mutex<HashMap<String, Vec<Bytes>>>>,
+    batches: MemoryBatches,
 }
 
 impl SqsQueue {
@@ -68,7 +67,7 @@ impl SqsQueue {
             settings,
             handler: OnceLock::new(),
             pending: InFlight::default(),
-            batches: Arc::default(),
+            batches: MemoryBatches::default(),
         }
     }
 }
@@ -143,19 +142,13 @@ impl Queue for SqsQueue {
         item: Bytes,
         window: Duration,
     ) -> Result<(), AdapterError> {
-        let first = {
-            let mut batches = self.batches.lock();
-            let batch = batches.entry(group.to_owned()).or_default();
-            batch.push(item);
-            batch.len() == 1
-        };
-        if first {
-            let (batches, group, sqs) = (self.batches.clone(), group.to_owned(), self.sqs.clone());
-            let pending = self.pending.enter();
-            tokio::spawn(async move {
-                let _pending = pending;
-                tokio::time::sleep(window).await;
-                let items = batches.lock().remove(&group).unwrap_or_default();
+        let sqs = self.sqs.clone();
+        self.batches.add(
+            group,
+            item,
+            window,
+            &self.pending,
+            move |group, items| async move {
                 if let Err(e) = send_batch(&sqs, &group, &items).await {
                     tracing::error!(
                         group,
@@ -164,8 +157,8 @@ impl Queue for SqsQueue {
                         "a webhook batch could not be sent to SQS; lost"
                     );
                 }
-            });
-        }
+            },
+        );
         Ok(())
     }
 

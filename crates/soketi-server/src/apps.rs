@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use soketi_protocol::App;
+use soketi_protocol::{App, AppLimits};
 
 pub use self::dynamodb::DynamoDbAppManager;
 pub use self::sql::{SqlAppManager, SqlBackend};
@@ -46,6 +46,29 @@ pub enum AppStoreError {
     /// Another store, not one of this crate's, failed.
     #[error("the app store is unavailable: {0}")]
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The app a store holds as `row` (a table's row or item, as JSON with soketi's field names),
+/// with `limits` where it sets none; an error when it is not an app or lacks its credentials.
+fn stored_app(
+    row: serde_json::Value,
+    table: &str,
+    limits: &AppLimits,
+) -> Result<Arc<App>, AppStoreError> {
+    let config: crate::config::AppConfig =
+        serde_json::from_value(row).map_err(|source| AppStoreError::NotAnApp {
+            table: table.to_owned(),
+            source,
+        })?;
+    if config.id.as_deref().is_none_or(str::is_empty)
+        || config.key.as_deref().is_none_or(str::is_empty)
+        || config.secret.as_deref().is_none_or(str::is_empty)
+    {
+        return Err(AppStoreError::Incomplete {
+            table: table.to_owned(),
+        });
+    }
+    Ok(Arc::new(config.to_app(0, limits)))
 }
 
 /// Finds apps by id or key. `Ok(None)` means there is no such app.

@@ -87,7 +87,7 @@ pub(super) async fn send(
         let response = http
             .request(request)
             .await
-            .map_err(|e| unreachable(error_chain(&e)))?;
+            .map_err(|e| unreachable(crate::client::error_chain(&e)))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
@@ -165,17 +165,4 @@ pub(super) fn json_error(answer: &[u8]) -> String {
         (None, Some(message)) => message.to_owned(),
         _ => text_start(answer),
     }
-}
-
-/// An error and its causes, which hyper's client keeps apart (`client error (Connect): tcp
-/// connect error: Connection refused`).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

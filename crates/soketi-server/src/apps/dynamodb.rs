@@ -1,7 +1,7 @@
 //! Apps in soketi's DynamoDB table (`apps` by default): hash key `AppId`, lookups by key
 //! through the global secondary index `AppKeyIndex` on `AppKey`, attributes in soketi's
 //! PascalCase (`MaxConnections`, `EnableClientMessages`, ...). Values go through the same
-//! [`AppConfig`] as configured apps: booleans stored as soketi stores them (binary `"true"` /
+//! [`AppConfig`](crate::config::AppConfig) as configured apps: booleans stored as soketi stores them (binary `"true"` /
 //! `"false"`), as DynamoDB booleans or as numbers; `Webhooks` as a JSON string or a list.
 
 use std::sync::Arc;
@@ -12,8 +12,7 @@ use soketi_aws::dynamodb::Table;
 use soketi_aws::{AwsClient, AwsError, CredentialsProvider, Endpoint, Service};
 use soketi_protocol::{App, AppLimits};
 
-use super::{AppManager, AppStoreError};
-use crate::config::AppConfig;
+use super::{AppManager, AppStoreError, stored_app};
 
 /// How long one lookup may take before the store counts as unavailable.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -57,23 +56,8 @@ impl DynamoDbAppManager {
     }
 
     fn app(&self, item: Option<serde_json::Value>) -> Result<Option<Arc<App>>, AppStoreError> {
-        let Some(item) = item else {
-            return Ok(None);
-        };
-        let config: AppConfig =
-            serde_json::from_value(item).map_err(|source| AppStoreError::NotAnApp {
-                table: self.table.name().to_owned(),
-                source,
-            })?;
-        if config.id.as_deref().is_none_or(str::is_empty)
-            || config.key.as_deref().is_none_or(str::is_empty)
-            || config.secret.as_deref().is_none_or(str::is_empty)
-        {
-            return Err(AppStoreError::Incomplete {
-                table: self.table.name().to_owned(),
-            });
-        }
-        Ok(Some(Arc::new(config.to_app(0, &self.limits))))
+        item.map(|item| stored_app(item, self.table.name(), &self.limits))
+            .transpose()
     }
 }
 

@@ -3,7 +3,7 @@
 //! The driver runs `SELECT * FROM <table> WHERE id = ?` (or `key`), as soketi does, and reads
 //! every column by name: soketi's snake_case columns (`max_connections`,
 //! `enable_client_messages`, ...), with NULL meaning "the server's default". Values go through
-//! the same [`AppConfig`] as configured apps, so a table and a config file mean the same.
+//! the same [`AppConfig`](crate::config::AppConfig) as configured apps, so a table and a config file mean the same.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +15,7 @@ use soketi_protocol::{App, AppLimits};
 // column is one of two constants: the dynamic part of each query is safe.
 use sqlx::{AssertSqlSafe, Column, Row};
 
-use super::{AppManager, AppStoreError};
-use crate::config::AppConfig;
+use super::{AppManager, AppStoreError, stored_app};
 
 /// Which database holds the apps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,23 +110,8 @@ impl SqlAppManager {
             .await
             .map_err(|_| AppStoreError::Timeout(self.timeout))?
             .map_err(AppStoreError::Database)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let config: AppConfig =
-            serde_json::from_value(row).map_err(|source| AppStoreError::NotAnApp {
-                table: self.table.clone(),
-                source,
-            })?;
-        if config.id.as_deref().is_none_or(str::is_empty)
-            || config.key.as_deref().is_none_or(str::is_empty)
-            || config.secret.as_deref().is_none_or(str::is_empty)
-        {
-            return Err(AppStoreError::Incomplete {
-                table: self.table.clone(),
-            });
-        }
-        Ok(Some(Arc::new(config.to_app(0, &self.limits))))
+        row.map(|row| stored_app(row, &self.table, &self.limits))
+            .transpose()
     }
 }
 
