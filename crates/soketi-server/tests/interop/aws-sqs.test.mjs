@@ -15,12 +15,12 @@
 // dropped), so no attempt can follow.
 
 import assert from 'node:assert/strict';
-import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 
-import { Scope, startServer, uniqueChannel, until } from './harness.mjs';
+import { uniqueChannel, until } from './harness.mjs';
 import { awsEnv, createQueue, motoSkip, queueCounts, startMoto } from './aws.mjs';
-import { startReceiver } from './webhook-receiver.mjs';
-import { CUSTOM_HEADERS, assertSingle, assertWebhookRequest, countBy, dumpRequests, hooksEnv } from './webhook-checks.mjs';
+import { useServersAndReceiver } from './webhook-receiver.mjs';
+import { CUSTOM_HEADERS, assertSingle, assertWebhookRequest, countBy, hooksEnv } from './webhook-checks.mjs';
 
 const VISIBILITY_TIMEOUT_S = 5;
 const QUEUE_BACKOFF_MS = 1_000;
@@ -44,47 +44,15 @@ async function subscribeMany(client, channels) {
 }
 
 describe('webhooks through SQS (QUEUE_DRIVER=sqs, moto)', { skip: motoSkip() }, () => {
-  let moto = null;
-  let receiver = null;
-  const servers = [];
-  let logMarks = new Map();
-  let requestMark = 0;
+  const suite = useServersAndReceiver({ name: 'moto_server', start: startMoto });
+  const { start } = suite;
   let queues = 0;
-
-  before(async () => {
-    moto = await startMoto();
-    receiver = await startReceiver();
-  });
-  beforeEach(() => {
-    requestMark = receiver?.mark() ?? 0;
-    logMarks = new Map(servers.map((s) => [s.server, s.server.logMark()]));
-  });
-  afterEach(async (t) => {
-    if (t.passed === false) {
-      for (const scope of servers) scope.server.dumpLogs(`${scope.label}, test "${t.name}" failed`, logMarks.get(scope.server) ?? 0);
-      dumpRequests(receiver, requestMark, t.name);
-      if (moto) process.stderr.write(`\n----- moto_server output (port ${moto.port}) -----\n${moto.logs().slice(-8_000)}\n-----\n`);
-    }
-    for (const scope of servers.splice(0)) {
-      scope.closeClients();
-      await scope.server.stop();
-    }
-    if (receiver) {
-      receiver.failing = false;
-      receiver.refusing = false;
-      await receiver.up();
-    }
-  });
-  after(async () => {
-    await receiver?.close();
-    await moto?.stop();
-  });
 
   /** A new queue of this test's own, standard or FIFO; resolves with its URL. */
   async function newQueue({ fifo = false } = {}) {
     queues += 1;
     const name = `soketi-webhooks-${process.pid}-${queues}${fifo ? '.fifo' : ''}`;
-    return createQueue(moto, name, { VisibilityTimeout: String(VISIBILITY_TIMEOUT_S) });
+    return createQueue(suite.service, name, { VisibilityTimeout: String(VISIBILITY_TIMEOUT_S) });
   }
 
   /** The environment of a server with the SQS queue at `queueUrl`, posting `types` to `path`. */
@@ -95,18 +63,10 @@ describe('webhooks through SQS (QUEUE_DRIVER=sqs, moto)', { skip: motoSkip() }, 
       QUEUE_DRIVER: 'sqs',
       QUEUE_SQS_URL: queueUrl,
       QUEUE_SQS_REGION: 'us-east-1',
-      QUEUE_SQS_ENDPOINT: moto.endpoint,
-      ...hooksEnv([{ url: receiver.url(path), event_types: types, headers: CUSTOM_HEADERS }]),
+      QUEUE_SQS_ENDPOINT: suite.service.endpoint,
+      ...hooksEnv([{ url: suite.receiver.url(path), event_types: types, headers: CUSTOM_HEADERS }]),
       ...extra,
     });
-  }
-
-  async function start(label, env) {
-    const scope = new Scope();
-    scope.label = label;
-    scope.server = await startServer(env);
-    servers.push(scope);
-    return scope;
   }
 
   const total = (counts) => counts.visible + counts.inFlight + counts.delayed;
@@ -117,7 +77,7 @@ describe('webhooks through SQS (QUEUE_DRIVER=sqs, moto)', { skip: motoSkip() }, 
     try {
       await until(
         async () => {
-          last = await queueCounts(moto, queueUrl);
+          last = await queueCounts(suite.service, queueUrl);
           return total(last) === count;
         },
         { timeout: 10_000, interval: 100, what: `${count} messages in the queue (${what})` },
@@ -138,7 +98,7 @@ describe('webhooks through SQS (QUEUE_DRIVER=sqs, moto)', { skip: motoSkip() }, 
     try {
       await until(
         async () => {
-          last = await queueCounts(moto, queueUrl);
+          last = await queueCounts(suite.service, queueUrl);
           const empty = total(last) === 0;
           const twice = empty && emptyBefore;
           emptyBefore = empty;
@@ -154,6 +114,7 @@ describe('webhooks through SQS (QUEUE_DRIVER=sqs, moto)', { skip: motoSkip() }, 
   for (const fifo of [false, true]) {
     const kind = fifo ? 'a FIFO queue (.fifo, FifoQueue=true)' : 'a standard queue';
     it(`${kind}: channel_occupied of 3 channels waits in the queue while the receiver refuses it, then each arrives once, signed`, async (t) => {
+      const { receiver } = suite;
       const since = receiver.mark();
       const path = fifo ? '/fifo' : '/standard';
       const queueUrl = await newQueue({ fifo });
@@ -189,6 +150,7 @@ describe('webhooks through SQS (QUEUE_DRIVER=sqs, moto)', { skip: motoSkip() }, 
   }
 
   it(`after two 500 answers, a later attempt delivers the event, once (QUEUE_BACKOFF ${QUEUE_BACKOFF_MS} ms)`, async (t) => {
+    const { receiver } = suite;
     const since = receiver.mark();
     const path = '/retry';
     const queueUrl = await newQueue();
@@ -208,6 +170,7 @@ describe('webhooks through SQS (QUEUE_DRIVER=sqs, moto)', { skip: motoSkip() }, 
 
   for (const mode of ['answers 500', 'is not listening']) {
     it(`webhooks survive a server restart: 5 webhooks while the receiver ${mode}, SIGTERM, then each delivered exactly once by a new process`, async (t) => {
+      const { receiver } = suite;
       const since = receiver.mark();
       const path = mode === 'answers 500' ? '/restart-500' : '/restart-down';
       const queueUrl = await newQueue();
@@ -252,6 +215,7 @@ describe('webhooks through SQS (QUEUE_DRIVER=sqs, moto)', { skip: motoSkip() }, 
   }
 
   it(`WEBHOOKS_BATCHING=true (${BATCHING_DURATION_MS} ms): a burst of 5 channel_occupied arrives in fewer bodies than events, each event once`, async (t) => {
+    const { receiver } = suite;
     const since = receiver.mark();
     const path = '/batched';
     const queueUrl = await newQueue();
@@ -282,6 +246,7 @@ describe('webhooks through SQS (QUEUE_DRIVER=sqs, moto)', { skip: motoSkip() }, 
   });
 
   it('a webhook that keeps failing is tried SOKETI_QUEUE_MAX_ATTEMPTS times, then dropped with a log line and deleted from the queue', async (t) => {
+    const { receiver } = suite;
     const since = receiver.mark();
     const queueUrl = await newQueue();
     const scope = await start('the server', queueEnv(queueUrl, '/drop', { SOKETI_QUEUE_MAX_ATTEMPTS: '3' }));

@@ -14,15 +14,16 @@
 // Each request is recorded, valid or not, as `{ seq, functionName, qualifier, invocationType,
 // credential, signedHeaders, signatureValid, signatureProblem, rawBody, json, status,
 // functionError, headers, at }`, `credential` being the Authorization header's credential scope
-// `{ accessKeyId, date, region, service, terminal }`.
+// `{ accessKeyId, date, region, service, terminal }`. It reads requests and waits for them as
+// webhook-receiver.mjs does (its `readBody` and `recordWaits`).
 
 import crypto from 'node:crypto';
 import http from 'node:http';
 
 import { freePort } from './harness.mjs';
+import { parseJson, readBody, recordWaits, truncate } from './webhook-receiver.mjs';
 
 const DEFAULT_WAIT_MS = 5_000;
-const MAX_BODY_BYTES = 8 * 1024 * 1024;
 /** How far X-Amz-Date may be from this machine's clock: AWS allows 5 minutes. */
 const MAX_SKEW_MS = 5 * 60 * 1000;
 const INVOKE_PATH = /^\/2015-03-31\/functions\/([^/]+)\/invocations$/;
@@ -47,7 +48,7 @@ export async function startLambdaEndpoint({ port: wantedPort, host = '127.0.0.1'
   const port = wantedPort ?? (await freePort());
   const invocations = [];
   const failures = new Map();
-  const waiters = new Set();
+  const waits = recordWaits('the Lambda endpoint', invocations, (since) => endpoint.describe(since));
 
   const endpoint = {
     port,
@@ -61,34 +62,7 @@ export async function startLambdaEndpoint({ port: wantedPort, host = '127.0.0.1'
     mark: () => invocations.length,
     of: (functionName, since = 0) => invocations.slice(since).filter((i) => i.functionName === functionName),
     waitFor(match, n = 1, { timeout = DEFAULT_WAIT_MS, since = 0, what = `${n} matching invocation(s)` } = {}) {
-      const check = () => {
-        const got = invocations.slice(since).filter(match);
-        return got.length >= n ? got.slice(0, n) : null;
-      };
-      const found = check();
-      if (found) return Promise.resolve(found);
-      return new Promise((resolve, reject) => {
-        const waiter = {
-          poke() {
-            const value = check();
-            if (value) finish(null, value);
-          },
-          cancel() {
-            finish(new Error(`the Lambda endpoint was closed while waiting for ${what}; received: ${endpoint.describe(since)}`));
-          },
-        };
-        const timer = setTimeout(
-          () => finish(new Error(`timed out after ${timeout} ms waiting for ${what}; received: ${endpoint.describe(since)}`)),
-          timeout,
-        );
-        function finish(err, value) {
-          clearTimeout(timer);
-          waiters.delete(waiter);
-          if (err) reject(err);
-          else resolve(value);
-        }
-        waiters.add(waiter);
-      });
+      return waits.matching(match, n, { timeout, since, what });
     },
     describe(since = 0) {
       const list = invocations.slice(since);
@@ -102,7 +76,7 @@ export async function startLambdaEndpoint({ port: wantedPort, host = '127.0.0.1'
         .join('\n  ');
     },
     close() {
-      for (const waiter of waiters) waiter.cancel();
+      waits.cancel();
       return new Promise((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
@@ -111,20 +85,13 @@ export async function startLambdaEndpoint({ port: wantedPort, host = '127.0.0.1'
   };
 
   const server = http.createServer((req, res) => {
-    const chunks = [];
-    let size = 0;
-    req.on('data', (chunk) => {
-      size += chunk.length;
-      if (size <= MAX_BODY_BYTES) chunks.push(chunk);
-    });
-    req.on('end', () => {
-      const body = Buffer.concat(chunks);
+    readBody(req, (body) => {
       const record = answer(req, body);
       record.seq = invocations.length;
       invocations.push(record);
       res.writeHead(record.status, record.responseHeaders);
       res.end(record.responseBody);
-      for (const waiter of waiters) waiter.poke();
+      waits.poke();
     });
   });
 
@@ -132,12 +99,7 @@ export async function startLambdaEndpoint({ port: wantedPort, host = '127.0.0.1'
   function answer(req, body) {
     const url = new URL(req.url, endpoint.endpoint);
     const rawBody = body.toString('utf8');
-    let json;
-    try {
-      json = JSON.parse(rawBody);
-    } catch {
-      json = undefined;
-    }
+    const json = parseJson(rawBody);
     const record = {
       path: url.pathname,
       method: req.method,
@@ -289,8 +251,4 @@ function verifySignature(req, url, body, secretAccessKey) {
   }
   out.signatureValid = true;
   return out;
-}
-
-function truncate(text, max = 400) {
-  return text.length > max ? `${text.slice(0, max)}…` : text;
 }

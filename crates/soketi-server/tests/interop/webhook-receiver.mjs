@@ -10,10 +10,16 @@
 // Every wait has a deadline. `waitFor(n)` waits for n accepted (2xx) requests; `waitForEvents`
 // waits for events (flattened out of the bodies' `events`) that match a predicate;
 // `waitForRequests` for requests of any outcome (refused and held ones included).
+//
+// `useServersAndReceiver` registers the hooks of a suite whose tests start their own servers
+// posting to one receiver (the durable queues' tests). `recordWaits`, `readBody` and `parseJson`
+// are the parts of a recording HTTP server that lambda-endpoint.mjs uses too.
 
 import http from 'node:http';
+import { after, afterEach, before, beforeEach } from 'node:test';
 
-import { freePort } from './harness.mjs';
+import { Scope, freePort, startServer } from './harness.mjs';
+import { dumpRequests } from './webhook-checks.mjs';
 
 const DEFAULT_WAIT_MS = 5_000;
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
@@ -51,7 +57,7 @@ const MAX_BODY_BYTES = 8 * 1024 * 1024;
 export async function startReceiver({ port: wantedPort, host = '127.0.0.1' } = {}) {
   const port = wantedPort ?? (await freePort());
   const requests = [];
-  const waiters = new Set();
+  const waits = recordWaits('the webhook receiver', requests, (since) => receiver.describe(since));
   const sockets = new Set();
   let isUp = false;
 
@@ -82,7 +88,7 @@ export async function startReceiver({ port: wantedPort, host = '127.0.0.1' } = {
         const got = receiver.accepted(since).filter((r) => path === undefined || r.path === path);
         return got.length >= n ? got : null;
       };
-      return wait(check, timeout, () => `${n} accepted webhook requests${path ? ` on ${path}` : ''}; received: ${receiver.describe(since)}`);
+      return waits.wait(check, { timeout, since, what: `${n} accepted webhook requests${path ? ` on ${path}` : ''}` });
     },
     waitForEvents(match, n = 1, { timeout = DEFAULT_WAIT_MS, path, since = 0, what } = {}) {
       const matches = toPredicate(match);
@@ -91,20 +97,15 @@ export async function startReceiver({ port: wantedPort, host = '127.0.0.1' } = {
         return got.length >= n ? got.slice(0, n) : null;
       };
       const label = what ?? (typeof match === 'function' ? match.toString() : JSON.stringify(match));
-      return wait(check, timeout, () => `${n} webhook event(s) matching ${label}; received: ${receiver.describe(since)}`);
+      return waits.wait(check, { timeout, since, what: `${n} webhook event(s) matching ${label}` });
     },
     /** Waits until some request (accepted or not) matches `fn`. */
     waitForRequest(fn, { timeout = DEFAULT_WAIT_MS, since = 0, what = 'a request' } = {}) {
-      const check = () => requests.slice(since).find(fn) ?? null;
-      return wait(check, timeout, () => `${what}; received: ${receiver.describe(since)}`);
+      return waits.wait(() => requests.slice(since).find(fn) ?? null, { timeout, since, what });
     },
     /** Waits until `n` requests (accepted or not) match `fn`, and resolves with the first n. */
     waitForRequests(fn, n = 1, { timeout = DEFAULT_WAIT_MS, since = 0, what = `${n} matching request(s)` } = {}) {
-      const check = () => {
-        const got = requests.slice(since).filter(fn);
-        return got.length >= n ? got.slice(0, n) : null;
-      };
-      return wait(check, timeout, () => `${what}; received: ${receiver.describe(since)}`);
+      return waits.matching(fn, n, { timeout, since, what });
     },
     describe(since = 0) {
       const list = requests.slice(since);
@@ -117,54 +118,16 @@ export async function startReceiver({ port: wantedPort, host = '127.0.0.1' } = {
     up: () => listen(),
     async close() {
       await stop();
-      for (const waiter of waiters) waiter.cancel();
+      waits.cancel();
     },
   };
 
-  const notify = () => {
-    for (const waiter of waiters) waiter.poke();
-  };
-
-  // `describe` is called at the deadline, so that the message lists what did arrive.
-  function wait(check, timeout, describe) {
-    const found = check();
-    if (found) return Promise.resolve(found);
-    return new Promise((resolve, reject) => {
-      const waiter = {
-        poke() {
-          const value = check();
-          if (value) finish(null, value);
-        },
-        cancel() {
-          finish(new Error(`the webhook receiver was closed while waiting for ${describe()}`));
-        },
-      };
-      const timer = setTimeout(() => finish(new Error(`timed out after ${timeout} ms waiting for ${describe()}`)), timeout);
-      function finish(err, value) {
-        clearTimeout(timer);
-        waiters.delete(waiter);
-        if (err) reject(err);
-        else resolve(value);
-      }
-      waiters.add(waiter);
-    });
-  }
+  const notify = () => waits.poke();
 
   const server = http.createServer((req, res) => {
-    const chunks = [];
-    let size = 0;
-    req.on('data', (chunk) => {
-      size += chunk.length;
-      if (size <= MAX_BODY_BYTES) chunks.push(chunk);
-    });
-    req.on('end', () => {
-      const rawBody = Buffer.concat(chunks).toString('utf8');
-      let json;
-      try {
-        json = JSON.parse(rawBody);
-      } catch {
-        json = undefined;
-      }
+    readBody(req, (body) => {
+      const rawBody = body.toString('utf8');
+      const json = parseJson(rawBody);
       const record = {
         seq: requests.length,
         path: req.url,
@@ -242,11 +205,146 @@ export async function startReceiver({ port: wantedPort, host = '127.0.0.1' } = {
   return receiver;
 }
 
+/**
+ * Registers the hooks of a `describe` whose tests start their own servers, all posting to one
+ * receiver, beside a service the suite starts once (the queue's redis-server or moto_server):
+ * `service` is `{ name, start }`, `start()` resolving with `{ port, logs(), stop() }`. Returns
+ * `{ receiver, service, start(label, env) }`, `receiver` and `service` being set once the suite's
+ * `before` ran; `start` starts a server and resolves with its scope, `label` naming it in the
+ * output of a failure. After each test, the servers it started are stopped and the receiver is
+ * made healthy again (not failing, refusing nor holding, and listening); when the test failed,
+ * the servers' output, the requests received during it and the service's output follow the
+ * failure.
+ */
+export function useServersAndReceiver(service) {
+  const servers = [];
+  const ctx = {
+    receiver: null,
+    service: null,
+    async start(label, env) {
+      const scope = new Scope();
+      scope.label = label;
+      scope.server = await startServer(env);
+      servers.push(scope);
+      return scope;
+    },
+  };
+  let requestMark = 0;
+
+  before(async () => {
+    ctx.service = await service.start();
+    ctx.receiver = await startReceiver();
+  });
+  beforeEach(() => {
+    requestMark = ctx.receiver?.mark() ?? 0;
+  });
+  afterEach(async (t) => {
+    if (t.passed === false) {
+      // Every server was started by this test: all of its output is the test's.
+      for (const scope of servers) scope.server.dumpLogs(`${scope.label}, test "${t.name}" failed`);
+      dumpRequests(ctx.receiver, requestMark, t.name);
+      if (ctx.service) {
+        process.stderr.write(`\n----- ${service.name} output (port ${ctx.service.port}) -----\n${ctx.service.logs().slice(-8_000)}\n-----\n`);
+      }
+    }
+    for (const scope of servers.splice(0)) {
+      scope.closeClients();
+      await scope.server.stop();
+    }
+    if (ctx.receiver) {
+      ctx.receiver.failing = false;
+      ctx.receiver.refusing = false;
+      ctx.receiver.holding = false;
+      await ctx.receiver.up();
+    }
+  });
+  after(async () => {
+    await ctx.receiver?.close();
+    await ctx.service?.stop();
+  });
+  return ctx;
+}
+
+/**
+ * The waits of a recording server called `name` in messages, whose records are `records` (in
+ * order of arrival) and `describe(since)` lists them:
+ * - `wait(check, { timeout, since, what })` resolves with the first value of `check()` that is
+ *   not empty, tried at once and at each `poke()` (a new record), and fails at the deadline or
+ *   at `cancel()` (the server closed), saying `what` it waited for and the records since `since`
+ *   (listed then, so that the message has what did arrive);
+ * - `matching(match, n, { timeout, since, what })` resolves with the first n records since
+ *   `since` for which `match(record)` holds, once there are n.
+ */
+export function recordWaits(name, records, describe) {
+  const waiters = new Set();
+  const waits = {
+    wait(check, { timeout, since = 0, what }) {
+      const found = check();
+      if (found) return Promise.resolve(found);
+      const waitingFor = () => `${what}; received: ${describe(since)}`;
+      return new Promise((resolve, reject) => {
+        const waiter = {
+          poke() {
+            const value = check();
+            if (value) finish(null, value);
+          },
+          cancel() {
+            finish(new Error(`${name} was closed while waiting for ${waitingFor()}`));
+          },
+        };
+        const timer = setTimeout(() => finish(new Error(`timed out after ${timeout} ms waiting for ${waitingFor()}`)), timeout);
+        function finish(err, value) {
+          clearTimeout(timer);
+          waiters.delete(waiter);
+          if (err) reject(err);
+          else resolve(value);
+        }
+        waiters.add(waiter);
+      });
+    },
+    matching(match, n, { timeout, since = 0, what }) {
+      const check = () => {
+        const got = records.slice(since).filter(match);
+        return got.length >= n ? got.slice(0, n) : null;
+      };
+      return waits.wait(check, { timeout, since, what });
+    },
+    poke() {
+      for (const waiter of waiters) waiter.poke();
+    },
+    cancel() {
+      for (const waiter of waiters) waiter.cancel();
+    },
+  };
+  return waits;
+}
+
+/** Reads the body of `req` (keeping its first MAX_BODY_BYTES), then calls `onBody(buffer)`. */
+export function readBody(req, onBody) {
+  const chunks = [];
+  let size = 0;
+  req.on('data', (chunk) => {
+    size += chunk.length;
+    if (size <= MAX_BODY_BYTES) chunks.push(chunk);
+  });
+  req.on('end', () => onBody(Buffer.concat(chunks)));
+}
+
+/** `text` parsed as JSON, or undefined when it is not JSON. */
+export function parseJson(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
 function toPredicate(match) {
   if (typeof match === 'function') return match;
   return (event) => Object.entries(match).every(([k, v]) => event[k] === v);
 }
 
-function truncate(text, max = 400) {
+/** `text` cut to `max` characters, for messages. */
+export function truncate(text, max = 400) {
   return text.length > max ? `${text.slice(0, max)}…` : text;
 }

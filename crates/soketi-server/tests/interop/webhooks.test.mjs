@@ -22,7 +22,7 @@ import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 
 import { APP, Scope, parseData, startServer, subscribeData, uniqueChannel, until, writeConfig } from './harness.mjs';
 import { redisCommands, redisSkip, startRedis } from './redis.mjs';
-import { startReceiver } from './webhook-receiver.mjs';
+import { startReceiver, useServersAndReceiver } from './webhook-receiver.mjs';
 import {
   CUSTOM_HEADERS,
   DEFAULT_APP,
@@ -929,41 +929,9 @@ describe(`webhooks: a receiver slower than SOKETI_WEBHOOKS_TIMEOUT=${WEBHOOK_TIM
 // ---------------------------------------------------------------------------------------------
 
 describe('webhooks: the Redis queue (SOKETI_QUEUE_DRIVER=redis)', { skip: redisSkip() }, () => {
-  let redis = null;
-  let receiver = null;
-  const servers = [];
-  let logMarks = new Map();
-  let requestMark = 0;
+  const suite = useServersAndReceiver({ name: 'redis-server', start: startRedis });
+  const { start } = suite;
   let queues = 0;
-
-  before(async () => {
-    redis = await startRedis();
-    receiver = await startReceiver();
-  });
-  beforeEach(() => {
-    requestMark = receiver?.mark() ?? 0;
-    logMarks = new Map(servers.map((s) => [s.server, s.server.logMark()]));
-  });
-  afterEach(async (t) => {
-    if (t.passed === false) {
-      for (const scope of servers) scope.server.dumpLogs(`${scope.label}, test "${t.name}" failed`, logMarks.get(scope.server) ?? 0);
-      dumpRequests(receiver, requestMark, t.name);
-      if (redis) process.stderr.write(`\n----- redis-server output (port ${redis.port}) -----\n${redis.logs()}\n-----\n`);
-    }
-    for (const scope of servers.splice(0)) {
-      scope.closeClients();
-      await scope.server.stop();
-    }
-    if (receiver) {
-      receiver.failing = false;
-      receiver.refusing = false;
-      await receiver.up();
-    }
-  });
-  after(async () => {
-    await receiver?.close();
-    await redis?.stop();
-  });
 
   /**
    * The environment of a server with the Redis queue, posting `types` to `path`. Each test has
@@ -974,9 +942,9 @@ describe('webhooks: the Redis queue (SOKETI_QUEUE_DRIVER=redis)', { skip: redisS
       ...BASE_ENV,
       SOKETI_QUEUE_DRIVER: 'redis',
       SOKETI_DB_REDIS_HOST: '127.0.0.1',
-      SOKETI_DB_REDIS_PORT: String(redis.port),
+      SOKETI_DB_REDIS_PORT: String(suite.service.port),
       SOKETI_DB_REDIS_KEY_PREFIX: prefix,
-      ...hooksEnv([{ url: receiver.url(path), event_types: types, headers: CUSTOM_HEADERS }]),
+      ...hooksEnv([{ url: suite.receiver.url(path), event_types: types, headers: CUSTOM_HEADERS }]),
       ...extra,
     };
   }
@@ -986,16 +954,9 @@ describe('webhooks: the Redis queue (SOKETI_QUEUE_DRIVER=redis)', { skip: redisS
     return `webhooks-test-${queues}:`;
   }
 
-  async function start(label, env) {
-    const scope = new Scope();
-    scope.label = label;
-    scope.server = await startServer(env);
-    servers.push(scope);
-    return scope;
-  }
-
   for (const mode of ['answers 500', 'resets every connection']) {
     it(`jobs survive a server restart: 5 webhooks while the receiver ${mode}, then each delivered exactly once by the next process`, async (t) => {
+      const { receiver, service: redis } = suite;
       const since = receiver.mark();
       const path = mode === 'answers 500' ? '/durable-500' : '/durable-reset';
       const prefix = newPrefix();
@@ -1044,6 +1005,7 @@ describe('webhooks: the Redis queue (SOKETI_QUEUE_DRIVER=redis)', { skip: redisS
   // what waited out the delay in the process's memory is lost with it, and nothing else is.
   for (const signal of ['SIGTERM', 'SIGKILL']) {
     it(`${signal} within the vacated delay, receiver down: after a restart, ${signal === 'SIGTERM' ? 'every event arrives exactly once' : 'only the delayed events are lost, the rest arrive once'}`, async (t) => {
+      const { receiver, service: redis } = suite;
       const since = receiver.mark();
       const path = `/stopped-in-delay-${signal}`;
       const prefix = newPrefix();
@@ -1087,6 +1049,7 @@ describe('webhooks: the Redis queue (SOKETI_QUEUE_DRIVER=redis)', { skip: redisS
   }
 
   it(`channel_vacated and member_removed wait ${VACATED_DELAY_MS} ms, then go through the queue: refused, kept across a restart, delivered once each`, async (t) => {
+    const { receiver, service: redis } = suite;
     const since = receiver.mark();
     const path = '/delayed';
     const prefix = newPrefix();
@@ -1147,6 +1110,7 @@ describe('webhooks: the Redis queue (SOKETI_QUEUE_DRIVER=redis)', { skip: redisS
   });
 
   it(`a webhook that keeps failing is tried SOKETI_QUEUE_MAX_ATTEMPTS times with exponential backoff from SOKETI_QUEUE_BACKOFF, then dropped with a log line`, async (t) => {
+    const { receiver, service: redis } = suite;
     const since = receiver.mark();
     const prefix = newPrefix();
     const scope = await start('the server', queueEnv('/drop', { prefix, SOKETI_QUEUE_MAX_ATTEMPTS: '3' }));
