@@ -190,18 +190,14 @@ fn sqs_queue(config: &Config) -> Result<SqsQueue, StartError> {
     Ok(SqsQueue::new(
         SqsClient::new(client, &sqs.queue_url),
         SqsSettings {
-            batch_size: sqs.batch_size.clamp(1, 10),
+            batch_size: sqs.batch_size,
             process_batch: sqs.process_batch,
             polling_wait: Duration::from_millis(sqs.polling_wait_time_ms),
             // Hidden while it runs: as long as the receive's jobs may take, one after another
             // unless `processBatch`, with room to spare. Not much longer: a message received by
             // a process that stopped (its last long poll) comes back only after this.
             visibility: (config.webhook_timeout() + Duration::from_secs(5))
-                * if sqs.process_batch {
-                    1
-                } else {
-                    sqs.batch_size.clamp(1, 10)
-                },
+                * if sqs.process_batch { 1 } else { sqs.batch_size },
             retry: config.retry_policy(),
         },
     ))

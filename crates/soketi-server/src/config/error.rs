@@ -170,6 +170,21 @@ pub enum ConfigError {
         /// The URL configured.
         url: String,
     },
+    /// An SQS batch size that SQS does not take.
+    #[error(
+        "queue.sqs.batchSize (QUEUE_SQS_BATCH_SIZE) is {value}; SQS receives 1 to 10 messages at \
+         a time"
+    )]
+    SqsBatchSize {
+        /// The size configured.
+        value: u32,
+    },
+    /// The DynamoDB app manager without a table.
+    #[error(
+        "appManager.dynamodb.table (APP_MANAGER_DYNAMODB_TABLE) is empty; name the table of apps \
+         (soketi's default is apps)"
+    )]
+    DynamoDbTable,
     /// An SQS client option this build does not apply.
     #[error("queue.sqs.clientOptions (QUEUE_SQS_CLIENT_OPTIONS): {message}")]
     SqsClientOptions {

@@ -227,6 +227,24 @@ fn bad_values_name_the_option_and_source() {
                 "QUEUE_SQS_URL",
                 "https://sqs.eu-west-1.amazonaws.com/1/hooks",
             ),
+            ("QUEUE_SQS_BATCH_SIZE", "11"),
+        ],
+        &["QUEUE_SQS_BATCH_SIZE", "1 to 10"],
+    );
+    check(
+        &[
+            ("APP_MANAGER_DRIVER", "dynamodb"),
+            ("APP_MANAGER_DYNAMODB_TABLE", " "),
+        ],
+        &["APP_MANAGER_DYNAMODB_TABLE"],
+    );
+    check(
+        &[
+            ("QUEUE_DRIVER", "sqs"),
+            (
+                "QUEUE_SQS_URL",
+                "https://sqs.eu-west-1.amazonaws.com/1/hooks",
+            ),
             (
                 "QUEUE_SQS_CLIENT_OPTIONS",
                 r#"{"httpOptions":{"timeout":1}}"#,

@@ -83,6 +83,7 @@ impl Config {
     pub fn check_runnable(&self) -> Result<(), ConfigError> {
         self.check_drivers()?;
         self.check_sqs()?;
+        self.check_dynamodb()?;
         self.check_redis_options()?;
         if self.adapter.driver == AdapterDriver::Redis {
             self.check_redis_adapter()?;
@@ -179,7 +180,21 @@ impl Config {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Err(ConfigError::SqsQueueUrl { url: url.clone() });
         }
+        let batch_size = self.queue.sqs.batch_size;
+        if !(1..=10).contains(&batch_size) {
+            return Err(ConfigError::SqsBatchSize { value: batch_size });
+        }
         self.sqs_client_options()?;
+        Ok(())
+    }
+
+    /// Checks that the DynamoDB app manager names its table.
+    fn check_dynamodb(&self) -> Result<(), ConfigError> {
+        if self.app_manager.driver == AppManagerDriver::Dynamodb
+            && self.app_manager.dynamodb.table.trim().is_empty()
+        {
+            return Err(ConfigError::DynamoDbTable);
+        }
         Ok(())
     }
 
