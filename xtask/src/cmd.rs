@@ -10,7 +10,34 @@ use serde_json::Value;
 pub(crate) fn cargo(root: &Path) -> Command {
     let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root);
+    without_package_vars(&mut cmd);
     cmd
+}
+
+/// Leaves out of `cmd`'s environment the variables `cargo run` set for xtask itself
+/// (`CARGO_PKG_NAME=xtask`, `CARGO_MANIFEST_DIR`, ...). Build scripts such as ring's declare
+/// `rerun-if-env-changed` on those names, so a cargo started with them would run those scripts
+/// again and rebuild everything above them, and a plain `cargo build` afterwards would do it
+/// once more.
+pub(crate) fn without_package_vars(cmd: &mut Command) {
+    for (name, _) in env::vars_os() {
+        if name.to_str().is_some_and(is_package_var) {
+            cmd.env_remove(&name);
+        }
+    }
+}
+
+/// Whether cargo sets `name` for the package it runs, rather than for itself or the user.
+fn is_package_var(name: &str) -> bool {
+    [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+    ]
+    .iter()
+    .any(|prefix| name.starts_with(prefix))
+        || name == "CARGO_PRIMARY_PACKAGE"
 }
 
 /// A `node` or `npm` command in `dir`.
@@ -143,4 +170,34 @@ pub(crate) fn check_parse<T: PartialEq + std::fmt::Debug>(
     let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
     let actual = parse(&args).map_err(|err| err.to_string());
     assert_eq!(actual, expected.map_err(str::to_owned), "args: {args:?}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_running_package_s_variables_are_left_out() {
+        for name in [
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_MANIFEST_LINKS",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+        ] {
+            assert!(is_package_var(name), "{name}");
+        }
+        for name in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_JOBS",
+            "RUSTFLAGS",
+        ] {
+            assert!(!is_package_var(name), "{name}");
+        }
+    }
 }

@@ -155,6 +155,7 @@ pub(crate) fn fuzz(root: &Path, options: &Options) -> Result<()> {
 fn nightly_cargo(root: &Path) -> Command {
     let mut cmd = Command::new("rustup");
     cmd.args(["run", "nightly", "cargo"]).current_dir(root);
+    crate::cmd::without_package_vars(&mut cmd);
     cmd
 }
 
