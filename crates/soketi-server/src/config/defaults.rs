@@ -189,6 +189,7 @@ impl Default for Config {
                 min: 0,
                 max: 7,
             },
+            unknown_file_keys: Vec::new(),
         }
     }
 }

@@ -44,13 +44,15 @@ impl Config {
         // app fills the gaps of the first one afterwards.
         let mut defaults =
             serde_json::to_value(Config::default()).map_err(ConfigError::Defaults)?;
+        let mut unknown = Vec::new();
         apps::index_apps(&mut defaults, true);
         let mut figment = Figment::from(Source {
             name: "the defaults".into(),
-            values: defaults,
+            values: defaults.clone(),
         });
         if let Some(path) = file {
             let mut values = read_file(path)?;
+            unknown_keys(&values, &defaults, "", &mut unknown);
             apps::index_apps(&mut values, false);
             figment = figment.merge(Source {
                 name: format!("config file {}", path.display()),
@@ -76,9 +78,51 @@ impl Config {
             }
         }
         let mut config: Config = figment.extract().map_err(describe)?;
+        config.unknown_file_keys = unknown;
         apps::fill_default_app(&mut config.app_manager.array.apps);
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// Adds to `out` the dotted paths of `file`'s keys under `path` that name no option: neither a
+/// field of the configuration (`defaults`, its serialized defaults) nor an option of soketi's
+/// list (`ENV_OPTIONS`, which holds the fields whose default is left out). Values whose
+/// default is not a map of fields (lists, free-form objects such as client options, the apps)
+/// are not looked into.
+fn unknown_keys(
+    file: &serde_json::Value,
+    defaults: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    let serde_json::Value::Object(map) = file else {
+        return;
+    };
+    for (key, value) in map {
+        let dotted = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match defaults.get(key) {
+            Some(fields @ serde_json::Value::Object(known)) if !known.is_empty() => {
+                unknown_keys(value, fields, &dotted, out);
+            }
+            Some(_) => {}
+            None => {
+                let listed = ENV_OPTIONS.iter().any(|option| {
+                    option.path == dotted
+                        || option
+                            .path
+                            .strip_prefix(dotted.as_str())
+                            .is_some_and(|rest| rest.starts_with('.'))
+                });
+                if !listed {
+                    out.push(dotted);
+                }
+            }
+        }
     }
 }
 

@@ -103,6 +103,10 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Connection pools of the SQL app managers.
     pub database_pooling: PoolingConfig,
+    /// The keys of the config file that name no option (dotted paths): ignored, as soketi
+    /// ignores them, and named in a warning at start (`Config::no_effect_notices`).
+    #[serde(skip)]
+    pub unknown_file_keys: Vec<String>,
 }
 
 /// The HTTP API.

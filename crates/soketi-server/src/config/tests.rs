@@ -766,3 +766,38 @@ fn lambda_webhooks_read_soketi_s_options() {
     );
     assert!(!format!("{:?}", targets[2].1).contains("SK"));
 }
+
+#[test]
+fn config_file_keys_that_name_no_option_are_named_at_start() {
+    let config = file(
+        "json",
+        r#"{
+            "eventLimits.maxNameLenght": 10,
+            "adapter": {"redis": {"prefixx": "a", "prefix": "b"}},
+            "bogus": true,
+            "queue": {"sqs": {"clientOptions": {"region": "eu-west-1"}}},
+            "appManager": {"mysql": {"useMysql2": true},
+                "array": {"apps": [{"id": "i", "key": "k", "secret": "s", "Whatever": 1}]}},
+            "database": {"redis": {"clusterNodes": [{"host": "h", "port": 1}]}}
+        }"#,
+    );
+    let loaded = load(Some(config.path()), &[]).unwrap();
+    let mut keys = loaded.unknown_file_keys.clone();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "adapter.redis.prefixx",
+            "bogus",
+            "eventLimits.maxNameLenght"
+        ]
+    );
+    let notices = loaded.no_effect_notices();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.starts_with("eventLimits.maxNameLenght in the config file names no option")),
+        "{notices:?}"
+    );
+    assert!(load(None, &[]).unwrap().unknown_file_keys.is_empty());
+}

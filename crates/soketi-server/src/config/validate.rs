@@ -199,13 +199,15 @@ impl Config {
     }
 
     /// One line for each option that is set but has no effect here (soketi gave it none
-    /// either), to be logged once at start.
+    /// either), and for each key of the config file that names no option, to be logged once
+    /// at start.
     pub fn no_effect_notices(&self) -> Vec<String> {
         let no_effect = |kind| match kind {
             OptionKind::NoEffect(reason) => Some(reason),
             _ => None,
         };
-        self.set_options(no_effect)
+        let options = self
+            .set_options(no_effect)
             .into_iter()
             .map(|(option, reason)| {
                 format!(
@@ -213,8 +215,14 @@ impl Config {
                     option.path,
                     env::env_names_for(option.path)
                 )
-            })
-            .collect()
+            });
+        let keys = self.unknown_file_keys.iter().map(|key| {
+            format!(
+                "{key} in the config file names no option and is ignored (misspelt? \
+                 docs/configuration.md lists every option)"
+            )
+        });
+        options.chain(keys).collect()
     }
 
     /// The users of Redis that the configuration turns on.

@@ -732,3 +732,18 @@ describe('options that have no effect here, as in soketi', () => {
     }
   });
 });
+
+describe('config file keys that name no option (ignored, as soketi ignores them)', () => {
+  const file = writeConfig('misspelt.json', { 'eventLimits.maxNameLenght': 10, adapter: { redis: { prefixx: 'a' } }, port: 1 });
+  const scope = useServer({}, { args: ['start', '--config', file] });
+
+  it('start, and are each named once in a warning at start; known keys beside them still apply', async () => {
+    assert.equal((await scope.sdk().get({ path: '/channels' })).status, 200);
+    const lines = scope.server.stderr().split('\n');
+    for (const key of ['eventLimits.maxNameLenght', 'adapter.redis.prefixx']) {
+      const named = lines.filter((l) => l.includes(key) && l.includes('names no option'));
+      assert.equal(named.length, 1, `${key} in:\n${lines.join('\n')}`);
+    }
+    assert.ok(!lines.some((l) => l.includes('names no option') && l.includes('port')), lines.join('\n'));
+  });
+});
