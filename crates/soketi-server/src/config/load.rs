@@ -105,6 +105,10 @@ fn unknown_keys(
         } else {
             format!("{path}.{key}")
         };
+        if dotted == "appManager.array.apps" {
+            unknown_app_keys(value, &dotted, out);
+            continue;
+        }
         match defaults.get(key) {
             Some(fields @ serde_json::Value::Object(known)) if !known.is_empty() => {
                 unknown_keys(value, fields, &dotted, out);
@@ -123,6 +127,27 @@ fn unknown_keys(
                 }
             }
         }
+    }
+}
+
+/// Adds to `out` the keys of the apps listed at `path` (a list, or a map from index to app)
+/// that no spelling of an app field matches, as `path.<index>.<key>`.
+fn unknown_app_keys(apps: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    let apps: Vec<(String, &serde_json::Value)> = match apps {
+        serde_json::Value::Array(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, app)| (i.to_string(), app))
+            .collect(),
+        serde_json::Value::Object(map) => map.iter().map(|(i, app)| (i.clone(), app)).collect(),
+        _ => return,
+    };
+    for (index, app) in apps {
+        // A value that is not an app is reported when the configuration is read.
+        let _ = serde_ignored::deserialize(app, |key| {
+            out.push(format!("{path}.{index}.{key}"));
+        })
+        .map(|_: apps::AppConfig| ());
     }
 }
 

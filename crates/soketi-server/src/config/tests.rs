@@ -186,7 +186,13 @@ fn apps_from_files_in_every_format_and_spelling() {
         "appManager:\n  array:\n    apps:\n      - {id: a, key: ka, secret: sa}\n      - {id: '2', key: kb, secret: sb, max_connections: 5, maxEventBatchSize: 3}\n",
     );
     for f in [&json, &toml, &yaml] {
-        let apps = load(Some(f.path()), &[]).unwrap().apps();
+        let loaded = load(Some(f.path()), &[]).unwrap();
+        assert!(
+            loaded.unknown_file_keys.is_empty(),
+            "{:?}",
+            loaded.unknown_file_keys
+        );
+        let apps = loaded.apps();
         assert_eq!(apps.len(), 2, "{}", f.path().display());
         assert_eq!(apps[1].id, "2");
         assert_eq!(apps[1].max_connections, Some(5));
@@ -777,7 +783,8 @@ fn config_file_keys_that_name_no_option_are_named_at_start() {
             "bogus": true,
             "queue": {"sqs": {"clientOptions": {"region": "eu-west-1"}}},
             "appManager": {"mysql": {"useMysql2": true},
-                "array": {"apps": [{"id": "i", "key": "k", "secret": "s", "Whatever": 1}]}},
+                "array": {"apps": [{"id": "i", "key": "k", "secret": "s", "Whatever": 1,
+                    "max_connections": 5, "MaxBackendEventsPerSecond": 2, "enabled": true}]}},
             "database": {"redis": {"clusterNodes": [{"host": "h", "port": 1}]}}
         }"#,
     );
@@ -788,6 +795,7 @@ fn config_file_keys_that_name_no_option_are_named_at_start() {
         keys,
         [
             "adapter.redis.prefixx",
+            "appManager.array.apps.0.Whatever",
             "bogus",
             "eventLimits.maxNameLenght"
         ]

@@ -9,6 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { describe, it } from 'node:test';
 
 import {
+  APP,
   assertHttpError,
   effectiveConfig,
   failedStart,
@@ -734,16 +735,23 @@ describe('options that have no effect here, as in soketi', () => {
 });
 
 describe('config file keys that name no option (ignored, as soketi ignores them)', () => {
-  const file = writeConfig('misspelt.json', { 'eventLimits.maxNameLenght': 10, adapter: { redis: { prefixx: 'a' } }, port: 1 });
+  const file = writeConfig('misspelt.json', {
+    'eventLimits.maxNameLenght': 10,
+    adapter: { redis: { prefixx: 'a' } },
+    port: 1,
+    // Every spelling of an app field is one (camelCase, snake_case, PascalCase); `Typo` is not.
+    appManager: { array: { apps: [{ id: APP.appId, key: APP.key, secret: APP.secret, MaxConnections: 50, max_event_name_length: 150, enableClientMessages: true, Typo: 1 }] } },
+  });
   const scope = useServer({}, { args: ['start', '--config', file] });
 
   it('start, and are each named once in a warning at start; known keys beside them still apply', async () => {
     assert.equal((await scope.sdk().get({ path: '/channels' })).status, 200);
     const lines = scope.server.stderr().split('\n');
-    for (const key of ['eventLimits.maxNameLenght', 'adapter.redis.prefixx']) {
+    for (const key of ['eventLimits.maxNameLenght', 'adapter.redis.prefixx', 'appManager.array.apps.0.Typo']) {
       const named = lines.filter((l) => l.includes(key) && l.includes('names no option'));
       assert.equal(named.length, 1, `${key} in:\n${lines.join('\n')}`);
     }
-    assert.ok(!lines.some((l) => l.includes('names no option') && l.includes('port')), lines.join('\n'));
+    const flagged = lines.filter((l) => l.includes('names no option'));
+    assert.equal(flagged.length, 3, flagged.join('\n'));
   });
 });
