@@ -286,7 +286,9 @@ impl AwsClient {
         }
     }
 
-    /// Sends one signed request to `path` of the endpoint; any status is returned.
+    /// Sends one signed request to `path` of the endpoint; any status is returned. Finding the
+    /// credentials counts in the client's time, so a call never takes longer than that, even
+    /// when a credential source hangs.
     pub async fn send(
         &self,
         method: Method,
@@ -295,37 +297,9 @@ impl AwsClient {
         body: Bytes,
     ) -> Result<Response, AwsError> {
         let service = self.service.signing_name();
-        let credentials = self.credentials.credentials().await?;
-        let url = format!("{}{path}", self.endpoint.url);
-        let uri: Uri = url.parse().map_err(|_| AwsError::Request {
-            service,
-            why: format!("{url:?} is not a URL"),
-        })?;
-        let host = match (uri.host(), uri.port_u16()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_owned(),
-            (None, _) => {
-                return Err(AwsError::Request {
-                    service,
-                    why: format!("{url:?} has no host"),
-                });
-            }
-        };
-        let mut request = hyper::Request::builder()
-            .method(method.clone())
-            .uri(uri)
-            .header(HOST, &host);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let mut request = request
-            .body(Full::new(body.clone()))
-            .map_err(|e| AwsError::Request {
-                service,
-                why: e.to_string(),
-            })?;
-        self.sign(&mut request, &credentials, &body)?;
         let sent = tokio::time::timeout(self.timeout, async {
+            let credentials = self.credentials.credentials().await?;
+            let request = self.request(method, path, headers, body, &credentials)?;
             let response = self
                 .http
                 .request(request)
@@ -359,6 +333,48 @@ impl AwsClient {
                 after: self.timeout,
             })
         })
+    }
+
+    /// The request to `path` of the endpoint, signed with `credentials`.
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        credentials: &crate::Credentials,
+    ) -> Result<hyper::Request<Full<Bytes>>, AwsError> {
+        let service = self.service.signing_name();
+        let url = format!("{}{path}", self.endpoint.url);
+        let uri: Uri = url.parse().map_err(|_| AwsError::Request {
+            service,
+            why: format!("{url:?} is not a URL"),
+        })?;
+        let host = match (uri.host(), uri.port_u16()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => {
+                return Err(AwsError::Request {
+                    service,
+                    why: format!("{url:?} has no host"),
+                });
+            }
+        };
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(HOST, &host);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut request = request
+            .body(Full::new(body.clone()))
+            .map_err(|e| AwsError::Request {
+                service,
+                why: e.to_string(),
+            })?;
+        self.sign(&mut request, credentials, &body)?;
+        Ok(request)
     }
 
     /// Adds the SigV4 headers (`Authorization`, `X-Amz-Date`, the session token) to `request`.
@@ -429,6 +445,56 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[tokio::test]
+    async fn a_credential_source_that_hangs_counts_in_the_call_s_time() {
+        // A container credentials endpoint that accepts and never answers: the chain alone
+        // would wait its own 5 s for it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let env = [(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI".to_owned(),
+            format!("http://127.0.0.1:{port}/creds"),
+        )];
+        let http = crate::http_client().unwrap();
+        let credentials = Arc::new(CredentialsProvider::chain(
+            env.into_iter().collect(),
+            http.clone(),
+        ));
+        let endpoint = Endpoint::resolve(
+            Service::DynamoDb,
+            "us-east-1",
+            Some("http://127.0.0.1:1"),
+            no_env,
+        )
+        .unwrap();
+        let timeout = Duration::from_millis(300);
+        let client = AwsClient::new(
+            http,
+            credentials,
+            Service::DynamoDb,
+            "us-east-1",
+            endpoint,
+            timeout,
+        );
+        let started = std::time::Instant::now();
+        let error = client
+            .json("DynamoDB_20120810.GetItem", &Value::Null)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, AwsError::Timeout { .. }), "{error}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
