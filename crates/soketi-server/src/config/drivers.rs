@@ -1,10 +1,10 @@
-//! The drivers an option may name, with soketi's names and which of them this build runs.
+//! The drivers an option may name, with soketi's names.
 
 use serde::{Deserialize, Serialize};
 
-/// Declares a driver enum with soketi's names and which of them this build implements.
+/// Declares a driver enum with soketi's names.
 macro_rules! drivers {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal, $implemented:literal;)+ }) => {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal;)+ }) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
         #[serde(rename_all = "lowercase")]
@@ -17,18 +17,6 @@ macro_rules! drivers {
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text,)+ }
             }
-
-            /// Whether this build can run with the driver.
-            pub fn is_implemented(self) -> bool {
-                match self { $($name::$variant => $implemented,)+ }
-            }
-
-            /// The drivers this build can run with.
-            pub fn implemented() -> Vec<&'static str> {
-                let mut names = Vec::new();
-                $(if $implemented { names.push($text); })+
-                names
-            }
         }
     };
 }
@@ -38,13 +26,13 @@ drivers!(
     AppManagerDriver {
         /// Apps listed in the configuration.
         #[default]
-        Array = "array", true;
+        Array = "array";
         /// A MySQL table.
-        Mysql = "mysql", true;
+        Mysql = "mysql";
         /// A PostgreSQL table.
-        Postgres = "postgres", true;
+        Postgres = "postgres";
         /// A DynamoDB table.
-        Dynamodb = "dynamodb", true;
+        Dynamodb = "dynamodb";
     }
 );
 
@@ -53,13 +41,13 @@ drivers!(
     AdapterDriver {
         /// One node.
         #[default]
-        Local = "local", true;
+        Local = "local";
         /// Redis pub/sub.
-        Redis = "redis", true;
+        Redis = "redis";
         /// UDP discovery inside a private network.
-        Cluster = "cluster", true;
+        Cluster = "cluster";
         /// NATS.
-        Nats = "nats", true;
+        Nats = "nats";
     }
 );
 
@@ -68,11 +56,11 @@ drivers!(
     RateLimiterDriver {
         /// In this process.
         #[default]
-        Local = "local", true;
+        Local = "local";
         /// In Redis.
-        Redis = "redis", true;
+        Redis = "redis";
         /// Shared by the nodes of the cluster adapter.
-        Cluster = "cluster", true;
+        Cluster = "cluster";
     }
 );
 
@@ -81,9 +69,9 @@ drivers!(
     CacheDriver {
         /// In this process.
         #[default]
-        Memory = "memory", true;
+        Memory = "memory";
         /// In Redis, shared by every node.
-        Redis = "redis", true;
+        Redis = "redis";
     }
 );
 
@@ -92,11 +80,11 @@ drivers!(
     QueueDriver {
         /// Sent from this process at once.
         #[default]
-        Sync = "sync", true;
+        Sync = "sync";
         /// A durable queue in Redis.
-        Redis = "redis", true;
+        Redis = "redis";
         /// Amazon SQS.
-        Sqs = "sqs", true;
+        Sqs = "sqs";
     }
 );
 
@@ -105,6 +93,6 @@ drivers!(
     MetricsDriver {
         /// Prometheus text.
         #[default]
-        Prometheus = "prometheus", true;
+        Prometheus = "prometheus";
     }
 );

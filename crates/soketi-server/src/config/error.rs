@@ -100,19 +100,6 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
-    /// A driver this build does not provide.
-    #[error(
-        "{option} is {driver:?}, which this build does not provide yet; available: {}",
-        available.join(", ")
-    )]
-    DriverNotProvided {
-        /// The option and its environment name.
-        option: &'static str,
-        /// The driver configured.
-        driver: &'static str,
-        /// The drivers this build provides.
-        available: Vec<&'static str>,
-    },
     /// A Redis user in cluster mode without the nodes to find the Cluster from.
     #[error(
         "{option} is true but database.redis.clusterNodes (DB_REDIS_CLUSTER_NODES) is empty; \

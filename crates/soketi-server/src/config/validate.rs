@@ -77,11 +77,10 @@ impl Config {
         Ok(())
     }
 
-    /// Checks that this build can run with the configuration: the drivers it names exist here.
-    /// `config` prints a configuration that fails this;
+    /// Checks that this build can run with the configuration: settings that each parse but
+    /// cannot run, alone or together. `config` prints a configuration that fails this;
     /// `start` refuses it.
     pub fn check_runnable(&self) -> Result<(), ConfigError> {
-        self.check_drivers()?;
         self.check_sqs()?;
         self.check_dynamodb()?;
         self.check_redis_options()?;
@@ -100,52 +99,6 @@ impl Config {
             self.redis_endpoint(user)?;
         }
         self.check_sql_tables()?;
-        Ok(())
-    }
-
-    /// Checks that every driver the configuration names is one this build provides.
-    fn check_drivers(&self) -> Result<(), ConfigError> {
-        let drivers = [
-            (
-                "appManager.driver (APP_MANAGER_DRIVER)",
-                self.app_manager.driver.as_str(),
-                self.app_manager.driver.is_implemented(),
-                AppManagerDriver::implemented(),
-            ),
-            (
-                "adapter.driver (ADAPTER_DRIVER)",
-                self.adapter.driver.as_str(),
-                self.adapter.driver.is_implemented(),
-                AdapterDriver::implemented(),
-            ),
-            (
-                "rateLimiter.driver (RATE_LIMITER_DRIVER)",
-                self.rate_limiter.driver.as_str(),
-                self.rate_limiter.driver.is_implemented(),
-                RateLimiterDriver::implemented(),
-            ),
-            (
-                "cache.driver (CACHE_DRIVER)",
-                self.cache.driver.as_str(),
-                self.cache.driver.is_implemented(),
-                CacheDriver::implemented(),
-            ),
-            (
-                "queue.driver (QUEUE_DRIVER)",
-                self.queue.driver.as_str(),
-                self.queue.driver.is_implemented(),
-                QueueDriver::implemented(),
-            ),
-        ];
-        for (name, value, implemented, available) in drivers {
-            if !implemented {
-                return Err(ConfigError::DriverNotProvided {
-                    option: name,
-                    driver: value,
-                    available,
-                });
-            }
-        }
         Ok(())
     }
 

@@ -77,3 +77,14 @@ export function assertSingle(event, app = DEFAULT_APP, opts) {
   assertWebhookRequest(event.request, app, opts);
   assert.equal(event.request.json.events.length, 1, `one event per body without batching: ${event.request.rawBody}`);
 }
+
+/** Subscribes a raw client to several channels at once (frames back to back), then awaits every answer. */
+export async function subscribeMany(client, channels) {
+  for (const channel of channels) client.send({ event: 'pusher:subscribe', data: { channel } });
+  for (const channel of channels) {
+    const frame = await client.next(
+      (f) => f.channel === channel && /^pusher(_internal)?:subscription_(succeeded|error)$/.test(f.event),
+    );
+    assert.equal(frame.event, 'pusher_internal:subscription_succeeded', `subscription to ${channel}: ${JSON.stringify(frame)}`);
+  }
+}

@@ -33,6 +33,7 @@ import {
   dumpRequests,
   hooksEnv,
   sdkValid,
+  subscribeMany,
   tags,
 } from './webhook-checks.mjs';
 
@@ -98,17 +99,6 @@ const member = (id) => ({ user_id: id, user_info: { name: id.toUpperCase() } });
 async function sendClientEvent(client, channel, event, data) {
   client.send({ event, channel, data });
   await client.ping();
-}
-
-/** Subscribes a raw client to several channels at once (frames back to back), then awaits every answer. */
-async function subscribeMany(client, channels) {
-  for (const channel of channels) client.send({ event: 'pusher:subscribe', data: { channel } });
-  for (const channel of channels) {
-    const frame = await client.next(
-      (f) => f.channel === channel && /^pusher(_internal)?:subscription_(succeeded|error)$/.test(f.event),
-    );
-    assert.equal(frame.event, 'pusher_internal:subscription_succeeded', `subscription to ${channel}: ${JSON.stringify(frame)}`);
-  }
 }
 
 /**
